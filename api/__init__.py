@@ -1,0 +1,85 @@
+"""The HTTP API: Flask app factory and one flask-smorest blueprint per resource."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+from flask import Flask, Response, g, request
+
+from api.bodies import check_request_body
+from api.errors import MQApi, register_error_handlers
+from api.services import Services, close_request_session
+from broker.connection import RedisClient, connect
+from broker.keys import Keys
+from broker.streams import TopicStreams
+from models import Database
+from mq import __version__
+from mq.settings import Settings
+
+BASE = "/api/v1/mq"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    database: Database | None = None,
+    redis: RedisClient | None = None,
+) -> Flask:
+    """Build the API application. Nothing connects until the first request needs it."""
+    settings = settings or Settings.from_env()
+    app = Flask("mq")
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        API_TITLE="Message queue service",
+        API_VERSION=__version__,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    keys = Keys(settings.redis_namespace)
+    redis = redis if redis is not None else connect(settings, max_connections=32)
+    app.extensions["mq"] = Services(
+        settings=settings,
+        database=database or Database(settings.database_url),
+        redis=redis,
+        keys=keys,
+        streams=TopicStreams(redis, keys, max_len=settings.stream_max_len),
+    )
+    app.config["MQ_STARTED_AT"] = time.time()
+
+    api = MQApi(app, spec_kwargs={"servers": [{"url": "/"}]})
+    api.spec.components.security_scheme(
+        "bearer", {"type": "http", "scheme": "bearer", "description": "API key or operator token"}
+    )
+    _register_blueprints(api)
+    register_error_handlers(app)
+    app.before_request(_start_request)
+    app.before_request(check_request_body)
+    app.after_request(_tag_response)
+    app.teardown_appcontext(close_request_session)
+    return app
+
+
+def _register_blueprints(api: MQApi) -> None:
+    from api import api_keys, messages, monitoring, publish, queues, tenants
+
+    for module in (tenants, api_keys, queues, publish, messages):
+        api.register_blueprint(module.blp, url_prefix=BASE + module.PREFIX)
+    api.register_blueprint(monitoring.blp, url_prefix=BASE)
+
+
+def _start_request() -> None:
+    supplied = request.headers.get("X-Request-Id", "")
+    g.request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+
+
+def _tag_response(response: Response) -> Response:
+    response.headers["X-Request-Id"] = g.get("request_id", "")
+    return response

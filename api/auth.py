@@ -1,0 +1,98 @@
+"""Bearer authentication: tenant API keys (hashed at rest) and the operator token.
+
+Views declare who may call them with `@tenant_access(...)` or `@operator_access`; the caller's
+identity is then `principal()`. The operator token is not a tenant key (401 on tenant
+endpoints) and a tenant key is not the operator token (403 on operator endpoints).
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from flask import g, request
+from sqlalchemy import select
+
+from api.services import services
+from models import ApiKey
+from models.tenancy import hash_key
+from mq.errors import Forbidden, Unauthorized
+
+ROLES = ("admin", "producer", "consumer")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant_id: str
+    tenant_name: str
+    key_id: str
+    key_name: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def principal() -> Principal:
+    return g.principal
+
+
+def _bearer_token() -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("missing or malformed Authorization header (expected 'Bearer <key>')")
+    return token.strip()
+
+
+def _load_principal(token: str) -> Principal | None:
+    row = services().db_session().scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(token)))
+    if row is None:
+        return None
+    return Principal(row.tenant_id, row.tenant.name, row.id, row.name, row.role)
+
+
+def _is_operator(token: str) -> bool:
+    expected = services().settings.mq_operator_token
+    return bool(expected) and hmac.compare_digest(token.encode(), expected.encode())
+
+
+def tenant_access(*roles: str) -> Callable[[F], F]:
+    """Require a tenant API key whose role is one of `roles` (default: any role)."""
+    allowed = roles or ROLES
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            found = _load_principal(_bearer_token())
+            if found is None:
+                raise Unauthorized("unknown API key")
+            if found.role not in allowed:
+                raise Forbidden(f"the '{found.role}' role may not make this call")
+            g.principal = found
+            return view(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def operator_access(view: F) -> F:
+    """Require the operator token; a valid tenant key answers 403."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        token = _bearer_token()
+        if _is_operator(token):
+            return view(*args, **kwargs)
+        if _load_principal(token) is not None:
+            raise Forbidden("this call needs the operator token")
+        raise Unauthorized("unknown token")
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,69 @@
+"""Request-body checks that run before any view: media type, JSON syntax, text sanity.
+
+webargs would silently ignore a non-JSON body and report "missing fields"; the contract wants
+415 for the wrong media type and 400 for invalid JSON. PostgreSQL and Redis cannot store NUL
+characters or lone UTF-16 surrogates, so strings holding them are refused here with 422
+instead of failing later as a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from flask import request
+
+from mq.errors import InvalidJSON, UnsupportedMediaType, ValidationError
+
+# Escapes that can decode to a NUL or to a (possibly lone) surrogate.
+_SUSPICIOUS = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def check_request_body() -> None:
+    if request.method not in {"POST", "PUT", "PATCH"} or not _has_body():
+        return
+    if not request.is_json:
+        raise UnsupportedMediaType("the request body must be application/json")
+    raw = request.get_data(cache=True)
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidJSON(f"the request body is not valid JSON: {exc}") from None
+    if _SUSPICIOUS.search(raw):
+        problem = _find_bad_text(body, "")
+        if problem:
+            path, reason = problem
+            raise ValidationError("the request body holds text that cannot be stored",
+                                  {path or "body": [reason]})
+
+
+def _has_body() -> bool:
+    return bool(request.content_length) or request.headers.get("Transfer-Encoding") == "chunked"
+
+
+def _find_bad_text(value: Any, path: str) -> tuple[str, str] | None:
+    if isinstance(value, str):
+        return _text_problem(value, path)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            found = _text_problem(key, child) or _find_bad_text(item, child)
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _find_bad_text(item, f"{path}.{index}" if path else str(index))
+            if found:
+                return found
+    return None
+
+
+def _text_problem(text: str, path: str) -> tuple[str, str] | None:
+    if "\x00" in text:
+        return path, "NUL characters (\\u0000) are not allowed in text"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return path, "unpaired UTF-16 surrogates are not allowed in text"
+    return None

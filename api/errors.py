@@ -1,0 +1,110 @@
+"""The one place where failures become the API.md error body.
+
+`{"error": {"code", "message", "details"}, "request_id"}` for every error: service errors
+(`mq.errors`), HTTP errors raised by Flask/werkzeug/webargs (unknown path, 405, 413, invalid
+JSON, validation), an unreachable database or Redis, and anything unexpected (500, logged
+with its stack trace, never shown to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis.exceptions
+import sqlalchemy.exc
+from flask import Flask, Response, g, jsonify
+from flask_smorest import Api
+from werkzeug.exceptions import HTTPException
+
+from mq import errors
+
+log = logging.getLogger(__name__)
+
+#: werkzeug's HTTP errors by status, as service errors.
+HTTP_ERRORS: dict[int, type[errors.MQError]] = {
+    400: errors.InvalidJSON,
+    401: errors.Unauthorized,
+    403: errors.Forbidden,
+    404: errors.NotFound,
+    405: errors.MethodNotAllowed,
+    409: errors.Conflict,
+    413: errors.PayloadTooLarge,
+    415: errors.UnsupportedMediaType,
+    422: errors.ValidationError,
+    429: errors.QuotaExceeded,
+}
+
+HTTP_MESSAGES = {
+    400: "the request body is not valid JSON",
+    404: "no such resource",
+    405: "method not allowed on this resource",
+    413: "the request body is larger than the server accepts",
+    422: "the request is invalid",
+}
+
+
+def error_response(error: errors.MQError) -> Response:
+    body = {
+        "error": {"code": error.code, "message": error.message, "details": error.details},
+        "request_id": g.get("request_id"),
+    }
+    response = jsonify(body)
+    response.status_code = error.status
+    response.headers.update(error.headers)
+    return response
+
+
+def from_http_exception(exc: HTTPException) -> errors.MQError:
+    """Translate a werkzeug/webargs HTTP error, keeping webargs' validation messages."""
+    status = exc.code or 500
+    kind = HTTP_ERRORS.get(status, errors.MQError)
+    details: dict[str, Any] = {}
+    data = getattr(exc, "data", None) or {}
+    messages = data.get("messages") if isinstance(data, dict) else None
+    if isinstance(messages, dict):
+        # webargs groups messages by location ({"json": {...}, "query": {...}}).
+        for location_messages in messages.values():
+            if isinstance(location_messages, dict):
+                details.update(location_messages)
+    message = HTTP_MESSAGES.get(status) or exc.description or "error"
+    if status == 422 and not details:
+        message = exc.description or message
+    error = kind(message, details)
+    if status >= 500 and kind is errors.MQError:
+        error.message = "internal error"
+    return error
+
+
+class MQApi(Api):
+    """flask-smorest's Api with the contract's error body instead of its own."""
+
+    def handle_http_exception(self, error: HTTPException) -> Response:  # type: ignore[override]
+        if error.code and error.code >= 500:
+            log.error("server error %s", error.code, exc_info=getattr(error, "original_exception",
+                                                                      None))
+        return error_response(from_http_exception(error))
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(errors.MQError, error_response)
+
+    @app.errorhandler(sqlalchemy.exc.OperationalError)
+    @app.errorhandler(sqlalchemy.exc.InterfaceError)
+    @app.errorhandler(sqlalchemy.exc.TimeoutError)
+    def database_down(exc: Exception) -> Response:
+        log.warning("metadata database unreachable: %s", type(exc).__name__)
+        return error_response(errors.DatabaseUnavailable("the metadata database is unreachable"))
+
+    @app.errorhandler(redis.exceptions.ConnectionError)
+    @app.errorhandler(redis.exceptions.TimeoutError)
+    def redis_down(exc: Exception) -> Response:
+        log.warning("redis unreachable: %s", type(exc).__name__)
+        return error_response(errors.BrokerNotAvailable("the message broker is unreachable"))
+
+    @app.errorhandler(Exception)
+    def internal(exc: Exception) -> Response:
+        if isinstance(exc, HTTPException):
+            return error_response(from_http_exception(exc))
+        log.exception("unhandled error")
+        return error_response(errors.MQError("internal error"))

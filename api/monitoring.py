@@ -1,0 +1,114 @@
+"""Health and status (no authentication)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from flask import current_app
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields
+from sqlalchemy import text
+
+from api.services import services
+from mq import __version__
+
+PREFIX = ""
+blp = Blueprint("monitoring", __name__, description="Health and status")
+
+
+class CheckOut(Schema):
+    status = fields.String()
+    details = fields.Dict()
+
+
+class HealthOut(Schema):
+    status = fields.String()
+    checks = fields.Dict(keys=fields.String(), values=fields.Nested(CheckOut))
+
+
+class StatusOut(Schema):
+    version = fields.String()
+    edition = fields.String()
+    uptime_s = fields.Float()
+    backends = fields.Dict()
+    processes = fields.Dict()
+
+
+def _check_redis() -> dict[str, Any]:
+    redis = services().redis
+    started = time.perf_counter()
+    try:
+        redis.ping()
+        ping_ms = round((time.perf_counter() - started) * 1000, 3)
+        memory = redis.info("memory")
+    except Exception as exc:  # any failure means unhealthy, and is reported, not raised
+        return {"status": "unhealthy", "details": {"error": type(exc).__name__}}
+    return {"status": "healthy", "details": {
+        "ping": "PONG", "ping_ms": ping_ms,
+        "memory": {"used_bytes": memory.get("used_memory"),
+                   "max_bytes": memory.get("maxmemory"),
+                   "policy": memory.get("maxmemory_policy")}}}
+
+
+def _check_database() -> dict[str, Any]:
+    database = services().database
+    started = time.perf_counter()
+    try:
+        with database.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means unhealthy, and is reported, not raised
+        return {"status": "unhealthy", "details": {"error": type(exc).__name__}}
+    return {"status": "healthy", "details": {
+        "backend": database.engine.dialect.name,
+        "ping_ms": round((time.perf_counter() - started) * 1000, 3)}}
+
+
+@blp.route("/health")
+class Health(MethodView):
+    @blp.response(200, HealthOut)
+    @blp.alt_response(503, schema=HealthOut, description="Redis or the database is down")
+    def get(self) -> tuple[dict[str, Any], int]:
+        """Redis and database checks; 503 when either is down."""
+        checks = {"redis": _check_redis(), "database": _check_database()}
+        healthy = all(c["status"] == "healthy" for c in checks.values())
+        return {"status": "healthy" if healthy else "unhealthy", "checks": checks}, (
+            200 if healthy else 503)
+
+
+@blp.route("/status")
+class Status(MethodView):
+    @blp.response(200, StatusOut)
+    def get(self) -> dict[str, Any]:
+        """Version, backends and the live worker and scheduler processes."""
+        return {
+            "version": __version__,
+            "edition": "standard",
+            "uptime_s": round(time.time() - current_app.config["MQ_STARTED_AT"], 3),
+            "backends": {"redis_stream": True, "kafka": False},
+            "processes": _processes(),
+        }
+
+
+def _processes() -> dict[str, Any]:
+    """Live processes from their heartbeats in Redis (empty when Redis is unreachable)."""
+    svc = services()
+    try:
+        beats = svc.redis.hgetall(svc.keys.processes)
+    except Exception:  # status stays answerable without Redis
+        return {"workers": [], "scheduler": None}
+    now = time.time()
+    workers, scheduler = [], None
+    for raw in beats.values():
+        beat = json.loads(raw)
+        if now - beat.get("ts", 0) > beat.get("ttl_s", 30):
+            continue
+        if beat.get("kind") == "worker":
+            workers.append({k: beat.get(k) for k in ("id", "host", "pid", "last_heartbeat",
+                                                      "subscriptions")})
+        elif beat.get("kind") == "scheduler":
+            scheduler = {k: beat.get(k) for k in ("id", "host", "pid", "last_heartbeat",
+                                                  "leader")}
+    return {"workers": workers, "scheduler": scheduler}

@@ -1,0 +1,68 @@
+"""Keyset pagination: `limit` + an opaque `cursor`, answered with `next_cursor`."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from marshmallow import Schema, fields, validate
+from sqlalchemy import Select, tuple_
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from mq.errors import ValidationError
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+class PageArgs(Schema):
+    limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(1, MAX_LIMIT))
+    cursor = fields.String(load_default=None, validate=validate.Length(max=1024))
+
+
+def paginate(
+    session: Session,
+    stmt: Select[Any],
+    sort: InstrumentedAttribute[Any],
+    tie: InstrumentedAttribute[Any],
+    *,
+    limit: int,
+    cursor: str | None,
+) -> tuple[Sequence[Any], str | None]:
+    """One page of `stmt` ordered by (`sort`, `tie`), and the cursor of the next page."""
+    if cursor:
+        sort_value, tie_value = _decode(cursor, is_time=_is_time(sort))
+        stmt = stmt.where(tuple_(sort, tie) > tuple_(sort_value, tie_value))
+    rows = session.scalars(stmt.order_by(sort, tie).limit(limit + 1)).all()
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], _encode(getattr(last, sort.key), getattr(last, tie.key))
+
+
+def _is_time(column: InstrumentedAttribute[Any]) -> bool:
+    return column.key.endswith("_at")
+
+
+def _encode(sort_value: Any, tie_value: Any) -> str:
+    if isinstance(sort_value, datetime):
+        sort_value = sort_value.isoformat()
+    raw = json.dumps([sort_value, tie_value]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str, *, is_time: bool) -> tuple[Any, Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        sort_value, tie_value = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if is_time:
+            sort_value = datetime.fromisoformat(sort_value)
+        if not isinstance(tie_value, str):
+            raise TypeError
+        return sort_value, tie_value
+    except (ValueError, TypeError, UnicodeError) as exc:
+        raise ValidationError("invalid cursor", {"cursor": ["not a cursor this API issued"]}) \
+            from exc

@@ -1,0 +1,165 @@
+"""Publishing endpoints: single, batch, and publishing through the topic's path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, jsonify
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from api.auth import principal, tenant_access
+from api.fields import Timestamp, iso, strict_int
+from api.publishing import Published, publish
+from api.queues import find_topic
+from api.services import services
+from mq.errors import ValidationError
+
+PREFIX = ""
+blp = Blueprint("publish", __name__, description="Publishing messages")
+
+MAX_BATCH = 1000
+
+
+class MessageFields(Schema):
+    payload = fields.Raw(required=True, allow_none=True)
+    key = fields.String(allow_none=True, validate=validate.Length(max=500))
+    headers = fields.Dict(
+        keys=fields.String(validate=validate.Length(1, 256)),
+        values=fields.String(validate=validate.Length(max=8192)),
+        validate=validate.Length(max=100),
+    )
+    message_id = fields.String(allow_none=True, validate=validate.Length(1, 200))
+    correlation_id = fields.String(allow_none=True, validate=validate.Length(max=200))
+    trace_id = fields.String(allow_none=True, validate=validate.Length(max=100))
+    partition = strict_int(0, 63, allow_none=True)
+    content_type = fields.String(allow_none=True, validate=validate.Length(1, 100))
+    ttl_ms = strict_int(1, 31_536_000_000, allow_none=True)
+
+
+class PublishBody(MessageFields):
+    topic = fields.String(required=True, validate=validate.Length(1, 400))
+
+
+class BatchOptions(Schema):
+    compression = fields.String(validate=validate.OneOf(("none", "gzip", "zstd")))
+    acks = fields.Raw()
+    timeout = fields.Integer(strict=True)
+
+
+class BatchFields(Schema):
+    messages = fields.List(fields.Nested(MessageFields), required=True,
+                           validate=validate.Length(1, MAX_BATCH))
+    options = fields.Nested(BatchOptions)
+
+
+class BatchBody(BatchFields):
+    topic = fields.String(required=True, validate=validate.Length(1, 400))
+
+
+class TopicPublishBody(MessageFields):
+    """Either one message's fields, or `messages` for a batch."""
+
+    payload = fields.Raw(allow_none=True)
+    messages = fields.List(fields.Nested(MessageFields), validate=validate.Length(1, MAX_BATCH))
+    options = fields.Nested(BatchOptions)
+
+
+class PublishOut(Schema):
+    message_id = fields.String()
+    topic = fields.String()
+    partition = fields.Integer()
+    offset = fields.String(allow_none=True)
+    timestamp = Timestamp()
+    duplicate = fields.Boolean()
+
+
+class PartitionOffset(Schema):
+    partition = fields.Integer()
+    offset = fields.String(allow_none=True)
+
+
+class BatchOut(Schema):
+    message_ids = fields.List(fields.String())
+    partitions = fields.List(fields.Nested(PartitionOffset))
+    timestamp = Timestamp()
+    duplicates = fields.List(fields.Integer())
+
+
+# The views answer with ready-made JSON responses (flask-smorest passes a Response through
+# unserialized); the schemas above document them.
+
+
+def _publish_one(topic_name: str, message: dict[str, Any]) -> Response:
+    session = services().db_session()
+    topic = find_topic(session, principal().tenant_id, topic_name)
+    [result] = publish(session, services().streams, topic, principal(), [message], batch=False)
+    body = {"message_id": result.message_id, "topic": topic.name, "partition": result.partition,
+            "offset": result.offset, "timestamp": iso(result.published_at),
+            "duplicate": result.duplicate}
+    return _json(body, 200 if result.duplicate else 201)
+
+
+def _publish_batch(topic_name: str, messages: list[dict[str, Any]]) -> Response:
+    session = services().db_session()
+    topic = find_topic(session, principal().tenant_id, topic_name)
+    results = publish(session, services().streams, topic, principal(), messages, batch=True)
+    return _json(_batch_answer(results), 200 if all(r.duplicate for r in results) else 201)
+
+
+def _json(body: dict[str, Any], status: int) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def _batch_answer(results: list[Published]) -> dict[str, Any]:
+    return {
+        "message_ids": [r.message_id for r in results],
+        "partitions": [{"partition": r.partition, "offset": r.offset} for r in results],
+        "timestamp": iso(max(r.published_at for r in results)),
+        "duplicates": [i for i, r in enumerate(results) if r.duplicate],
+    }
+
+
+@blp.route("/publish")
+class Publish(MethodView):
+    @tenant_access("admin", "producer")
+    @blp.arguments(PublishBody)
+    @blp.response(201, PublishOut)
+    @blp.alt_response(200, schema=PublishOut, description="duplicate message_id")
+    @blp.doc(security=[{"bearer": []}])
+    def post(self, body: dict[str, Any]) -> Response:
+        """Publish one message."""
+        return _publish_one(body.pop("topic"), body)
+
+
+@blp.route("/publish/batch")
+class PublishBatch(MethodView):
+    @tenant_access("admin", "producer")
+    @blp.arguments(BatchBody)
+    @blp.response(201, BatchOut)
+    @blp.doc(security=[{"bearer": []}])
+    def post(self, body: dict[str, Any]) -> Response:
+        """Publish up to 1,000 messages in order; one invalid message rejects the batch."""
+        return _publish_batch(body["topic"], body["messages"])
+
+
+@blp.route("/topics/<name>/publish")
+class TopicPublish(MethodView):
+    @tenant_access("admin", "producer")
+    @blp.arguments(TopicPublishBody)
+    @blp.response(201, PublishOut)
+    @blp.alt_response(200, schema=PublishOut, description="duplicate message_id")
+    @blp.alt_response(201, schema=BatchOut, description="batch (`messages` given)",
+                      success=True)
+    @blp.doc(security=[{"bearer": []}])
+    def post(self, body: dict[str, Any], name: str) -> Response:
+        """Publish one message, or a batch with `messages`, to the topic in the path."""
+        if "messages" in body:
+            return _publish_batch(name, body["messages"])
+        if "payload" not in body:
+            raise ValidationError("payload is required",
+                                  {"payload": ["Missing data for required field."]})
+        return _publish_one(name, body)

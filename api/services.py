@@ -1,0 +1,43 @@
+"""What the API process holds for its lifetime: settings, database, Redis, streams.
+
+Built once by the app factory and kept in `app.extensions["mq"]`; a request reaches it with
+`services()` and gets its own database session with `services().db_session()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app, g
+from sqlalchemy.orm import Session
+
+from broker.connection import RedisClient
+from broker.keys import Keys
+from broker.streams import TopicStreams
+from models import Database
+from mq.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database: Database
+    redis: RedisClient
+    keys: Keys
+    streams: TopicStreams
+
+    def db_session(self) -> Session:
+        """The current request's session, opened on first use and closed at teardown."""
+        if "db_session" not in g:
+            g.db_session = self.database.session()
+        return g.db_session
+
+
+def services() -> Services:
+    return current_app.extensions["mq"]
+
+
+def close_request_session(_exc: BaseException | None = None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()

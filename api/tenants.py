@@ -1,0 +1,108 @@
+"""Operator endpoints: tenants."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+from sqlalchemy import select
+
+from api.auth import operator_access
+from api.fields import TENANT_NAME_PATTERN, Timestamp, strict_int
+from api.pagination import PageArgs, paginate
+from api.services import services
+from models import Tenant
+from models.tenancy import create_tenant
+from mq.errors import NotFound
+
+PREFIX = "/tenants"
+blp = Blueprint("tenants", __name__, description="Tenants (operator token)")
+
+
+class QuotasSchema(Schema):
+    topics = strict_int(0)
+    subscriptions = strict_int(0)
+    publish_rate = strict_int(0)
+    stored_bytes = strict_int(0)
+
+
+class TenantCreate(Schema):
+    name = fields.String(
+        required=True,
+        validate=validate.Regexp(TENANT_NAME_PATTERN, error="1-63 of a-z 0-9 -, not starting "
+                                 "with -"),
+    )
+
+
+class TenantUpdate(Schema):
+    quotas = fields.Nested(QuotasSchema, required=True)
+
+
+class TenantOut(Schema):
+    id = fields.String()
+    name = fields.String()
+    quotas = fields.Dict()
+    created_at = Timestamp()
+
+
+class TenantCreated(TenantOut):
+    admin_key = fields.String()
+
+
+class TenantPage(Schema):
+    items = fields.List(fields.Nested(TenantOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+@blp.route("")
+class Tenants(MethodView):
+    @operator_access
+    @blp.arguments(TenantCreate)
+    @blp.response(201, TenantCreated)
+    @blp.doc(security=[{"bearer": []}])
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a tenant and its admin key (shown once)."""
+        tenant, key = create_tenant(services().db_session(), body["name"])
+        return {"id": tenant.id, "name": tenant.name, "quotas": tenant.quotas,
+                "created_at": tenant.created_at, "admin_key": key}
+
+    @operator_access
+    @blp.arguments(PageArgs, location="query")
+    @blp.response(200, TenantPage)
+    @blp.doc(security=[{"bearer": []}])
+    def get(self, page: dict[str, Any]) -> dict[str, Any]:
+        """List tenants."""
+        items, cursor = paginate(services().db_session(), select(Tenant), Tenant.name, Tenant.id,
+                                 **page)
+        return {"items": items, "next_cursor": cursor}
+
+
+@blp.route("/<tenant_id>")
+class TenantById(MethodView):
+    @operator_access
+    @blp.response(200, TenantOut)
+    @blp.doc(security=[{"bearer": []}])
+    def get(self, tenant_id: str) -> Tenant:
+        """One tenant."""
+        return _get_tenant(tenant_id)
+
+    @operator_access
+    @blp.arguments(TenantUpdate)
+    @blp.response(200, TenantOut)
+    @blp.doc(security=[{"bearer": []}])
+    def put(self, body: dict[str, Any], tenant_id: str) -> Tenant:
+        """Set a tenant's quota overrides (0 = unlimited; absent = the settings' default)."""
+        tenant = _get_tenant(tenant_id)
+        tenant.quotas = {**tenant.quotas, **body["quotas"]}
+        services().db_session().commit()
+        return tenant
+
+
+def _get_tenant(tenant_id: str) -> Tenant:
+    tenant = services().db_session().get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFound(f"tenant '{tenant_id}' does not exist")
+    return tenant
+

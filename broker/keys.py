@@ -1,0 +1,84 @@
+"""The Redis key schema: every key the service uses is named here and nowhere else.
+
+All keys start with the namespace `ns` (setting `REDIS_NAMESPACE`, default `mq`). Parts in
+braces are Redis Cluster hash tags: everything one Lua script touches shares a tag, and the
+partitions of one topic carry different tags so they spread across slots.
+
+| key                              | type        | what                                                |
+|----------------------------------|-------------|-----------------------------------------------------|
+| `{ns}:s:{<topic_id>/<p>}`        | stream      | partition `p` of a topic; one consumer group per    |
+|                                  |             | subscription group (`group_name`)                   |
+| `{ns}:q:{<pool>}`                | stream      | direct deliveries of a worker pool: released        |
+|                                  |             | retries and redrives, one group named `pool`        |
+| `{ns}:due:{<pool>}`              | sorted set  | retries waiting, score = due time (ms), member = id |
+| `{ns}:due:{<pool>}:m`            | hash        | id -> encoded retry waiting in `due`                |
+| `{ns}:delay:{<shard>}`           | sorted set  | delayed / scheduled publishes, score = due ms       |
+| `{ns}:delay:{<shard>}:m`         | hash        | message id -> encoded publish waiting in `delay`    |
+| `{ns}:dlq:{<subscription_id>}`   | stream      | a subscription's dead letters (listing + redrive)   |
+| `{ns}:control`                   | stream      | control plane: subscription and topic changes       |
+| `{ns}:procs`                     | hash        | process id -> JSON heartbeat (workers, scheduler)   |
+| `{ns}:lock:<name>`               | string      | leader / job locks with expiry                      |
+| `{ns}:rate:{<tenant_id>}:<sec>`  | string      | publish rate counter of a tenant for one second     |
+
+Consumer group names are `<tenant_id>:<consumer_group>`: the subscribing tenant's id keeps
+groups of different tenants apart on a public topic's stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one namespace."""
+
+    ns: str = "mq"
+
+    def stream(self, topic_id: str, partition: int) -> str:
+        return f"{self.ns}:s:{{{topic_id}/{partition}}}"
+
+    def streams(self, topic_id: str, partition_count: int) -> list[str]:
+        return [self.stream(topic_id, p) for p in range(partition_count)]
+
+    def pool_stream(self, pool: str) -> str:
+        return f"{self.ns}:q:{{{pool}}}"
+
+    def retry_due(self, pool: str) -> str:
+        return f"{self.ns}:due:{{{pool}}}"
+
+    def retry_payloads(self, pool: str) -> str:
+        return f"{self.ns}:due:{{{pool}}}:m"
+
+    def delayed(self, shard: int = 0) -> str:
+        return f"{self.ns}:delay:{{{shard}}}"
+
+    def delayed_payloads(self, shard: int = 0) -> str:
+        return f"{self.ns}:delay:{{{shard}}}:m"
+
+    def dead_letters(self, subscription_id: str) -> str:
+        return f"{self.ns}:dlq:{{{subscription_id}}}"
+
+    @property
+    def control(self) -> str:
+        return f"{self.ns}:control"
+
+    @property
+    def processes(self) -> str:
+        return f"{self.ns}:procs"
+
+    def lock(self, name: str) -> str:
+        return f"{self.ns}:lock:{name}"
+
+    def publish_rate(self, tenant_id: str, second: int) -> str:
+        return f"{self.ns}:rate:{{{tenant_id}}}:{second}"
+
+    @property
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key of this namespace."""
+        return f"{self.ns}:*"
+
+
+def group_name(tenant_id: str, consumer_group: str) -> str:
+    """The Redis consumer group of a subscription group."""
+    return f"{tenant_id}:{consumer_group}"

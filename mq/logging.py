@@ -1,0 +1,46 @@
+"""Logging set-up: one JSON object per line (default) or plain text for humans."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+from mq.settings import Settings
+
+#: Fields that, when passed in `extra=`, are copied into the JSON line.
+CONTEXT_FIELDS = ("request_id", "tenant_id", "message_id", "topic", "subscription_id", "attempt",
+                  "trace_id", "process")
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON object: time, level, logger, message and context fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for name in CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                line[name] = value
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure_logging(settings: Settings, process: str) -> None:
+    """Send the root logger to stderr in the configured format, tagged with `process`."""
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "text":
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {process:<9} %(levelname)-7s "
+                                               "%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())

@@ -1,0 +1,136 @@
+"""The settings object: the only place that reads the environment.
+
+Every process builds one `Settings` at start-up (`Settings.from_env()`) and passes it down;
+nothing else in the code base looks at `os.environ`. `.env.example` lists every variable
+with its default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+from mq.errors import ConfigurationError
+
+MIB = 1024 * 1024
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _json_object(raw: str) -> dict[str, str]:
+    value = json.loads(raw) if raw.strip() else {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ValueError("expected a JSON object of name -> URL")
+    return value
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """Per-tenant limits; 0 means unlimited."""
+
+    topics: int = 0
+    subscriptions: int = 0
+    publish_rate: int = 0
+    stored_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration shared by every process. Field name = lower-cased variable name."""
+
+    database_url: str = "sqlite:///mq.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster_nodes: tuple[str, ...] = ()
+    redis_password: str | None = None
+    redis_namespace: str = "mq"
+    stream_max_len: int = 10_000_000
+
+    mq_operator_token: str | None = None
+    mq_master_key: str | None = None
+    mq_function_modules: tuple[str, ...] = ()
+    mq_db_targets: dict[str, str] = field(default_factory=dict)
+    mq_webhook_allow_private: bool = False
+
+    metrics_enabled: bool = True
+    prometheus_port: int = 9465
+    max_concurrent_consumers: int = 10
+    message_batch_size: int = 100
+    processing_timeout_ms: int = 30_000
+
+    port: int = 3010
+    max_request_bytes: int = 6 * MIB
+    web_concurrency: int = 2
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+    quota_topics: int = 0
+    quota_subscriptions: int = 0
+    quota_publish_rate: int = 0
+    quota_stored_bytes: int = 0
+
+    @property
+    def default_quotas(self) -> Quotas:
+        return Quotas(
+            topics=self.quota_topics,
+            subscriptions=self.quota_subscriptions,
+            publish_rate=self.quota_publish_rate,
+            stored_bytes=self.quota_stored_bytes,
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `environ` (default: the process environment)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for spec in fields(cls):
+            raw = env.get(spec.name.upper())
+            if raw is None:
+                continue
+            try:
+                values[spec.name] = _PARSERS.get(spec.name, _parser_for(spec.type))(raw)
+            except ValueError as exc:
+                raise ConfigurationError(f"{spec.name.upper()}: {exc}") from exc
+        return cls(**values)  # type: ignore[arg-type]
+
+    def as_environ(self) -> dict[str, str]:
+        """The variables that reproduce these settings in a child process."""
+        out: dict[str, str] = {}
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if value is None:
+                continue
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            elif isinstance(value, dict):
+                value = json.dumps(value)
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            out[spec.name.upper()] = str(value)
+        return out
+
+
+def _parser_for(type_name: object) -> object:
+    text = str(type_name)
+    if text.startswith("int"):
+        return int
+    if text.startswith("bool"):
+        return _bool
+    if text.startswith("tuple"):
+        return _csv
+    return str
+
+
+_PARSERS = {"mq_db_targets": _json_object}

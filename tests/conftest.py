@@ -1,0 +1,154 @@
+"""Shared fixtures: a fresh PostgreSQL database and a private Redis namespace per test run.
+
+Tests talk to real servers. `MQ_TEST_DATABASE_URL` is an admin URL of a PostgreSQL server
+(a database is created for the run and dropped after it); `MQ_TEST_REDIS_URL` is a Redis
+server (the run uses its own key namespace and deletes it afterwards).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from redis import Redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from models import upgrade
+from mq.settings import Settings
+
+ADMIN_DATABASE_URL = os.environ.get(
+    "MQ_TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("MQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+OPERATOR_TOKEN = "test-operator-token"
+API = "/api/v1/mq"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A new PostgreSQL database with the migrations applied, dropped after the run."""
+    admin = create_engine(ADMIN_DATABASE_URL, isolation_level="AUTOCOMMIT")
+    name = f"mqtest_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(ADMIN_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_namespace() -> Iterator[str]:
+    """A key namespace of this run; every key under it is deleted afterwards."""
+    namespace = f"mqtest{uuid.uuid4().hex[:10]}"
+    yield namespace
+    client = Redis.from_url(REDIS_URL)
+    batch = list(client.scan_iter(f"{namespace}:*", count=1000))
+    for start in range(0, len(batch), 500):
+        client.delete(*batch[start:start + 500])
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_namespace: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=REDIS_URL,
+        redis_namespace=redis_namespace,
+        mq_operator_token=OPERATOR_TOKEN,
+        mq_webhook_allow_private=True,
+        log_format="text",
+    )
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings) -> Flask:
+    from api import create_app
+
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@dataclass
+class Caller:
+    """A test client that sends one bearer token and prefixes the API base path."""
+
+    client: FlaskClient
+    token: str | None
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = dict(kwargs.pop("headers", {}) or {})
+        if self.token is not None:
+            headers.setdefault("Authorization", f"Bearer {self.token}")
+        url = path if path.startswith("/") and not path.startswith("/queues") else path
+        return self.client.open(API + url, method=method, headers=headers, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, json: Any = None, **kwargs: Any) -> Any:
+        return self.request("POST", path, json=json, **kwargs)
+
+    def put(self, path: str, json: Any = None, **kwargs: Any) -> Any:
+        return self.request("PUT", path, json=json, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> Any:
+        return self.request("DELETE", path, **kwargs)
+
+
+@dataclass
+class TenantHandle:
+    id: str
+    name: str
+    admin: Caller
+    client: FlaskClient
+
+    def key(self, role: str, name: str | None = None) -> Caller:
+        """A caller with a new key of `role` in this tenant."""
+        response = self.admin.post("/api-keys", {"name": name or f"{role}-{uuid.uuid4().hex[:6]}",
+                                                 "role": role})
+        assert response.status_code == 201, response.json
+        return Caller(self.client, response.json["key"])
+
+    def create_queue(self, name: str | None = None, **fields: Any) -> dict[str, Any]:
+        response = self.admin.post("/queues", {"name": name or f"q-{uuid.uuid4().hex[:8]}",
+                                               **fields})
+        assert response.status_code == 201, response.json
+        return response.json
+
+
+@pytest.fixture
+def operator(client: FlaskClient) -> Caller:
+    return Caller(client, OPERATOR_TOKEN)
+
+
+def make_tenant(client: FlaskClient) -> TenantHandle:
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    response = Caller(client, OPERATOR_TOKEN).post("/tenants", {"name": name})
+    assert response.status_code == 201, response.json
+    body = response.json
+    return TenantHandle(body["id"], name, Caller(client, body["admin_key"]), client)
+
+
+@pytest.fixture
+def tenant(client: FlaskClient) -> TenantHandle:
+    """A fresh tenant: tests isolate from each other by tenant, as the service does."""
+    return make_tenant(client)
+
+
+@pytest.fixture
+def other_tenant(client: FlaskClient) -> TenantHandle:
+    return make_tenant(client)
