@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -13,9 +12,12 @@ from marshmallow import Schema, fields
 from sqlalchemy import text
 
 from api.services import services
+from broker.heartbeats import live_processes
 from mq import __version__
 
 PREFIX = ""
+WORKER_FIELDS = ("id", "host", "pid", "last_heartbeat", "subscriptions")
+SCHEDULER_FIELDS = ("id", "host", "pid", "last_heartbeat", "leader")
 blp = Blueprint("monitoring", __name__, description="Health and status")
 
 
@@ -93,22 +95,14 @@ class Status(MethodView):
 
 
 def _processes() -> dict[str, Any]:
-    """Live processes from their heartbeats in Redis (empty when Redis is unreachable)."""
+    """Live processes from their heartbeats (none listed when Redis is unreachable)."""
     svc = services()
     try:
-        beats = svc.redis.hgetall(svc.keys.processes)
+        beats = live_processes(svc.redis, svc.keys)
     except Exception:  # status stays answerable without Redis
         return {"workers": [], "scheduler": None}
-    now = time.time()
-    workers, scheduler = [], None
-    for raw in beats.values():
-        beat = json.loads(raw)
-        if now - beat.get("ts", 0) > beat.get("ttl_s", 30):
-            continue
-        if beat.get("kind") == "worker":
-            workers.append({k: beat.get(k) for k in ("id", "host", "pid", "last_heartbeat",
-                                                      "subscriptions")})
-        elif beat.get("kind") == "scheduler":
-            scheduler = {k: beat.get(k) for k in ("id", "host", "pid", "last_heartbeat",
-                                                  "leader")}
-    return {"workers": workers, "scheduler": scheduler}
+    workers = [{k: b.get(k) for k in WORKER_FIELDS} for b in beats if b["kind"] == "worker"]
+    schedulers = [{k: b.get(k) for k in SCHEDULER_FIELDS} for b in beats
+                  if b["kind"] == "scheduler"]
+    leader = next((s for s in schedulers if s.get("leader")), None)
+    return {"workers": workers, "scheduler": leader or (schedulers[0] if schedulers else None)}

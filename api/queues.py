@@ -63,7 +63,9 @@ class TopicFields(Schema):
             try:
                 jsonschema.validators.validator_for(definition).check_schema(definition)
             except jsonschema.SchemaError as exc:
-                raise InvalidFields({"schema_definition": [f"not a JSON Schema: {exc.message}"]})
+                raise InvalidFields(
+                    {"schema_definition": [f"not a JSON Schema: {exc.message}"]}
+                ) from None
 
 
 class TopicUpdate(TopicFields):

@@ -4,21 +4,19 @@ All keys start with the namespace `ns` (setting `REDIS_NAMESPACE`, default `mq`)
 braces are Redis Cluster hash tags: everything one Lua script touches shares a tag, and the
 partitions of one topic carry different tags so they spread across slots.
 
-| key                              | type        | what                                                |
-|----------------------------------|-------------|-----------------------------------------------------|
-| `{ns}:s:{<topic_id>/<p>}`        | stream      | partition `p` of a topic; one consumer group per    |
-|                                  |             | subscription group (`group_name`)                   |
-| `{ns}:q:{<pool>}`                | stream      | direct deliveries of a worker pool: released        |
-|                                  |             | retries and redrives, one group named `pool`        |
-| `{ns}:due:{<pool>}`              | sorted set  | retries waiting, score = due time (ms), member = id |
-| `{ns}:due:{<pool>}:m`            | hash        | id -> encoded retry waiting in `due`                |
-| `{ns}:delay:{<shard>}`           | sorted set  | delayed / scheduled publishes, score = due ms       |
-| `{ns}:delay:{<shard>}:m`         | hash        | message id -> encoded publish waiting in `delay`    |
-| `{ns}:dlq:{<subscription_id>}`   | stream      | a subscription's dead letters (listing + redrive)   |
-| `{ns}:control`                   | stream      | control plane: subscription and topic changes       |
-| `{ns}:procs`                     | hash        | process id -> JSON heartbeat (workers, scheduler)   |
-| `{ns}:lock:<name>`               | string      | leader / job locks with expiry                      |
-| `{ns}:rate:{<tenant_id>}:<sec>`  | string      | publish rate counter of a tenant for one second     |
+- `{ns}:s:{<topic_id>/<p>}` stream: partition `p` of a topic, one consumer group per
+  subscription group (`group_name`).
+- `{ns}:q:{<pool>}` stream: direct deliveries of a worker pool (released retries, redrives),
+  one group named after the pool.
+- `{ns}:due:{<pool>}` sorted set (score = due time in ms) and `{ns}:due:{<pool>}:m` hash
+  (id -> encoded message): retries waiting for their backoff.
+- `{ns}:delay:{<shard>}` sorted set and `{ns}:delay:{<shard>}:m` hash: delayed and
+  scheduled publishes waiting to be released.
+- `{ns}:dlq:{<subscription_id>}` stream: a subscription's dead letters (listing, redrive).
+- `{ns}:control` stream: control plane (subscription and topic changes) read by workers.
+- `{ns}:procs` hash: process id -> JSON heartbeat of workers and schedulers.
+- `{ns}:lock:<name>` string: leader and job locks, with expiry.
+- `{ns}:rate:{<tenant_id>}:<second>` string: a tenant's publish count in one second.
 
 Consumer group names are `<tenant_id>:<consumer_group>`: the subscribing tenant's id keeps
 groups of different tenants apart on a public topic's stream.

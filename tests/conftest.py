@@ -93,8 +93,7 @@ class Caller:
         headers = dict(kwargs.pop("headers", {}) or {})
         if self.token is not None:
             headers.setdefault("Authorization", f"Bearer {self.token}")
-        url = path if path.startswith("/") and not path.startswith("/queues") else path
-        return self.client.open(API + url, method=method, headers=headers, **kwargs)
+        return self.client.open(API + path, method=method, headers=headers, **kwargs)
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)

@@ -1,0 +1,58 @@
+"""Process heartbeats: workers and schedulers announce themselves in one Redis hash.
+
+Each process writes `{ns}:procs[<id>] = {"id", "kind", "host", "pid", "ts", "ttl_s", ...}`
+every few seconds; a beat older than its `ttl_s` counts as dead and is pruned by readers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from broker.connection import RedisClient
+from broker.keys import Keys
+
+
+class Heartbeat:
+    """The heartbeat of this process."""
+
+    def __init__(self, redis: RedisClient, keys: Keys, kind: str, *, ttl_s: float = 15) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.kind = kind
+        self.ttl_s = ttl_s
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.id = f"{kind}:{self.host}:{self.pid}:{uuid.uuid4().hex[:6]}"
+
+    def beat(self, **extra: Any) -> None:
+        now = time.time()
+        record = {"id": self.id, "kind": self.kind, "host": self.host, "pid": self.pid,
+                  "ts": now, "ttl_s": self.ttl_s,
+                  "last_heartbeat": datetime.fromtimestamp(now, UTC).isoformat(
+                      timespec="milliseconds").replace("+00:00", "Z"),
+                  **extra}
+        self.redis.hset(self.keys.processes, self.id, json.dumps(record))
+
+    def stop(self) -> None:
+        self.redis.hdel(self.keys.processes, self.id)
+
+
+def live_processes(redis: RedisClient, keys: Keys) -> list[dict[str, Any]]:
+    """Heartbeats that are still fresh; stale ones are removed from the hash."""
+    now = time.time()
+    live, stale = [], []
+    for process_id, raw in redis.hgetall(keys.processes).items():
+        beat = json.loads(raw)
+        if now - beat.get("ts", 0) > beat.get("ttl_s", 15):
+            stale.append(process_id)
+        else:
+            live.append(beat)
+    if stale:
+        redis.hdel(keys.processes, *stale)
+    return live

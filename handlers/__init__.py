@@ -1,0 +1,1 @@
+"""Delivery handlers (http, function, database) behind one small contract."""

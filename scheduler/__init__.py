@@ -1,0 +1,1 @@
+"""The scheduler process: releases due messages and runs housekeeping jobs."""

@@ -1,0 +1,1 @@
+"""Worker processes: dramatiq workers delivering messages to subscriptions."""
