@@ -13,6 +13,8 @@ partitions of one topic carry different tags so they spread across slots.
 - `{ns}:delay:{<shard>}` sorted set and `{ns}:delay:{<shard>}:m` hash: delayed and
   scheduled publishes waiting to be released.
 - `{ns}:dlq:{<subscription_id>}` stream: a subscription's dead letters (listing, redrive).
+- `{ns}:stats:{<subscription_id>}` hash: a subscription's delivery counters (`delivered`,
+  `failed`, `filtered`, `dead_lettered`), kept by the workers.
 - `{ns}:control` stream: control plane (subscription and topic changes) read by workers.
 - `{ns}:procs` hash: process id -> JSON heartbeat of workers and schedulers.
 - `{ns}:lock:<name>` string: leader and job locks, with expiry.
@@ -56,6 +58,9 @@ class Keys:
 
     def dead_letters(self, subscription_id: str) -> str:
         return f"{self.ns}:dlq:{{{subscription_id}}}"
+
+    def subscription_counters(self, subscription_id: str) -> str:
+        return f"{self.ns}:stats:{{{subscription_id}}}"
 
     @property
     def control(self) -> str:

@@ -1,0 +1,25 @@
+"""The control plane: changes to subscriptions and topics, announced to every worker.
+
+Writers (the API) call `announce`; workers include `Keys.control` in their blocking wake-up
+read, so a change reaches every worker within one read timeout, and a periodic resync from
+the database catches anything missed (a stream, unlike pub/sub, keeps events while a worker
+reconnects).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from broker.connection import RedisClient
+from broker.keys import Keys
+
+CONTROL_MAX_LEN = 10_000
+
+Kind = Literal["subscription", "topic"]
+Op = Literal["upsert", "delete"]
+
+
+def announce(redis: RedisClient, keys: Keys, kind: Kind, object_id: str, op: Op) -> str:
+    """Append a change event; returns its entry id."""
+    return redis.xadd(keys.control, {"kind": kind, "id": object_id, "op": op},
+                      maxlen=CONTROL_MAX_LEN, approximate=True)
