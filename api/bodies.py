@@ -9,33 +9,60 @@ instead of failing later as a 500.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
 from flask import request
 
-from mq.errors import InvalidJSON, UnsupportedMediaType, ValidationError
+from mq.errors import InvalidJSON, NotFound, UnsupportedMediaType, ValidationError
 
 # Escapes that can decode to a NUL or to a (possibly lone) surrogate.
 _SUSPICIOUS = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
 
 def check_request_body() -> None:
+    _check_url_text()
     if request.method not in {"POST", "PUT", "PATCH"} or not _has_body():
         return
     if not request.is_json:
         raise UnsupportedMediaType("the request body must be application/json")
     raw = request.get_data(cache=True)
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidJSON("the request body is nested too deeply") from None
     if _SUSPICIOUS.search(raw):
         problem = _find_bad_text(body, "")
         if problem:
             path, reason = problem
             raise ValidationError("the request body holds text that cannot be stored",
                                   {path or "body": [reason]})
+
+
+def _reject_constant(name: str) -> None:
+    """`NaN` and `Infinity` are not JSON (Python's parser accepts them; PostgreSQL does not)."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def _check_url_text() -> None:
+    """A NUL in the path names nothing that can exist (404); in a query parameter it is 422."""
+    if "\x00" in request.path:
+        raise NotFound("no such resource")
+    for name, value in request.args.items(multi=True):
+        problem = _text_problem(name, name) or _text_problem(value, name)
+        if problem:
+            raise ValidationError("a query parameter holds text that cannot be stored",
+                                  {problem[0]: [problem[1]]})
 
 
 def _has_body() -> bool:

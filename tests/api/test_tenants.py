@@ -1,0 +1,137 @@
+"""Operator endpoints: tenants, their admin key and quotas."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.api.conftest import assert_error
+from tests.conftest import Caller
+
+
+def unique_name() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+def test_create_tenant_answers_id_name_and_a_working_admin_key(operator, client):
+    name = unique_name()
+    response = operator.post("/tenants", {"name": name})
+    assert response.status_code == 201, response.json
+    body = response.json
+    assert {"id", "name", "admin_key"} <= set(body)
+    assert body["name"] == name
+    assert isinstance(body["id"], str) and body["id"]
+    admin = Caller(client, body["admin_key"])
+    keys = admin.get("/api-keys")
+    assert keys.status_code == 200
+    [admin_key] = keys.json["items"]
+    assert admin_key["name"] == "admin"
+    assert admin_key["role"] == "admin"
+    assert "key" not in admin_key
+    assert body["admin_key"] not in keys.get_data(as_text=True)
+
+
+def test_tenant_is_listed_and_readable(operator):
+    name = unique_name()
+    created = operator.post("/tenants", {"name": name}).json
+    one = operator.get(f"/tenants/{created['id']}")
+    assert one.status_code == 200
+    assert one.json["name"] == name
+    assert one.json["id"] == created["id"]
+    assert "admin_key" not in one.json
+    names = _all_tenant_names(operator)
+    assert name in names
+    assert len(names) == len(set(names))
+
+
+def _all_tenant_names(operator: Caller) -> list[str]:
+    names: list[str] = []
+    cursor = None
+    while True:
+        query = "limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = operator.get(f"/tenants?{query}")
+        assert page.status_code == 200, page.json
+        assert len(page.json["items"]) <= 2
+        names += [t["name"] for t in page.json["items"]]
+        cursor = page.json["next_cursor"]
+        if cursor is None:
+            return names
+
+
+def test_tenant_list_pages_by_name(operator):
+    for _ in range(3):
+        operator.post("/tenants", {"name": unique_name()})
+    names = _all_tenant_names(operator)
+    assert names == sorted(names)
+    assert len(names) >= 3
+    for tenant in operator.get("/tenants").json["items"]:
+        assert "admin_key" not in tenant
+
+
+def test_duplicate_tenant_name_is_409_conflict(operator):
+    name = unique_name()
+    assert operator.post("/tenants", {"name": name}).status_code == 201
+    assert_error(operator.post("/tenants", {"name": name}), 409, "CONFLICT")
+
+
+@pytest.mark.parametrize("name", ["", "-abc", "Acme", "a_b", "a.b", "a b", "é", "a" * 64,
+                                  "ab\u00e9", 5, None, ["a"], {"a": 1}, True])
+def test_invalid_tenant_names_are_422(operator, name):
+    details = assert_error(operator.post("/tenants", {"name": name}), 422, "VALIDATION_ERROR")
+    assert list(details) == ["name"]
+    assert isinstance(details["name"], list)
+
+
+@pytest.mark.parametrize("name", ["a", "0", "a-", "a" * 63])
+def test_valid_tenant_name_edges(operator, name):
+    response = operator.post("/tenants", {"name": name + uuid.uuid4().hex[:0]})
+    assert response.status_code in (201, 409)  # an earlier run of the same database may hold it
+    if response.status_code == 201:
+        assert response.json["name"] == name
+
+
+def test_missing_tenant_name_and_unknown_fields_are_422(operator):
+    details = assert_error(operator.post("/tenants", {}), 422, "VALIDATION_ERROR")
+    assert "name" in details
+    details = assert_error(operator.post("/tenants", {"name": unique_name(), "x": 1}), 422,
+                           "VALIDATION_ERROR")
+    assert "x" in details
+
+
+def test_unknown_tenant_is_404_not_found(operator):
+    assert_error(operator.get(f"/tenants/{uuid.uuid4()}"), 404, "NOT_FOUND")
+    assert_error(operator.put(f"/tenants/{uuid.uuid4()}", {"quotas": {"topics": 1}}), 404,
+                 "NOT_FOUND")
+
+
+def test_put_tenant_sets_quotas_and_keeps_the_others(operator, tenant):
+    response = operator.put(f"/tenants/{tenant.id}", {"quotas": {"topics": 5, "publish_rate": 0}})
+    assert response.status_code == 200, response.json
+    assert response.json["quotas"] == {"topics": 5, "publish_rate": 0}
+    response = operator.put(f"/tenants/{tenant.id}", {"quotas": {"subscriptions": 7}})
+    assert response.json["quotas"] == {"topics": 5, "publish_rate": 0, "subscriptions": 7}
+    assert operator.get(f"/tenants/{tenant.id}").json["quotas"] == response.json["quotas"]
+
+
+@pytest.mark.parametrize("body", [
+    {}, {"quotas": None}, {"quotas": 5}, {"quotas": {"topics": -1}},
+    {"quotas": {"topics": "5"}}, {"quotas": {"topics": 1.5}}, {"quotas": {"topics": True}},
+    {"quotas": {"unknown": 1}}, {"quotas": {"stored_bytes": [1]}},
+])
+def test_put_tenant_rejects_bad_quotas(operator, tenant, body):
+    details = assert_error(operator.put(f"/tenants/{tenant.id}", body), 422, "VALIDATION_ERROR")
+    assert "quotas" in details
+    assert operator.get(f"/tenants/{tenant.id}").json["quotas"] == {}
+
+
+def test_tenant_endpoints_need_the_operator_token(client, tenant):
+    anonymous = Caller(client, None)
+    for call in (lambda c: c.get("/tenants"), lambda c: c.post("/tenants", {"name": "x"}),
+                 lambda c: c.get(f"/tenants/{tenant.id}"),
+                 lambda c: c.put(f"/tenants/{tenant.id}", {"quotas": {"topics": 1}})):
+        assert_error(call(anonymous), 401, "UNAUTHORIZED")
+        assert_error(call(Caller(client, "wrong-token")), 401, "UNAUTHORIZED")
+        for role in ("admin", "producer", "consumer"):
+            caller = tenant.admin if role == "admin" else tenant.key(role)
+            assert_error(call(caller), 403, "FORBIDDEN")
