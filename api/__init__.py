@@ -68,9 +68,9 @@ def create_app(
 
 
 def _register_blueprints(api: MQApi) -> None:
-    from api import api_keys, messages, monitoring, publish, queues, tenants
+    from api import api_keys, messages, monitoring, publish, queues, subscriptions, tenants
 
-    for module in (tenants, api_keys, queues, publish, messages):
+    for module in (tenants, api_keys, queues, publish, messages, subscriptions):
         api.register_blueprint(module.blp, url_prefix=BASE + module.PREFIX)
     api.register_blueprint(monitoring.blp, url_prefix=BASE)
 

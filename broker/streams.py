@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.exceptions import ResponseError
 
@@ -72,6 +73,77 @@ class TopicStreams:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
+    def destroy_group(self, topic_id: str, partition_count: int, group: str) -> None:
+        """Remove `group` from every partition (missing streams and groups are fine)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in self.keys.streams(topic_id, partition_count):
+            pipe.xgroup_destroy(key, group)
+        pipe.execute(raise_on_error=False)
+
+    def seek_group(
+        self, topic_id: str, partition: int, group: str, start: str | None,
+        *, past_end_ok: bool = True,
+    ) -> str:
+        """Make the first entry with id >= `start` the group's next delivery on `partition`
+        (`start=None`: the end, only entries appended later). Returns the group's new last
+        delivered id. The group's read counter is set with it (`ENTRIESREAD`) so that Redis
+        keeps reporting its lag. A `start` past the stream's last id lands at the end, or
+        raises `ValueError` unless `past_end_ok`.
+        """
+        key = self.keys.stream(topic_id, partition)
+        if start is None:
+            return self._seek_script(keys=[key], args=[group, "end"])
+        info = self._stream_info(key)
+        last = parse_entry_id(info["last-generated-id"])
+        target = parse_entry_id(start)
+        if target > last:
+            if not past_end_ok:
+                raise ValueError(f"past the last offset of partition {partition}"
+                                 f" ({format_entry_id(last)})")
+            return self._seek_script(keys=[key], args=[group, "end"])
+        trimmed = max(0, info["entries-added"] - info["length"])
+        before = self._count_before(key, format_entry_id(target)) if target > (0, 0) else 0
+        entries_read = trimmed + before
+        last_delivered = format_entry_id(entry_id_before(target))
+        return self._seek_script(keys=[key], args=[group, "id", last_delivered, entries_read])
+
+    def _stream_info(self, key: str) -> dict[str, Any]:
+        try:
+            info = self.redis.xinfo_stream(key)
+        except ResponseError:
+            return {"last-generated-id": "0-0", "entries-added": 0, "length": 0}
+        return {
+            "last-generated-id": info.get("last-generated-id") or "0-0",
+            "entries-added": int(info.get("entries-added", info.get("length", 0))),
+            "length": int(info.get("length", 0)),
+        }
+
+    def _count_before(self, key: str, entry_id: str) -> int:
+        """How many entries of `key` have ids below `entry_id`, counted in Redis in pages so
+        that neither payloads cross the wire nor one call blocks the server for long."""
+        count, start = 0, "-"
+        while True:
+            found, last = self._count_script(keys=[key],
+                                             args=[start, f"({entry_id}", COUNT_PAGE])
+            count += int(found)
+            if int(found) < COUNT_PAGE:
+                return count
+            start = f"({last}"
+
+    @property
+    def _seek_script(self) -> Any:
+        return self._script("seek", _SEEK_LUA)
+
+    @property
+    def _count_script(self) -> Any:
+        return self._script("count", _COUNT_LUA)
+
+    def _script(self, name: str, source: str) -> Any:
+        scripts = self.__dict__.setdefault("_scripts", {})
+        if name not in scripts:
+            scripts[name] = self.redis.register_script(source)
+        return scripts[name]
+
     def partition_stats(self, topic_id: str, partition_count: int) -> list[PartitionStats]:
         """Length, offsets and per-group lag/pending of every partition (missing = empty)."""
         pipe = self.redis.pipeline(transaction=False)
@@ -93,6 +165,69 @@ class TopicStreams:
 
     def delete(self, topic_id: str, partition_count: int) -> None:
         self.redis.delete(*self.keys.streams(topic_id, partition_count))
+
+
+MAX_ID_PART = 2**64 - 1
+COUNT_PAGE = 10_000
+
+EntryId = tuple[int, int]
+
+
+def parse_entry_id(text: str) -> EntryId:
+    """`"1732725848123-5"` (or `"1732725848123"`, sequence 0) as a comparable pair; raises
+    `ValueError` for anything else."""
+    ms, sep, seq = text.partition("-")
+    if not ms.isdigit() or (sep and not seq.isdigit()) or not ms.isascii() or not seq.isascii():
+        raise ValueError(f"not a stream entry id: {text!r}")
+    parsed = (int(ms), int(seq) if sep else 0)
+    if parsed[0] > MAX_ID_PART or parsed[1] > MAX_ID_PART:
+        raise ValueError(f"stream entry id out of range: {text!r}")
+    return parsed
+
+
+def format_entry_id(entry_id: EntryId) -> str:
+    return f"{entry_id[0]}-{entry_id[1]}"
+
+
+def entry_id_before(entry_id: EntryId) -> EntryId:
+    """The greatest id below `entry_id` (`0-0` has none and maps to itself)."""
+    ms, seq = entry_id
+    if seq > 0:
+        return ms, seq - 1
+    if ms > 0:
+        return ms - 1, MAX_ID_PART
+    return 0, 0
+
+
+# Positions a group: at the stream's end ("end") or after a given id with a given read
+# counter ("id"); creates the group (and the stream) when missing, as XGROUP SETID cannot.
+_SEEK_LUA = """
+local key, group, mode = KEYS[1], ARGV[1], ARGV[2]
+local id, read = ARGV[3], ARGV[4]
+if mode == 'end' then
+  id, read = '0-0', 0
+  if redis.call('EXISTS', key) == 1 then
+    local info = redis.call('XINFO', 'STREAM', key)
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then id = info[i + 1] end
+      if info[i] == 'entries-added' then read = info[i + 1] end
+    end
+  end
+end
+local moved = redis.pcall('XGROUP', 'SETID', key, group, id, 'ENTRIESREAD', read)
+if type(moved) == 'table' and moved.err then
+  redis.call('XGROUP', 'CREATE', key, group, id, 'MKSTREAM', 'ENTRIESREAD', read)
+end
+return id
+"""
+
+# Counts entries in [ARGV[1], ARGV[2]] up to ARGV[3]; returns {count, last id seen}.
+_COUNT_LUA = """
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', ARGV[3])
+local n = #entries
+if n == 0 then return {0, ''} end
+return {n, entries[n][1]}
+"""
 
 
 def _partition_stats(partition: int, info: object, groups: object) -> PartitionStats:

@@ -53,7 +53,10 @@ class Topic(IdMixin, TimestampsMixin, Base):
 
 class Subscription(IdMixin, TimestampsMixin, Base):
     __tablename__ = "message_subscriptions"
-    __table_args__ = (UniqueConstraint("topic_id", "consumer_group", "consumer_name"),)
+    # Unique per subscribing tenant: tenants share public topics, never group names.
+    __table_args__ = (UniqueConstraint("tenant_id", "topic_id", "consumer_group",
+                                       "consumer_name",
+                                       name="uq_message_subscriptions_tenant_topic_group_name"),)
 
     tenant_id: Mapped[str] = mapped_column(
         ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False

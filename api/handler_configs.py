@@ -1,0 +1,122 @@
+"""`handler_config` of a subscription: validation per handler type, and its public view.
+
+Each handler type registers one validator in `VALIDATORS` (keyed by `handler_config.type`);
+it receives the raw object and the settings and returns the object to store, or raises
+marshmallow's `ValidationError` with messages keyed by field. Adding a handler type is one
+more entry. Secrets are write-only: `public_view` replaces them with `secret_set`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, fields, validate, validates
+from marshmallow import ValidationError as InvalidFields
+
+from api.fields import strict_int
+from handlers.urls import WebhookURLError, check_webhook_url
+from mq.settings import Settings
+
+Validator = Callable[[dict[str, Any], Settings], dict[str, Any]]
+
+#: Handler types the next editions add; named so the answer can say so.
+NOT_YET_AVAILABLE = ("function", "database")
+WRITE_ONLY = ("secret",)
+MAX_HEADERS = 100
+
+
+def _header_name(name: str) -> bool:
+    return bool(name) and all(33 <= ord(ch) <= 126 and ch != ":" for ch in name)
+
+
+class PipelineFields(Schema):
+    """Options every handler may carry; their checks come with the processing pipeline."""
+
+    type = fields.String(required=True)
+    schema = fields.Dict(allow_none=True)
+    transform = fields.String(allow_none=True, validate=validate.Length(max=10_000))
+    #: Echoed back by clients that PUT what they read; ignored.
+    secret_set = fields.Boolean(load_only=True)
+
+
+class HttpConfig(PipelineFields):
+    url = fields.String(required=True, validate=validate.Length(1, 2048))
+    headers = fields.Dict(keys=fields.String(validate=validate.Length(1, 256)),
+                          values=fields.String(validate=validate.Length(max=8192)),
+                          load_default=dict)
+    timeout_ms = strict_int(1, 300_000, load_default=30_000)
+    secret = fields.String(allow_none=True, validate=validate.Length(1, 1024))
+    envelope = fields.Boolean()
+
+    @validates("headers")
+    def check_headers(self, value: dict[str, str], **_: Any) -> None:
+        if len(value) > MAX_HEADERS:
+            raise InvalidFields(f"at most {MAX_HEADERS} headers")
+        bad = [name for name in value if not _header_name(name)]
+        if bad:
+            raise InvalidFields(f"not a valid header name: {bad[0]!r}")
+        bad = [name for name, text in value.items() if "\r" in text or "\n" in text]
+        if bad:
+            raise InvalidFields(f"header {bad[0]!r} holds a line break")
+
+
+def validate_http(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    config = HttpConfig().load(raw)
+    config.pop("secret_set", None)
+    try:
+        check_webhook_url(config["url"], allow_private=settings.mq_webhook_allow_private)
+    except WebhookURLError as exc:
+        raise InvalidFields({"url": [str(exc)]}) from None
+    if config.get("secret") is None:
+        config.pop("secret", None)
+    return config
+
+
+VALIDATORS: dict[str, Validator] = {"http": validate_http}
+
+
+class _TypeOnly(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    type = fields.String(required=True, validate=validate.Length(1, 50))
+
+
+def validate_handler_config(raw: Any, settings: Settings) -> dict[str, Any]:
+    """The config to store; raises `InvalidFields` with messages keyed inside the object."""
+    if not isinstance(raw, dict):
+        raise InvalidFields(["must be an object"])
+    handler_type = _TypeOnly().load(raw)["type"]
+    validator = VALIDATORS.get(handler_type)
+    if validator is None:
+        if handler_type in NOT_YET_AVAILABLE:
+            raise InvalidFields(
+                {"type": [f"the '{handler_type}' handler is not available yet in this version"]}
+            )
+        known = ", ".join(sorted(VALIDATORS))
+        raise InvalidFields({"type": [f"unknown handler type (known: {known})"]})
+    return validator(raw, settings)
+
+
+def keep_secrets(
+    raw: dict[str, Any], new: dict[str, Any], old: dict[str, Any]
+) -> dict[str, Any]:
+    """On update, a config (`raw` as sent, `new` as validated) that does not mention a secret
+    keeps the stored one: responses never show it, so a client that PUTs back what it read
+    must not erase it. `"secret": null` removes it."""
+    if new.get("type") != old.get("type"):
+        return new
+    kept = dict(new)
+    for name in WRITE_ONLY:
+        if name in old and name not in raw:
+            kept[name] = old[name]
+    return kept
+
+
+def public_view(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as answered: write-only fields replaced by `<name>_set`."""
+    view = {name: value for name, value in config.items() if name not in WRITE_ONLY}
+    if config.get("type") == "http":
+        view["secret_set"] = bool(config.get("secret"))
+    return view
