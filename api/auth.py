@@ -17,7 +17,7 @@ from flask import g, request
 from sqlalchemy import select
 
 from api.services import services
-from models import ApiKey
+from models import ApiKey, Tenant
 from models.tenancy import hash_key
 from mq.errors import Forbidden, Unauthorized
 
@@ -52,10 +52,12 @@ def _bearer_token() -> str:
 
 
 def _load_principal(token: str) -> Principal | None:
-    row = services().db_session().scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(token)))
-    if row is None:
-        return None
-    return Principal(row.tenant_id, row.tenant.name, row.id, row.name, row.role)
+    row = services().db_session().execute(
+        select(ApiKey.tenant_id, Tenant.name, ApiKey.id, ApiKey.name, ApiKey.role)
+        .join(Tenant, Tenant.id == ApiKey.tenant_id)
+        .where(ApiKey.key_hash == hash_key(token))
+    ).first()
+    return Principal(*row) if row else None
 
 
 def _is_operator(token: str) -> bool:

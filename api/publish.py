@@ -126,7 +126,7 @@ def _batch_answer(results: list[Published]) -> dict[str, Any]:
 @blp.route("/publish")
 class Publish(MethodView):
     @tenant_access("admin", "producer")
-    @blp.arguments(PublishBody)
+    @blp.arguments(PublishBody())
     @blp.response(201, PublishOut)
     @blp.alt_response(200, schema=PublishOut, description="duplicate message_id")
     @blp.doc(security=[{"bearer": []}])
@@ -138,7 +138,7 @@ class Publish(MethodView):
 @blp.route("/publish/batch")
 class PublishBatch(MethodView):
     @tenant_access("admin", "producer")
-    @blp.arguments(BatchBody)
+    @blp.arguments(BatchBody())
     @blp.response(201, BatchOut)
     @blp.doc(security=[{"bearer": []}])
     def post(self, body: dict[str, Any]) -> Response:
@@ -149,7 +149,7 @@ class PublishBatch(MethodView):
 @blp.route("/topics/<name>/publish")
 class TopicPublish(MethodView):
     @tenant_access("admin", "producer")
-    @blp.arguments(TopicPublishBody)
+    @blp.arguments(TopicPublishBody())
     @blp.response(201, PublishOut)
     @blp.alt_response(200, schema=PublishOut, description="duplicate message_id")
     @blp.alt_response(201, schema=BatchOut, description="batch (`messages` given)",

@@ -20,11 +20,11 @@ import itertools
 import json
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -52,8 +52,14 @@ class Published:
 
 @dataclass
 class _Prepared:
-    record: MessageRecord
+    """One message ready to store: its `message_records` row and its stream entry."""
+
+    row: dict[str, Any]
     envelope: Envelope
+
+    @property
+    def message_id(self) -> str:
+        return self.row["message_id"]
 
 
 def check_producer(topic: Topic, caller: Principal) -> None:
@@ -80,20 +86,16 @@ def publish(
     prepared = [_prepare(topic, caller, m, i if batch else None) for i, m in enumerate(messages)]
     if batch:
         _check_batch_size(prepared)
-    known = _existing(session, topic.tenant_id, [p.record.message_id for p in prepared])
+    supplied = [m["message_id"] for m in messages if m.get("message_id")]
+    known = _existing(session, topic.tenant_id, supplied) if supplied else {}
     stored: dict[str, _Prepared] = {}
     for item in prepared:
-        if item.record.message_id not in known:
-            stored.setdefault(item.record.message_id, item)
+        if item.message_id not in known:
+            stored.setdefault(item.message_id, item)
     if stored:
         known.update(_store_and_append(session, streams, topic, list(stored.values())))
-    return [_answer(known[p.record.message_id], duplicate=stored.get(p.record.message_id) is not p)
+    return [replace(known[p.message_id], duplicate=stored.get(p.message_id) is not p)
             for p in prepared]
-
-
-def _answer(record: MessageRecord, *, duplicate: bool) -> Published:
-    return Published(record.message_id, record.partition_id, record.offset_value,
-                     record.published_at, duplicate)
 
 
 def _prepare(topic: Topic, caller: Principal, message: dict[str, Any],
@@ -109,37 +111,38 @@ def _prepare(topic: Topic, caller: Principal, message: dict[str, Any],
     now = utcnow()
     ttl = message.get("ttl_ms")
     expires_at = now + timedelta(milliseconds=ttl) if ttl else None
-    record = MessageRecord(
-        id=new_id(),
-        tenant_id=topic.tenant_id,
-        topic_id=topic.id,
-        message_id=message.get("message_id") or new_id(),
-        message_key=message.get("key"),
-        correlation_id=message.get("correlation_id"),
-        trace_id=message.get("trace_id"),
-        producer_id=caller.key_name,
-        headers=message.get("headers") or {},
-        payload=payload,
-        payload_size=size,
-        content_type=message.get("content_type") or "application/json",
-        partition_id=_partition(topic, message, index),
-        status="published",
-        retry_count=0,
-        published_at=now,
-        expires_at=expires_at,
-    )
+    row = {
+        "id": new_id(),
+        "tenant_id": topic.tenant_id,
+        "topic_id": topic.id,
+        "message_id": message.get("message_id") or new_id(),
+        "message_key": message.get("key"),
+        "correlation_id": message.get("correlation_id"),
+        "trace_id": message.get("trace_id"),
+        "producer_id": caller.key_name,
+        "headers": message.get("headers") or {},
+        "payload": payload,
+        "payload_size": size,
+        "content_type": message.get("content_type") or "application/json",
+        "partition_id": _partition(topic, message, index),
+        "offset_value": None,
+        "status": "published",
+        "retry_count": 0,
+        "published_at": now,
+        "expires_at": expires_at,
+    }
     envelope = Envelope(
-        message_id=record.message_id,
+        message_id=row["message_id"],
         payload=payload,
         published_ms=int(now.timestamp() * 1000),
-        key=record.message_key,
-        headers=record.headers,
-        correlation_id=record.correlation_id,
-        trace_id=record.trace_id,
-        content_type=record.content_type,
+        key=row["message_key"],
+        headers=row["headers"],
+        correlation_id=row["correlation_id"],
+        trace_id=row["trace_id"],
+        content_type=row["content_type"],
         expires_ms=int(expires_at.timestamp() * 1000) if expires_at else None,
     )
-    return _Prepared(record, envelope)
+    return _Prepared(row, envelope)
 
 
 def _partition(topic: Topic, message: dict[str, Any], index: int | None) -> int:
@@ -168,41 +171,60 @@ def _at(index: int | None, field: str, problem: str) -> dict[str, Any]:
 
 
 def _check_batch_size(prepared: list[_Prepared]) -> None:
-    total = sum(p.record.payload_size for p in prepared)
+    total = sum(p.row["payload_size"] for p in prepared)
     if total > BATCH_MAX_BYTES:
         raise PayloadTooLarge(f"batch payloads add up to {total} bytes; at most "
                               f"{BATCH_MAX_BYTES} per batch")
 
 
-def _existing(session: Session, tenant_id: str, message_ids: list[str]) -> dict[str, Any]:
-    rows = session.scalars(
-        select(MessageRecord).where(
-            MessageRecord.tenant_id == tenant_id, MessageRecord.message_id.in_(set(message_ids))
-        )
+def _existing(session: Session, tenant_id: str, message_ids: list[str]) -> dict[str, Published]:
+    """Answers for message ids already in the tenant (generated ids need no look-up)."""
+    rows = session.execute(
+        select(MessageRecord.message_id, MessageRecord.partition_id, MessageRecord.offset_value,
+               MessageRecord.published_at)
+        .where(MessageRecord.tenant_id == tenant_id,
+               MessageRecord.message_id.in_(set(message_ids)))
     )
-    return {row.message_id: row for row in rows}
+    return {row.message_id: Published(*row, duplicate=True) for row in rows}
 
 
 def _store_and_append(session: Session, streams: TopicStreams, topic: Topic,
-                      items: list[_Prepared]) -> dict[str, MessageRecord]:
-    session.add_all(item.record for item in items)
+                      items: list[_Prepared]) -> dict[str, Published]:
+    records = MessageRecord.__table__
     try:
+        session.execute(insert(records), [item.row for item in items])
         session.commit()
     except IntegrityError:
         # A concurrent request published one of these message ids first: answer from its record.
         session.rollback()
-        ids = [item.record.message_id for item in items]
+        ids = [item.message_id for item in items]
         found = _existing(session, topic.tenant_id, ids)
         if len(found) == len(ids):
             return found
         raise Conflict("a concurrent request published some of these message ids; "
                        "retry the request") from None
-    offsets = streams.append_many(topic.id, [(i.record.partition_id, i.envelope) for i in items])
-    for item, offset in zip(items, offsets, strict=True):
-        item.record.offset_value = offset
+    offsets = streams.append_many(topic.id, [(i.row["partition_id"], i.envelope) for i in items])
+    _record_offsets(session, [(item.row["id"], offset) for item, offset in
+                              zip(items, offsets, strict=True)])
+    return {
+        item.message_id: Published(item.message_id, item.row["partition_id"], offset,
+                                   item.row["published_at"], duplicate=False)
+        for item, offset in zip(items, offsets, strict=True)
+    }
+
+
+def _record_offsets(session: Session, offsets: list[tuple[str, str]]) -> None:
+    """Write the stream offsets back to the records.
+
+    Not worth waiting for a disk flush: the message is already durable in both stores, and a
+    lost offset write only makes the outbox sweep hand the record over again (a duplicate).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+    records = MessageRecord.__table__
     session.execute(
-        update(MessageRecord),
-        [{"id": item.record.id, "offset_value": item.record.offset_value} for item in items],
+        update(records).where(records.c.id == bindparam("record_id"))
+        .values(offset_value=bindparam("offset")),
+        [{"record_id": record_id, "offset": offset} for record_id, offset in offsets],
     )
     session.commit()
-    return {item.record.message_id: item.record for item in items}
