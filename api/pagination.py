@@ -57,11 +57,17 @@ def _encode(sort_value: Any, tie_value: Any) -> str:
 def _decode(cursor: str, *, is_time: bool) -> tuple[Any, Any]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        sort_value, tie_value = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        decoded = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not isinstance(decoded, list) or len(decoded) != 2:
+            raise TypeError
+        sort_value, tie_value = decoded
+        # Every sort key is text or a timestamp (as ISO text); anything else, or text the
+        # database cannot hold, was not issued by this API.
+        if not all(isinstance(v, str) and "\x00" not in v for v in decoded):
+            raise TypeError
+        "".join(decoded).encode("utf-8")  # lone surrogates raise UnicodeEncodeError
         if is_time:
             sort_value = datetime.fromisoformat(sort_value)
-        if not isinstance(tie_value, str):
-            raise TypeError
         return sort_value, tie_value
     except (ValueError, TypeError, UnicodeError) as exc:
         raise ValidationError("invalid cursor", {"cursor": ["not a cursor this API issued"]}) \

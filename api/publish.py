@@ -8,12 +8,14 @@ from flask import Response, jsonify
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
+from sqlalchemy import select
 
 from api.auth import principal, tenant_access
 from api.fields import Timestamp, iso, strict_int
 from api.publishing import Published, publish
 from api.queues import find_topic
 from api.services import services
+from models import MessageRecord, Topic
 from mq.errors import ValidationError
 
 PREFIX = ""
@@ -95,10 +97,19 @@ def _publish_one(topic_name: str, message: dict[str, Any]) -> Response:
     session = services().db_session()
     topic = find_topic(session, principal().tenant_id, topic_name)
     [result] = publish(session, services().streams, topic, principal(), [message], batch=False)
-    body = {"message_id": result.message_id, "topic": topic.name, "partition": result.partition,
+    topic_name = _original_topic(result.message_id) if result.duplicate else topic.name
+    body = {"message_id": result.message_id, "topic": topic_name, "partition": result.partition,
             "offset": result.offset, "timestamp": iso(result.published_at),
             "duplicate": result.duplicate}
     return _json(body, 200 if result.duplicate else 201)
+
+
+def _original_topic(message_id: str) -> str | None:
+    """A duplicate repeats the original answer, whose topic may be another of the tenant's."""
+    return services().db_session().scalar(
+        select(Topic.name).join(MessageRecord, MessageRecord.topic_id == Topic.id)
+        .where(MessageRecord.tenant_id == principal().tenant_id,
+               MessageRecord.message_id == message_id))
 
 
 def _publish_batch(topic_name: str, messages: list[dict[str, Any]]) -> Response:

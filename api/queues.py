@@ -60,6 +60,8 @@ class TopicFields(Schema):
     def check_schema_definition(self, data: dict[str, Any], **_: Any) -> None:
         definition = data.get("schema_definition")
         if definition is not None:
+            if not isinstance(definition.get("$schema", ""), str):
+                raise InvalidFields({"schema_definition": ["$schema must be a URI string"]})
             try:
                 jsonschema.validators.validator_for(definition).check_schema(definition)
             except jsonschema.SchemaError as exc:
