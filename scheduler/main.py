@@ -1,16 +1,61 @@
-"""Scheduler process entry point (`mq scheduler`)."""
+"""Scheduler process entry point (`mq scheduler`).
+
+APScheduler runs the jobs; each is idempotent, so a second scheduler is safe:
+- release due retries (atomic Lua, `broker.scripts.RELEASE`) into each pool's direct stream,
+  every `RELEASE_S`;
+- the heartbeat shown by `GET /status`;
+- reaping consumers that are idle and hold nothing (each worker start adds a consumer to every
+  group it reads; a consumer with pending entries is never removed, as that would drop them).
+"""
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 
+from apscheduler.schedulers.background import BackgroundScheduler
+
 from broker.connection import connect
-from broker.heartbeats import Heartbeat
+from broker.delivery import DEFAULT_POOL
+from broker.heartbeats import Heartbeat, live_processes
 from broker.keys import Keys
+from broker.redis_streams import release_due_retries
+from broker.scripts import Scripts
 from mq.settings import Settings
+from scheduler.janitor import reap_consumers
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0
+RELEASE_S = 0.1
+REAP_S = 300.0
+
+
+class Jobs:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis = connect(settings, max_connections=8)
+        self.keys = Keys(settings.redis_namespace)
+        self.scripts = Scripts(self.redis)  # type: ignore[arg-type]
+        self.heartbeat = Heartbeat(self.redis, self.keys, "scheduler", ttl_s=3 * HEARTBEAT_S)
+        self.pools = {DEFAULT_POOL}
+
+    def release_retries(self) -> None:
+        for pool in sorted(self.pools):
+            moved = release_due_retries(self.redis, self.keys, pool, self.scripts)  # type: ignore[arg-type]
+            if moved:
+                log.debug("released %d retries of pool %s", moved, pool)
+
+    def beat(self) -> None:
+        self.heartbeat.beat(leader=True)
+        for process in live_processes(self.redis, self.keys):
+            self.pools.update(process.get("pools") or ())
+
+    def reap(self) -> None:
+        removed = reap_consumers(self.settings, self.redis, self.keys)  # type: ignore[arg-type]
+        if removed:
+            log.info("removed %d idle consumers", removed)
 
 
 def run(settings: Settings) -> int:
@@ -18,10 +63,24 @@ def run(settings: Settings) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    heartbeat = Heartbeat(connect(settings, max_connections=4), Keys(settings.redis_namespace),
-                          "scheduler", ttl_s=3 * HEARTBEAT_S)
-    while not stop.is_set():
-        heartbeat.beat(leader=True)
-        stop.wait(HEARTBEAT_S)
-    heartbeat.stop()
+    jobs = Jobs(settings)
+    jobs.beat()
+    scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
+        "coalesce": True, "max_instances": 1, "misfire_grace_time": 5})
+    scheduler.add_job(jobs.release_retries, "interval", seconds=RELEASE_S, id="release-retries")
+    scheduler.add_job(jobs.beat, "interval", seconds=HEARTBEAT_S, id="heartbeat")
+    scheduler.add_job(jobs.reap, "interval", seconds=REAP_S, id="reap-consumers")
+    scheduler.start()
+    log.info("scheduler started")
+    stop.wait()
+    scheduler.shutdown(wait=True)
+    jobs.heartbeat.stop()
     return 0
+
+
+def main_from_args() -> int:
+    from mq.logging import configure_logging
+
+    settings = Settings.from_env()
+    configure_logging(settings, "scheduler")
+    return run(settings)

@@ -1,27 +1,136 @@
-"""Worker process entry point (`mq worker`)."""
+"""Worker process entry point (`mq worker`).
+
+One worker process = one `RedisStreamsBroker`, one dramatiq `Worker` (one consumer thread per
+pool, `threads` worker threads), the batch record writer, and this main thread, which beats
+the heartbeat and resyncs subscriptions from the database. `processes > 1` forks that many
+such processes; the parent only forwards signals and waits.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import signal
 import threading
+import time
 
-from broker.connection import connect
+import dramatiq
+from dramatiq.middleware import default_middleware
+
+from broker.delivery import DEFAULT_POOL
 from broker.heartbeats import Heartbeat
-from broker.keys import Keys
+from broker.redis_streams import RedisStreamsBroker
+from handlers.registry import HandlerRegistry
+from models import Database
+from mq.logging import configure_logging
 from mq.settings import Settings
+from workers.delivery import DeliveryMiddleware, declare_actor
+from workers.records import RecordWriter
+from workers.registry import SubscriptionRegistry
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0
+RESYNC_S = 30.0
+#: How long a stopping worker lets running deliveries finish.
+STOP_TIMEOUT_MS = 30_000
 
 
 def run(settings: Settings, *, pools: list[str], processes: int, threads: int) -> int:
     """Run a worker until SIGINT/SIGTERM; returns the exit code."""
+    pools = list(dict.fromkeys(pools or [DEFAULT_POOL]))
+    if processes <= 1:
+        return run_process(settings, pools=pools, threads=threads)
+    return _run_forked(settings, pools=pools, processes=processes, threads=threads)
+
+
+def run_process(settings: Settings, *, pools: list[str], threads: int) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    heartbeat = Heartbeat(connect(settings, max_connections=4), Keys(settings.redis_namespace),
-                          "worker", ttl_s=3 * HEARTBEAT_S)
-    while not stop.is_set():
-        heartbeat.beat(subscriptions=0, pools=pools)
-        stop.wait(HEARTBEAT_S)
+    threads = max(1, threads)
+    broker = RedisStreamsBroker(settings, middleware=[m() for m in default_middleware],
+                                max_connections=threads + 6)
+    database = Database(settings.database_url, pool_size=2)
+    records = RecordWriter(database)
+    handlers = HandlerRegistry(settings)
+    delivery = DeliveryMiddleware(broker, records, handlers)
+    broker.add_middleware(delivery)
+    declare_actor(broker, delivery)
+    for pool in pools:
+        broker.declare_queue(pool)
+    registry = SubscriptionRegistry(database, broker, pools)
+    registry.resync()
+    heartbeat = Heartbeat(broker.client, broker.keys, "worker", ttl_s=3 * HEARTBEAT_S)
+    records.start()
+    broker.emit_after("process_boot")
+    worker = dramatiq.Worker(broker, queues=set(pools), worker_threads=threads,
+                             worker_timeout=1000)
+    worker.start()
+    log.info("worker %s serving %d subscriptions on pools %s with %d threads",
+             broker.instance, len(broker.routes), ",".join(pools), threads)
+    _main_loop(stop, broker, registry, heartbeat, pools)
+    worker.stop(timeout=STOP_TIMEOUT_MS)
+    records.stop()
+    handlers.close()
     heartbeat.stop()
+    broker.close()
+    database.dispose()
     return 0
+
+
+def _main_loop(stop: threading.Event, broker: RedisStreamsBroker,
+               registry: SubscriptionRegistry, heartbeat: Heartbeat, pools: list[str]) -> None:
+    next_resync = time.monotonic() + RESYNC_S
+    while not stop.is_set():
+        try:
+            heartbeat.beat(subscriptions=len(broker.routes), pools=pools,
+                           instance=broker.instance)
+            if time.monotonic() >= next_resync:
+                next_resync = time.monotonic() + RESYNC_S
+                registry.resync()
+        except Exception:
+            log.exception("heartbeat or resync failed; retrying")
+        stop.wait(HEARTBEAT_S)
+
+
+def _run_forked(settings: Settings, *, pools: list[str], processes: int, threads: int) -> int:
+    children: list[int] = []
+    for _ in range(processes):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = run_process(settings, pools=pools, threads=threads)
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, forward)
+    status = 0
+    for child in children:
+        _, code = os.waitpid(child, 0)
+        status = status or os.waitstatus_to_exitcode(code)
+    return status
+
+
+def main_from_args(argv: list[str] | None = None) -> int:
+    """`python -m workers [--pools a,b] [--processes N] [--threads N]`."""
+    import argparse
+
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(prog="mq worker")
+    parser.add_argument("--pools", default=DEFAULT_POOL)
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=settings.max_concurrent_consumers)
+    args = parser.parse_args(argv)
+    configure_logging(settings, "worker")
+    return run(settings, pools=[p for p in args.pools.split(",") if p],
+               processes=args.processes, threads=args.threads)

@@ -1,0 +1,135 @@
+"""Dead letters: a subscription's failed messages, kept for listing, redrive and purge.
+
+Each subscription has a dead-letter stream (`Keys.dead_letters`). An entry holds `e`, the
+dead-letter entry of API.md (`id`, `message_id`, `subscription_id`, `original_*`, `key`,
+`headers`, `payload`, `failure_reason`, `error_message`, `retry_count`, `failed_at`), and `m`,
+the original stream envelope, so a redrive delivers exactly the original message again.
+The same entry is also published (as its payload) on the subscription's dead-letter topic.
+Redrive sends entries back to the one subscription through its pool's direct stream with the
+attempt count reset, never to the topic stream, and removes them from this listing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from broker.connection import RedisClient
+from broker.delivery import delivery_message
+from broker.envelope import FIELD, Envelope
+from broker.keys import Keys
+from broker.scripts import REDRIVE
+
+#: Dead letters kept per subscription (approximate cap; oldest dropped first).
+DEAD_LETTER_CAP = 100_000
+POOL_STREAM_CAP = 10_000_000
+REASONS = ("error", "permanent", "max_deliveries", "schema", "decrypt", "expired")
+
+
+def iso_ms(ms: int) -> str:
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def build_entry(
+    *,
+    subscription_id: str,
+    topic_name: str,
+    partition: int,
+    offset: str,
+    envelope: Envelope,
+    reason: str,
+    error_message: str | None,
+    retry_count: int,
+) -> dict[str, Any]:
+    """The dead-letter entry of API.md for one failed delivery."""
+    return {
+        "id": str(uuid.uuid4()),
+        "message_id": envelope.message_id,
+        "subscription_id": subscription_id,
+        "original_topic": topic_name,
+        "original_partition": partition,
+        "original_offset": offset,
+        "original_timestamp": iso_ms(envelope.published_ms),
+        "key": envelope.key,
+        "headers": envelope.headers,
+        "payload": envelope.payload,
+        "failure_reason": reason,
+        "error_message": (error_message or "")[:2000] or None,
+        "retry_count": retry_count,
+        "failed_at": iso_ms(int(time.time() * 1000)),
+    }
+
+
+def topic_envelope(entry: dict[str, Any]) -> Envelope:
+    """The message a dead-letter topic's subscribers receive: the entry as its payload."""
+    return Envelope(
+        message_id=entry["id"],
+        payload=entry,
+        published_ms=int(time.time() * 1000),
+        key=entry["key"],
+        headers={"x-mq-failure-reason": entry["failure_reason"],
+                 "x-mq-subscription-id": entry["subscription_id"]},
+    )
+
+
+def list_entries(redis: RedisClient, keys: Keys, subscription_id: str, *, limit: int,
+                 after: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """Up to `limit` entries, oldest first, and the stream id to continue after (or None)."""
+    start = f"({after}" if after else "-"
+    rows = redis.xrange(keys.dead_letters(subscription_id), min=start, max="+", count=limit + 1)
+    items = [json.loads(fields["e"]) for _, fields in rows[:limit]]
+    next_after = rows[limit - 1][0] if len(rows) > limit else None
+    return items, next_after
+
+
+def purge(redis: RedisClient, keys: Keys, subscription_id: str) -> int:
+    key = keys.dead_letters(subscription_id)
+    pipe = redis.pipeline(transaction=True)
+    pipe.xlen(key)
+    pipe.delete(key)
+    count, _ = pipe.execute()
+    return int(count)
+
+
+def redrive(
+    redis: RedisClient,
+    keys: Keys,
+    subscription_id: str,
+    pool: str,
+    *,
+    ids: Sequence[str] | None = None,
+    max_messages: int = 100,
+) -> int:
+    """Send entries (by entry `id`, or the oldest `max_messages`) back to the subscription."""
+    key = keys.dead_letters(subscription_id)
+    wanted = set(ids) if ids is not None else None
+    pairs: list[str] = []
+    for stream_id, fields in _candidates(redis, key, wanted, max_messages):
+        entry = json.loads(fields["e"])
+        envelope = fields.get("m") or Envelope(
+            message_id=entry["message_id"], payload=entry["payload"], published_ms=0,
+            key=entry["key"], headers=entry["headers"] or {}).encode()[FIELD]
+        message = delivery_message(pool, subscription_id, int(entry["original_partition"]),
+                                   entry["original_offset"], envelope,
+                                   options={"redriven_from": entry["id"]})
+        pairs += [stream_id, message.encode().decode()]
+    if not pairs:
+        return 0
+    script = redis.register_script(REDRIVE)
+    return int(script(keys=[key, keys.pool_stream(pool)], args=[POOL_STREAM_CAP, *pairs]))
+
+
+def _candidates(redis: RedisClient, key: str, wanted: set[str] | None,
+                max_messages: int) -> list[tuple[str, dict[str, str]]]:
+    if wanted is None:
+        return list(redis.xrange(key, count=max_messages))
+    found: list[tuple[str, dict[str, str]]] = []
+    for stream_id, fields in redis.xrange(key):
+        if json.loads(fields["e"]).get("id") in wanted:
+            found.append((stream_id, fields))
+    return found

@@ -1,0 +1,291 @@
+"""End-to-end delivery fixtures: real worker and scheduler processes, a real webhook server.
+
+The API runs in-process (the `tenant` fixture's Flask client); workers and the scheduler run
+as subprocesses configured through the environment from the `settings` fixture, against the
+same PostgreSQL database and Redis namespace. Webhooks go to a threaded HTTP server on
+127.0.0.1 that records every request and answers as each test tells it to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from mq.settings import Settings
+from tests.conftest import REDIS_URL, TenantHandle
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Request:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def attempt(self) -> int:
+        return int(self.headers["x-mq-attempt"])
+
+
+@dataclass
+class Webhook:
+    """The recording webhook server. `script(path, [500, 500])` makes the next two requests
+    to `path` answer 500 (then 200); `always(path, 404)` answers 404 for good."""
+
+    port: int
+    requests: list[Request] = field(default_factory=list)
+    scripts: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    fixed: dict[str, int] = field(default_factory=dict)
+    delay_s: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def script(self, path: str, statuses: list[int]) -> None:
+        with self.lock:
+            self.scripts[path] = list(statuses)
+
+    def always(self, path: str, status: int) -> None:
+        with self.lock:
+            self.fixed[path] = status
+
+    def answer(self, path: str) -> int:
+        with self.lock:
+            if self.scripts.get(path):
+                return self.scripts[path].pop(0)
+            return self.fixed.get(path, 200)
+
+    def received(self, path: str) -> list[Request]:
+        with self.lock:
+            return [r for r in self.requests if r.path == path]
+
+    def wait_for(self, path: str, count: int, timeout: float = 30.0) -> list[Request]:
+        """Wait until `path` got at least `count` requests; returns them."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.received(path)
+            if len(got) >= count:
+                return got
+            time.sleep(0.02)
+        got = self.received(path)
+        raise AssertionError(f"{path}: {len(got)} of {count} requests after {timeout}s")
+
+    def settle(self, path: str, quiet_s: float = 1.0, timeout: float = 30.0) -> list[Request]:
+        """Wait until `path` got no request for `quiet_s`; returns every request."""
+        deadline = time.monotonic() + timeout
+        seen, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            count = len(self.received(path))
+            if count != seen:
+                seen, since = count, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                break
+            time.sleep(0.05)
+        return self.received(path)
+
+
+def _handler_class(hook: Webhook) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            request = Request(self.path, {k.lower(): v for k, v in self.headers.items()}, body,
+                              time.time())
+            delay = hook.delay_s.get(self.path)
+            if delay:
+                time.sleep(delay)
+            with hook.lock:
+                hook.requests.append(request)
+            status = hook.answer(self.path)
+            reply = json.dumps({"status": status}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook(port=0)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(hook))
+    server.daemon_threads = True
+    hook.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield hook
+    server.shutdown()
+    server.server_close()
+
+
+class Processes:
+    """Worker and scheduler subprocesses of one test; all stopped at teardown."""
+
+    def __init__(self, settings: Settings, tmp: Path) -> None:
+        self.settings = settings
+        self.env = {**os.environ, **settings.as_environ(), "LOG_FORMAT": "text",
+                    "MQ_WEBHOOK_ALLOW_PRIVATE": "true", "PYTHONUNBUFFERED": "1"}
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.redis = Redis.from_url(REDIS_URL, decode_responses=True)
+
+    def _start(self, module: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"{module}-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=self.env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def worker(self, *, threads: int = 8, wait: bool = True, extra: tuple[str, ...] = ()
+               ) -> subprocess.Popen[bytes]:
+        proc = self._start("workers", "--threads", str(threads), *extra)
+        if wait:
+            self.wait_ready(proc, "worker")
+        return proc
+
+    def scheduler(self) -> subprocess.Popen[bytes]:
+        proc = self._start("scheduler")
+        self.wait_ready(proc, "scheduler")
+        return proc
+
+    def beats(self, kind: str) -> list[dict[str, Any]]:
+        raw = self.redis.hgetall(f"{self.settings.redis_namespace}:procs")
+        return [b for b in map(json.loads, raw.values()) if b["kind"] == kind]
+
+    def wait_ready(self, proc: subprocess.Popen[bytes], kind: str, timeout: float = 30) -> None:
+        """Wait for the process's first heartbeat (it beats once it is serving)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"{kind} exited with {proc.returncode}:\n{self.logs()}")
+            if any(b["pid"] == proc.pid for b in self.beats(kind)):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{kind} did not start:\n{self.logs()}")
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout)
+
+    def kill(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-6000:]}"
+                         for p in sorted(self.tmp.glob("*.log")))
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self.redis.close()
+
+
+@pytest.fixture
+def processes(settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
+              ) -> Iterator[Processes]:
+    procs = Processes(settings, tmp_path)
+    yield procs
+    procs.close()
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        print(procs.logs())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+@dataclass
+class Subscriptions:
+    """Creates subscriptions through the API and deletes them after the test."""
+
+    tenant: TenantHandle
+    created: list[str] = field(default_factory=list)
+
+    def create(self, topic: str, group: str, url: str, **fields: Any) -> dict[str, Any]:
+        body = {"topic": topic, "consumer_group": group,
+                "consumer_name": fields.pop("consumer_name", f"{group}-{uuid.uuid4().hex[:4]}"),
+                "subscription_type": "webhook",
+                "handler_config": {"type": "http", "url": url, "timeout_ms": 5000,
+                                   **fields.pop("handler", {})},
+                "session_timeout_ms": 2000, "retry_delay_ms": 200, "max_retry_delay_ms": 2000,
+                **fields}
+        response = self.tenant.admin.post("/subscriptions", body)
+        assert response.status_code == 201, response.json
+        self.created.append(response.json["id"])
+        return response.json
+
+    def cleanup(self) -> None:
+        for sid in self.created:
+            self.tenant.admin.delete(f"/subscriptions/{sid}")
+
+
+@pytest.fixture
+def subscriptions(tenant: TenantHandle) -> Iterator[Subscriptions]:
+    subs = Subscriptions(tenant)
+    yield subs
+    subs.cleanup()
+
+
+def publish_many(tenant: TenantHandle, topic: str, count: int,
+                 payload: Callable[[int], Any] = lambda i: {"n": i}) -> list[str]:
+    """Publish `count` messages in batches; returns their message ids in order."""
+    ids: list[str] = []
+    for start in range(0, count, 500):
+        batch = [{"payload": payload(i)} for i in range(start, min(count, start + 500))]
+        response = tenant.admin.post("/publish/batch", {"topic": topic, "messages": batch})
+        assert response.status_code == 201, response.json
+        ids += response.json["message_ids"]
+    return ids
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(every)

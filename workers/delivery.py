@@ -1,0 +1,209 @@
+"""The delivery actor and the middleware around it.
+
+`DeliveryMiddleware.before_process_message` decides whether a delivery may start at all: a
+deleted subscription's messages are dropped (acked), a paused one's are handed back (they wait,
+nothing is lost), expired ones are dropped or dead-lettered as `expired`. The actor then runs
+the subscription's handler (looked up by `handler_config.type`) and turns its outcome into
+dramatiq's terms: success returns; a retryable failure raises `DeliveryRetry` (a `Retry` with
+the subscription's backoff, so the stock `Retries` middleware parks it and counts it against
+`max_retries`); a permanent failure raises `PermanentDeliveryError`, listed in the actor's
+`throws`, so `Retries` fails it at once and the broker's `nack` dead-letters it.
+After the ack or nack, one consumption record per attempt goes to the batch writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import dramatiq
+from dramatiq import Middleware
+from dramatiq.errors import Retry
+from dramatiq.middleware import SkipMessage
+
+from broker.delivery import ACTOR_NAME, DEFAULT_POOL, Route
+from broker.envelope import FIELD, Envelope
+from broker.redis_streams import RedisStreamsBroker, StreamProxy
+from handlers.base import Delivery, HandlerFailure, PermanentFailure
+from handlers.registry import HandlerRegistry
+from workers.records import RecordWriter
+
+log = logging.getLogger(__name__)
+
+#: Jitter only adds, and at most 10 % (API.md): every wait is at least the nominal backoff.
+JITTER = 0.10
+
+
+class DeliveryRetry(Retry):
+    """A failed attempt that will be retried after `delay` ms."""
+
+
+class PermanentDeliveryError(Exception):
+    """A failed attempt that must not be retried; `reason` is the dead-letter reason."""
+
+    def __init__(self, message: str, reason: str = "permanent") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def backoff_ms(route: Route, failed_attempt: int) -> int:
+    """The wait before attempt `failed_attempt + 1`: min(delay * 2^(n-1), max) + jitter."""
+    nominal = min(route.retry_delay_ms * 2 ** min(failed_attempt - 1, 40), route.max_retry_delay_ms)
+    return int(nominal * (1 + random.uniform(0, JITTER)))
+
+
+class _Current(threading.local):
+    proxy: StreamProxy | None = None
+
+
+class DeliveryMiddleware(Middleware):
+    """Gates deliveries on the subscription's current state and records every attempt."""
+
+    def __init__(self, broker: RedisStreamsBroker, records: RecordWriter,
+                 handlers: HandlerRegistry) -> None:
+        self.broker = broker
+        self.records = records
+        self.handlers = handlers
+        self.current = _Current()
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        proxy: StreamProxy = message
+        route = self.broker.route(proxy.subscription_id)
+        if route is None:
+            proxy.outcome = "dropped"
+            raise SkipMessage("subscription deleted")
+        if not route.active:
+            proxy.outcome = "handback"
+            raise SkipMessage("subscription or topic paused")
+        proxy.options["max_retries"] = route.max_retry_attempts
+        self.current.proxy = proxy
+
+    def after_process_message(self, broker: dramatiq.Broker, message: Any, *,
+                              result: Any = None, exception: BaseException | None = None) -> None:
+        self.current.proxy = None
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        self.current.proxy = None
+
+    def after_ack(self, broker: dramatiq.Broker, message: Any) -> None:
+        proxy: StreamProxy = message
+        if proxy.outcome in ("success", "failed"):
+            self._record(proxy, proxy.outcome)
+
+    def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
+        proxy: StreamProxy = message
+        letter = proxy.dead_letter
+        if letter is None:
+            return
+        self._record(proxy, "dead_letter")
+        envelope: Envelope = letter["envelope"]
+        route: Route = letter["route"]
+        self.records.message(
+            tenant_id=route.tenant_id, topic_id=letter["topic_id"], message_id=envelope.message_id,
+            message_key=envelope.key, headers=envelope.headers, payload=envelope.payload,
+            payload_size=len(envelope.encode()[FIELD]), content_type=envelope.content_type,
+            partition_id=0, offset_value=letter["offset"], status="published", retry_count=0,
+            producer_id=f"dead-letter:{route.subscription_id}",
+            published_at=datetime.fromtimestamp(envelope.published_ms / 1000, UTC))
+
+    def _record(self, proxy: StreamProxy, status: str) -> None:
+        route = self.broker.route(proxy.subscription_id)
+        info = proxy.attempt_info
+        if route is None and not info:
+            return
+        _, partition, offset, _ = proxy.args
+        self.records.consumption(
+            tenant_id=route.tenant_id if route else info["tenant_id"],
+            subscription_id=proxy.subscription_id,
+            message_id=info.get("message_id") or _message_id(proxy),
+            consumer_instance=self.broker.instance,
+            partition_id=partition,
+            offset_value=offset,
+            status=status,
+            processing_time_ms=info.get("processing_time_ms"),
+            error_message=proxy.error_message if status != "success" else None,
+            retry_count=int(info.get("attempt", 1)) - 1,
+            response_status=info.get("response_status"),
+            response_excerpt=info.get("response_excerpt"),
+            consumed_at=info.get("started_at") or datetime.now(UTC),
+            processed_at=datetime.now(UTC),
+        )
+
+
+def _message_id(proxy: StreamProxy) -> str:
+    return Envelope.decode({FIELD: proxy.args[3]}).message_id
+
+
+class DeliveryActor:
+    """The callable behind the `deliver` actor."""
+
+    def __init__(self, broker: RedisStreamsBroker, middleware: DeliveryMiddleware) -> None:
+        self.broker = broker
+        self.middleware = middleware
+
+    def __call__(self, subscription_id: str, partition: int, offset: str, raw: str) -> None:
+        proxy = self.middleware.current.proxy
+        route = self.broker.route(subscription_id)
+        if proxy is None or route is None:
+            return
+        envelope = Envelope.decode({FIELD: raw})
+        attempt = int(proxy.options.get("retries", 0)) + 1
+        proxy.attempt_info = {"attempt": attempt, "message_id": envelope.message_id,
+                              "tenant_id": route.tenant_id, "started_at": datetime.now(UTC)}
+        if envelope.expires_ms is not None and envelope.expires_ms < time.time() * 1000:
+            self._expired(proxy, route)
+            return
+        delivery = Delivery(
+            subscription_id=subscription_id, message_id=envelope.message_id,
+            topic=route.topic_name, partition=partition, offset=offset,
+            payload=envelope.payload, published_ms=envelope.published_ms, attempt=attempt,
+            key=envelope.key, headers=envelope.headers,
+            correlation_id=envelope.correlation_id, trace_id=envelope.trace_id)
+        started = time.perf_counter()
+        try:
+            handler = self.middleware.handlers.get(str(route.handler_config.get("type", "")))
+            result = handler.deliver(route.handler_config, delivery)
+        except HandlerFailure as failure:
+            self._failed(proxy, route, attempt, started, failure)
+        except Exception as exc:  # a handler bug counts as a retryable failure
+            self._failed(proxy, route, attempt, started,
+                         HandlerFailure(f"{type(exc).__name__}: {exc}"))
+        else:
+            proxy.outcome = "success"
+            proxy.attempt_info.update(processing_time_ms=_ms_since(started),
+                                      response_status=result.status,
+                                      response_excerpt=result.excerpt)
+
+    def _failed(self, proxy: StreamProxy, route: Route, attempt: int, started: float,
+                failure: HandlerFailure) -> None:
+        proxy.outcome = "failed"
+        proxy.error_message = str(failure)
+        proxy.attempt_info.update(processing_time_ms=_ms_since(started),
+                                  response_status=failure.status,
+                                  response_excerpt=failure.excerpt)
+        if isinstance(failure, PermanentFailure):
+            raise PermanentDeliveryError(str(failure), failure.reason)
+        raise DeliveryRetry(str(failure), delay=backoff_ms(route, attempt))
+
+    @staticmethod
+    def _expired(proxy: StreamProxy, route: Route) -> None:
+        if route.dead_letter_expired:
+            proxy.outcome = "failed"
+            proxy.error_message = "the message expired before it could be delivered"
+            raise PermanentDeliveryError(proxy.error_message, "expired")
+        proxy.outcome = "expired"
+
+
+def _ms_since(started: float) -> int:
+    return int((time.perf_counter() - started) * 1000)
+
+
+def declare_actor(broker: RedisStreamsBroker, middleware: DeliveryMiddleware) -> dramatiq.Actor:
+    """The one delivery actor; its queue is the default pool (other pools are declared)."""
+    return dramatiq.actor(DeliveryActor(broker, middleware), actor_name=ACTOR_NAME,
+                          queue_name=DEFAULT_POOL, broker=broker,
+                          throws=(PermanentDeliveryError,), max_retries=3)

@@ -1,0 +1,114 @@
+"""Subscriptions as the worker sees them: loaded from the database into broker routes.
+
+A full load at start and every `RESYNC_S`; control events (subscription or topic changed)
+reload just what changed. Dead-letter topics are created here on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+
+from broker.delivery import DEFAULT_POOL, Route
+from broker.keys import group_name
+from broker.redis_streams import RedisStreamsBroker
+from models import Database, Subscription, Topic
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_SUFFIX = ".deadletter"
+
+
+def to_route(sub: Subscription, topic: Topic) -> Route:
+    return Route(
+        subscription_id=sub.id,
+        tenant_id=sub.tenant_id,
+        topic_id=topic.id,
+        topic_name=topic.name,
+        partition_count=topic.partition_count,
+        group=group_name(sub.tenant_id, sub.consumer_group),
+        consumer_name=sub.consumer_name,
+        active=sub.status == "active" and topic.status == "active",
+        session_timeout_ms=sub.session_timeout_ms,
+        max_retry_attempts=sub.max_retry_attempts,
+        retry_delay_ms=sub.retry_delay_ms,
+        max_retry_delay_ms=sub.max_retry_delay_ms,
+        handler_config=dict(sub.handler_config or {}),
+        message_filter=sub.message_filter,
+        dead_letter_topic=sub.dead_letter_queue or topic.name + DEAD_LETTER_SUFFIX,
+        dead_letter_expired=bool(sub.dead_letter_expired),
+        pool=DEFAULT_POOL,
+    )
+
+
+class SubscriptionRegistry:
+    """Keeps the broker's routes in step with the database."""
+
+    def __init__(self, database: Database, broker: RedisStreamsBroker,
+                 pools: Iterable[str]) -> None:
+        self.database = database
+        self.broker = broker
+        self.pools = set(pools)
+        self._lock = threading.Lock()
+        self._dead_letter_topics: dict[tuple[str, str], str] = {}
+        broker.control_listener = self.apply
+        broker.dead_letter_topic = self.dead_letter_topic_id
+
+    def resync(self) -> int:
+        """Load every subscription; returns how many this worker serves."""
+        with self.database.session() as session:
+            rows = session.execute(
+                select(Subscription, Topic).join(Topic, Topic.id == Subscription.topic_id)
+            ).all()
+        routes = {sub.id: to_route(sub, topic) for sub, topic in rows}
+        with self._lock:
+            self.broker.set_routes({k: r for k, r in routes.items() if r.pool in self.pools})
+        return len(self.broker.routes)
+
+    def apply(self, events: list[dict[str, str]]) -> None:
+        """Reload the subscriptions named by control events (directly or through a topic)."""
+        sub_ids = {e["id"] for e in events if e.get("kind") == "subscription"}
+        topic_ids = {e["id"] for e in events if e.get("kind") == "topic"}
+        if not sub_ids and not topic_ids:
+            return
+        with self.database.session() as session:
+            rows = session.execute(
+                select(Subscription, Topic).join(Topic, Topic.id == Subscription.topic_id)
+                .where(or_(Subscription.id.in_(sub_ids), Subscription.topic_id.in_(topic_ids)))
+            ).all()
+        fresh = {sub.id: to_route(sub, topic) for sub, topic in rows}
+        with self._lock:
+            routes = dict(self.broker.routes)
+            for sid in sub_ids | {s for s, r in routes.items() if r.topic_id in topic_ids}:
+                routes.pop(sid, None)
+            routes.update({k: r for k, r in fresh.items() if r.pool in self.pools})
+            self.broker.set_routes(routes)
+
+    def dead_letter_topic_id(self, route: Route) -> str:
+        """The id of the route's dead-letter topic, created (1 partition) on first use."""
+        cache_key = (route.tenant_id, route.dead_letter_topic)
+        topic_id = self._dead_letter_topics.get(cache_key)
+        if topic_id:
+            return topic_id
+        with self.database.session() as session:
+            topic_id = self._find_topic(session, *cache_key)
+            if topic_id is None:
+                session.add(Topic(tenant_id=route.tenant_id, name=route.dead_letter_topic,
+                                  description=f"dead letters of topic '{route.topic_name}'"))
+                try:
+                    session.commit()
+                except IntegrityError:
+                    session.rollback()
+                topic_id = self._find_topic(session, *cache_key)
+        assert topic_id is not None
+        self._dead_letter_topics[cache_key] = topic_id
+        return topic_id
+
+    @staticmethod
+    def _find_topic(session, tenant_id: str, name: str) -> str | None:  # type: ignore[no-untyped-def]
+        return session.scalar(select(Topic.id).where(Topic.tenant_id == tenant_id,
+                                                     Topic.name == name))
