@@ -17,6 +17,7 @@ from api.auth import principal, tenant_access
 from api.fields import Timestamp, name_field, strict_int
 from api.pagination import PageArgs, paginate
 from api.services import services
+from broker.control import announce
 from broker.keys import group_name
 from models import Schedule, Subscription, Topic
 from mq.errors import BackendNotSupported, TopicAlreadyExists, TopicNotFound, ValidationError
@@ -205,6 +206,8 @@ class QueueByName(MethodView):
         session.commit()
         if topic.partition_count > old_partitions:
             _extend_groups(session, topic)
+        services().cache.invalidate()
+        announce(services().redis, services().keys, "topic", topic.id, "upsert")
         return topic
 
     @tenant_access("admin")
@@ -214,11 +217,18 @@ class QueueByName(MethodView):
         """Delete a queue with its streams, subscriptions, schedules and stored messages."""
         session = services().db_session()
         topic = find_topic(session, principal().tenant_id, name)
+        subscription_ids = session.scalars(
+            select(Subscription.id).where(Subscription.topic_id == topic.id)).all()
         for table in (Schedule, Subscription):
             session.execute(delete(table).where(table.topic_id == topic.id))
         session.delete(topic)
         session.commit()
+        services().cache.invalidate()
         services().streams.delete(topic.id, topic.partition_count)
+        from api.subscriptions import remove_subscription_keys  # it imports this module
+
+        remove_subscription_keys(subscription_ids)
+        announce(services().redis, services().keys, "topic", topic.id, "delete")
 
 
 @blp.route("/<name>/purge")
