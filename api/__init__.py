@@ -9,6 +9,7 @@ import uuid
 from flask import Flask, Response, g, request
 
 from api.bodies import check_request_body
+from api.cache import EpochCache
 from api.errors import MQApi, register_error_handlers
 from api.services import Services, close_request_session
 from broker.connection import RedisClient, connect
@@ -51,6 +52,7 @@ def create_app(
         redis=redis,
         keys=keys,
         streams=TopicStreams(redis, keys, max_len=settings.stream_max_len),
+        cache=EpochCache(redis, keys.cache_epoch),
     )
     app.config["MQ_STARTED_AT"] = time.time()
 
@@ -69,10 +71,12 @@ def create_app(
 
 def _register_blueprints(api: MQApi) -> None:
     from api import api_keys, messages, monitoring, publish, queues, subscriptions, tenants
+    from api import dead_letters
 
     for module in (tenants, api_keys, queues, publish, messages, subscriptions):
         api.register_blueprint(module.blp, url_prefix=BASE + module.PREFIX)
     api.register_blueprint(monitoring.blp, url_prefix=BASE)
+    api.register_blueprint(dead_letters.blp, url_prefix=BASE + dead_letters.PREFIX)
 
 
 def _start_request() -> None:

@@ -85,3 +85,4 @@ class ApiKeyById(MethodView):
             raise NotFound(f"API key '{key_id}' does not exist")
         session.delete(row)
         session.commit()
+        services().cache.invalidate()

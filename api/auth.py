@@ -52,10 +52,17 @@ def _bearer_token() -> str:
 
 
 def _load_principal(token: str) -> Principal | None:
+    svc = services()
+    key_hash = hash_key(token)
+    return svc.cache.get_or_load("key", key_hash, svc.cache_epoch(),
+                                 lambda: _principal_from_db(key_hash))
+
+
+def _principal_from_db(key_hash: str) -> Principal | None:
     row = services().db_session().execute(
         select(ApiKey.tenant_id, Tenant.name, ApiKey.id, ApiKey.name, ApiKey.role)
         .join(Tenant, Tenant.id == ApiKey.tenant_id)
-        .where(ApiKey.key_hash == hash_key(token))
+        .where(ApiKey.key_hash == key_hash)
     ).first()
     return Principal(*row) if row else None
 

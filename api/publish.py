@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from api.auth import principal, tenant_access
 from api.fields import Timestamp, iso, strict_int
-from api.publishing import Published, publish
+from api.publishing import Published, PublishTarget, publish
 from api.queues import find_topic
 from api.services import services
 from models import MessageRecord, Topic
@@ -95,13 +95,21 @@ class BatchOut(Schema):
 
 def _publish_one(topic_name: str, message: dict[str, Any]) -> Response:
     session = services().db_session()
-    topic = find_topic(session, principal().tenant_id, topic_name)
+    topic = _publish_target(topic_name)
     [result] = publish(session, services().streams, topic, principal(), [message], batch=False)
     topic_name = _original_topic(result.message_id) if result.duplicate else topic.name
     body = {"message_id": result.message_id, "topic": topic_name, "partition": result.partition,
             "offset": result.offset, "timestamp": iso(result.published_at),
             "duplicate": result.duplicate}
     return _json(body, 200 if result.duplicate else 201)
+
+
+def _publish_target(name: str) -> PublishTarget:
+    """The caller's topic `name`, from the process cache when it is current."""
+    svc, tenant_id = services(), principal().tenant_id
+    return svc.cache.get_or_load(
+        "topic", f"{tenant_id}/{name}", svc.cache_epoch(),
+        lambda: PublishTarget.of(find_topic(svc.db_session(), tenant_id, name)))
 
 
 def _original_topic(message_id: str) -> str | None:
@@ -114,7 +122,7 @@ def _original_topic(message_id: str) -> str | None:
 
 def _publish_batch(topic_name: str, messages: list[dict[str, Any]]) -> Response:
     session = services().db_session()
-    topic = find_topic(session, principal().tenant_id, topic_name)
+    topic = _publish_target(topic_name)
     results = publish(session, services().streams, topic, principal(), messages, batch=True)
     return _json(_batch_answer(results), 200 if all(r.duplicate for r in results) else 201)
 

@@ -50,6 +50,24 @@ class Published:
     duplicate: bool
 
 
+@dataclass(frozen=True)
+class PublishTarget:
+    """What publishing needs of a topic: an immutable snapshot, safe to cache and share."""
+
+    id: str
+    tenant_id: str
+    name: str
+    status: str
+    partition_count: int
+    max_message_bytes: int
+    allowed_producers: tuple[str, ...]
+
+    @classmethod
+    def of(cls, topic: Topic) -> PublishTarget:
+        return cls(topic.id, topic.tenant_id, topic.name, topic.status, topic.partition_count,
+                   topic.max_message_bytes, tuple(topic.allowed_producers or ()))
+
+
 @dataclass
 class _Prepared:
     """One message ready to store: its `message_records` row and its stream entry."""
@@ -62,7 +80,7 @@ class _Prepared:
         return self.row["message_id"]
 
 
-def check_producer(topic: Topic, caller: Principal) -> None:
+def check_producer(topic: PublishTarget, caller: Principal) -> None:
     """Archived topics take nothing; producer keys must be on a non-empty allow-list."""
     if topic.status == "archived":
         raise TopicNotActive(topic.name, topic.status)
@@ -75,7 +93,7 @@ def check_producer(topic: Topic, caller: Principal) -> None:
 def publish(
     session: Session,
     streams: TopicStreams,
-    topic: Topic,
+    topic: PublishTarget,
     caller: Principal,
     messages: Sequence[dict[str, Any]],
     *,
@@ -98,7 +116,7 @@ def publish(
             for p in prepared]
 
 
-def _prepare(topic: Topic, caller: Principal, message: dict[str, Any],
+def _prepare(topic: PublishTarget, caller: Principal, message: dict[str, Any],
              index: int | None) -> _Prepared:
     payload = message.get("payload")
     size = len(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode())
@@ -145,7 +163,7 @@ def _prepare(topic: Topic, caller: Principal, message: dict[str, Any],
     return _Prepared(row, envelope)
 
 
-def _partition(topic: Topic, message: dict[str, Any], index: int | None) -> int:
+def _partition(topic: PublishTarget, message: dict[str, Any], index: int | None) -> int:
     """Explicit partition, else a stable hash of the key, else round robin."""
     explicit = message.get("partition")
     if explicit is not None:
@@ -188,7 +206,7 @@ def _existing(session: Session, tenant_id: str, message_ids: list[str]) -> dict[
     return {row.message_id: Published(*row, duplicate=True) for row in rows}
 
 
-def _store_and_append(session: Session, streams: TopicStreams, topic: Topic,
+def _store_and_append(session: Session, streams: TopicStreams, topic: PublishTarget,
                       items: list[_Prepared]) -> dict[str, Published]:
     records = MessageRecord.__table__
     try:

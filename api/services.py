@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from flask import current_app, g
 from sqlalchemy.orm import Session
 
+from api.cache import EpochCache
 from broker.connection import RedisClient
 from broker.keys import Keys
 from broker.streams import TopicStreams
@@ -25,12 +26,20 @@ class Services:
     redis: RedisClient
     keys: Keys
     streams: TopicStreams
+    cache: EpochCache
 
     def db_session(self) -> Session:
         """The current request's session, opened on first use and closed at teardown."""
         if "db_session" not in g:
             g.db_session = self.database.session()
         return g.db_session
+
+
+    def cache_epoch(self) -> str | None:
+        """The cache epoch of the current request (read from Redis once per request)."""
+        if "cache_epoch" not in g:
+            g.cache_epoch = self.cache.current_epoch()
+        return g.cache_epoch
 
 
 def services() -> Services:

@@ -17,6 +17,7 @@ partitions of one topic carry different tags so they spread across slots.
   `failed`, `filtered`, `dead_lettered`), kept by the workers.
 - `{ns}:control` stream: control plane (subscription and topic changes) read by workers.
 - `{ns}:procs` hash: process id -> JSON heartbeat of workers and schedulers.
+- `{ns}:epoch` string: a counter the API increments when a cached key or topic changes.
 - `{ns}:lock:<name>` string: leader and job locks, with expiry.
 - `{ns}:rate:{<tenant_id>}:<second>` string: a tenant's publish count in one second.
 
@@ -69,6 +70,10 @@ class Keys:
     @property
     def processes(self) -> str:
         return f"{self.ns}:procs"
+
+    @property
+    def cache_epoch(self) -> str:
+        return f"{self.ns}:epoch"
 
     def lock(self, name: str) -> str:
         return f"{self.ns}:lock:{name}"
