@@ -1,0 +1,109 @@
+"""A subscription's dead letters: list, redrive (back to that subscription only), purge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate, validates_schema
+from marshmallow import ValidationError as InvalidFields
+
+from api.auth import principal, tenant_access
+from api.services import services
+from api.subscriptions import find_subscription
+from broker import dead_letters
+from broker.delivery import DEFAULT_POOL
+
+PREFIX = "/subscriptions"
+blp = Blueprint("dead_letters", __name__, description="Dead letters of a subscription")
+
+ROLES = ("admin", "consumer")
+SECURITY = [{"bearer": []}]
+MAX_REDRIVE = 10_000
+
+
+class DeadLetterArgs(Schema):
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+    cursor = fields.String(load_default=None, validate=validate.Regexp(
+        r"^\d{1,20}-\d{1,20}$", error="not a cursor this API issued"))
+
+
+class DeadLetterOut(Schema):
+    id = fields.String()
+    message_id = fields.String()
+    subscription_id = fields.String()
+    original_topic = fields.String()
+    original_partition = fields.Integer()
+    original_offset = fields.String()
+    original_timestamp = fields.String()
+    key = fields.String(allow_none=True)
+    headers = fields.Dict()
+    payload = fields.Raw(allow_none=True)
+    failure_reason = fields.String()
+    error_message = fields.String(allow_none=True)
+    retry_count = fields.Integer()
+    failed_at = fields.String()
+
+
+class DeadLetterPage(Schema):
+    items = fields.List(fields.Nested(DeadLetterOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class DeadLetterRedriveBody(Schema):
+    max_messages = fields.Integer(strict=True, validate=validate.Range(1, MAX_REDRIVE))
+    ids = fields.List(fields.String(validate=validate.Length(1, 64)),
+                      validate=validate.Length(1, 1000))
+
+    @validates_schema
+    def one_selector(self, data: dict[str, Any], **_: Any) -> None:
+        if "ids" in data and "max_messages" in data:
+            raise InvalidFields({"ids": ["give either ids or max_messages, not both"]})
+
+
+class DeadLetterRedriveOut(Schema):
+    redriven = fields.Integer()
+
+
+class DeadLetterPurgeOut(Schema):
+    purged = fields.Integer()
+
+
+@blp.route("/<subscription_id>/dead-letters")
+class DeadLetters(MethodView):
+    @tenant_access(*ROLES)
+    @blp.arguments(DeadLetterArgs, location="query")
+    @blp.response(200, DeadLetterPage)
+    @blp.doc(security=SECURITY)
+    def get(self, args: dict[str, Any], subscription_id: str) -> dict[str, Any]:
+        """This subscription's dead-lettered messages, oldest first."""
+        subscription = find_subscription(services().db_session(), principal(), subscription_id)
+        items, cursor = dead_letters.list_entries(services().redis, services().keys,
+                                                  subscription.id, limit=args["limit"],
+                                                  after=args["cursor"])
+        return {"items": items, "next_cursor": cursor}
+
+    @tenant_access(*ROLES)
+    @blp.response(200, DeadLetterPurgeOut)
+    @blp.doc(security=SECURITY)
+    def delete(self, subscription_id: str) -> dict[str, int]:
+        """Remove every dead letter of this subscription."""
+        subscription = find_subscription(services().db_session(), principal(), subscription_id)
+        return {"purged": dead_letters.purge(services().redis, services().keys, subscription.id)}
+
+
+@blp.route("/<subscription_id>/dead-letters/redrive")
+class DeadLetterRedrive(MethodView):
+    @tenant_access(*ROLES)
+    @blp.arguments(DeadLetterRedriveBody)
+    @blp.response(200, DeadLetterRedriveOut)
+    @blp.doc(security=SECURITY)
+    def post(self, body: dict[str, Any], subscription_id: str) -> dict[str, int]:
+        """Deliver dead letters again to this subscription only (attempts restart at 1);
+        redriven entries leave the listing."""
+        subscription = find_subscription(services().db_session(), principal(), subscription_id)
+        count = dead_letters.redrive(services().redis, services().keys, subscription.id,
+                                     DEFAULT_POOL, ids=body.get("ids"),
+                                     max_messages=body.get("max_messages", 100))
+        return {"redriven": count}
