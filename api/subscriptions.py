@@ -219,6 +219,8 @@ class Subscriptions(MethodView):
             session.flush()
         except IntegrityError:
             session.rollback()
+            if session.get(Topic, topic.id) is None:  # deleted meanwhile
+                raise TopicNotFound(body["topic"]) from None
             raise SubscriptionAlreadyExists(
                 f"topic '{body['topic']}' already has consumer '{values['consumer_name']}'"
                 f" in group '{values['consumer_group']}'") from None
