@@ -62,16 +62,12 @@ class TopicStreams:
     def create_group(
         self, topic_id: str, partition_count: int, group: str, *, from_start: bool
     ) -> None:
-        """Create `group` on every partition (at the tip, or at the start when `from_start`)."""
-        start, entries_read = ("0", 0) if from_start else ("$", None)
+        """Create `group` on every partition (at the tip, or at the start when `from_start`);
+        an existing group is left as it is. The group's read counter is set too: without it
+        Redis cannot report the lag of a group created at the tip of a non-empty stream."""
+        where = "start" if from_start else "end"
         for key in self.keys.streams(topic_id, partition_count):
-            try:
-                self.redis.xgroup_create(
-                    key, group, id=start, mkstream=True, entries_read=entries_read
-                )
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            self._create_script(keys=[key], args=[group, where])
 
     def destroy_group(self, topic_id: str, partition_count: int, group: str) -> None:
         """Remove `group` from every partition (missing streams and groups are fine)."""
@@ -133,6 +129,10 @@ class TopicStreams:
     @property
     def _seek_script(self) -> Any:
         return self._script("seek", _SEEK_LUA)
+
+    @property
+    def _create_script(self) -> Any:
+        return self._script("create", _CREATE_LUA)
 
     @property
     def _count_script(self) -> Any:
@@ -217,6 +217,28 @@ end
 local moved = redis.pcall('XGROUP', 'SETID', key, group, id, 'ENTRIESREAD', read)
 if type(moved) == 'table' and moved.err then
   redis.call('XGROUP', 'CREATE', key, group, id, 'MKSTREAM', 'ENTRIESREAD', read)
+end
+return id
+"""
+
+# Creates a group at the start or the end of a stream (made if missing) with its read
+# counter; an existing group (BUSYGROUP) is left alone.
+_CREATE_LUA = """
+local key, group, where = KEYS[1], ARGV[1], ARGV[2]
+local id, read = '0-0', 0
+if redis.call('EXISTS', key) == 1 then
+  local info = redis.call('XINFO', 'STREAM', key)
+  local added, length, last = 0, 0, '0-0'
+  for i = 1, #info, 2 do
+    if info[i] == 'entries-added' then added = info[i + 1] end
+    if info[i] == 'length' then length = info[i + 1] end
+    if info[i] == 'last-generated-id' then last = info[i + 1] end
+  end
+  if where == 'end' then id, read = last, added else read = math.max(0, added - length) end
+end
+local made = redis.pcall('XGROUP', 'CREATE', key, group, id, 'MKSTREAM', 'ENTRIESREAD', read)
+if type(made) == 'table' and made.err and not string.find(made.err, 'BUSYGROUP') then
+  return redis.error_reply(made.err)
 end
 return id
 """

@@ -157,3 +157,28 @@ def test_delete_removes_counters_and_dead_letters(tenant, broker):
     again = tenant.admin.delete(f"/subscriptions/{sub['id']}")
     assert again.status_code == 404
     assert again.json["error"]["code"] == "SUBSCRIPTION_NOT_FOUND"
+
+
+def test_lag_stays_exact_on_streams_with_history(tenant, broker):
+    queue = tenant.create_queue()
+    publish(tenant, queue["name"], 4)
+    latest = subscribe(tenant, queue["name"], consumer_group="tip")
+    publish(tenant, queue["name"], 2)
+    assert broker.group(tenant.id, "tip", queue["id"])["lag"] == 2
+    assert tenant.admin.get(f"/subscriptions/{latest['id']}").json["stats"]["lag"] == 2
+
+    tenant.admin.post(f"/queues/{queue['name']}/purge")
+    publish(tenant, queue["name"], 3)
+    earliest = subscribe(tenant, queue["name"], consumer_group="start",
+                         offset_reset_policy="earliest")
+    assert tenant.admin.get(f"/subscriptions/{earliest['id']}").json["stats"]["lag"] == 3
+
+
+def test_a_second_member_leaves_the_group_where_it_is(tenant, broker):
+    queue = tenant.create_queue()
+    publish(tenant, queue["name"], 3)
+    subscribe(tenant, queue["name"], consumer_group="shared", consumer_name="a",
+              offset_reset_policy="earliest")
+    subscribe(tenant, queue["name"], consumer_group="shared", consumer_name="b")
+    group = broker.group(tenant.id, "shared", queue["id"])
+    assert group["last-delivered-id"] == "0-0" and group["lag"] == 3
