@@ -224,7 +224,7 @@ class Subscriptions(MethodView):
             raise SubscriptionAlreadyExists(
                 f"topic '{body['topic']}' already has consumer '{values['consumer_name']}'"
                 f" in group '{values['consumer_group']}'") from None
-        # The group exists before the row is committed: a failure here leaves neither.
+        # Group first, commit second: when Redis fails, the row is rolled back with it.
         services().streams.create_group(
             topic.id, topic.partition_count,
             group_name(caller.tenant_id, subscription.consumer_group),
