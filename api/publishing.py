@@ -112,7 +112,10 @@ def publish(
             stored.setdefault(item.message_id, item)
     if stored:
         known.update(_store_and_append(session, streams, topic, list(stored.values())))
-    return [replace(known[p.message_id], duplicate=stored.get(p.message_id) is not p)
+    # A message is new only if this request stored it: a concurrent request that stored the
+    # same id first makes it a duplicate here too (`_store_and_append` answers those so).
+    return [replace(known[p.message_id],
+                    duplicate=stored.get(p.message_id) is not p or known[p.message_id].duplicate)
             for p in prepared]
 
 

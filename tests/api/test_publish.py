@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from collections import defaultdict
 
@@ -12,6 +13,7 @@ from sqlalchemy import func, select
 from broker.envelope import Envelope
 from models import MessageRecord
 from tests.api.conftest import assert_error
+from tests.conftest import Caller
 
 OFFSET = re.compile(r"^\d+-\d+$")
 
@@ -418,3 +420,34 @@ def test_message_ids_are_strings_even_when_generated(tenant):
     message_id = tenant.admin.post("/publish", {"topic": "ids", "payload": 1}).json["message_id"]
     assert isinstance(message_id, str)
     uuid.UUID(message_id)
+
+
+def test_concurrent_publishes_of_one_message_id_store_it_once(app, tenant, redis_client, keys,
+                                                              db):
+    queue = tenant.create_queue("race")
+    answers: list[tuple[int, int, dict]] = []
+
+    def publish(attempt: int, barrier: threading.Barrier) -> None:
+        caller = Caller(app.test_client(), tenant.admin.token)
+        barrier.wait()
+        response = caller.post("/publish", {"topic": "race", "payload": attempt,
+                                            "message_id": f"race-{attempt}"})
+        answers.append((attempt, response.status_code, response.json))
+
+    for attempt in range(8):
+        barrier = threading.Barrier(5)
+        threads = [threading.Thread(target=publish, args=(attempt, barrier)) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(answers) == 40
+    for attempt in range(8):
+        mine = [(status, body) for a, status, body in answers if a == attempt]
+        assert sorted(status for status, _ in mine) == [200, 200, 200, 200, 201], mine
+        for status, body in mine:
+            assert body["duplicate"] is (status == 200)
+            assert body["message_id"] == f"race-{attempt}"
+            assert body["topic"] == "race"
+    assert redis_client.xlen(keys.stream(queue["id"], 0)) == 8
+    assert record_count(db, queue["id"]) == 8
