@@ -46,6 +46,7 @@ from dramatiq.errors import ConnectionClosed
 from redis import BlockingConnectionPool, Redis
 from redis.exceptions import ResponseError
 
+from broker.control import announce
 from broker.dead_letters import DEAD_LETTER_CAP, build_entry, topic_envelope
 from broker.delivery import ABANDONED_CONSUMER, DEFAULT_POOL, Route, delivery_message
 from broker.envelope import FIELD, Envelope
@@ -342,7 +343,10 @@ class StreamsConsumer(Consumer):
             self._release(proxy.handle)
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
-        self._hand_back([m.handle for m in messages])  # type: ignore[attr-defined]
+        """Shutdown: hand unstarted messages back at once (see `_hand_back`)."""
+        proxies: list[StreamProxy] = list(messages)  # type: ignore[arg-type]
+        self._hand_back([p.handle for p in proxies])
+        self._announce_hand_back(proxies)
 
     def close(self) -> None:
         with self.lock:
@@ -350,6 +354,7 @@ class StreamsConsumer(Consumer):
             self.buffer.clear()
         try:
             self._hand_back([p.handle for p in pending])
+            self._announce_hand_back(pending)
         except redis.RedisError:
             log.warning("could not hand back %d buffered entries", len(pending))
         self.wake.close()
@@ -661,6 +666,11 @@ class StreamsConsumer(Consumer):
             self.broker._ack_plain(proxy.handle)
         else:
             self._hand_back([proxy.handle])
+
+    def _announce_hand_back(self, proxies: list[StreamProxy]) -> None:
+        """Tell every worker to reclaim these subscriptions now, not at their next pass."""
+        for subscription_id in {p.subscription_id for p in proxies if not p.handle.direct}:
+            announce(self.client, self.keys, "subscription", subscription_id, "upsert")
 
     def _hand_back(self, handles: list[Handle]) -> None:
         """Give entries back at once: park them on the abandoned consumer, idle "forever"."""

@@ -59,6 +59,8 @@ class Webhook:
     scripts: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     fixed: dict[str, int] = field(default_factory=dict)
     delay_s: dict[str, float] = field(default_factory=dict)
+    #: path -> called with each request before it is answered (e.g. to kill a worker).
+    on_request: dict[str, Callable[[Request], None]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def url(self, path: str) -> str:
@@ -115,6 +117,9 @@ def _handler_class(hook: Webhook) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             request = Request(self.path, {k.lower(): v for k, v in self.headers.items()}, body,
                               time.time())
+            callback = hook.on_request.get(self.path)
+            if callback is not None:
+                callback(request)
             delay = hook.delay_s.get(self.path)
             if delay:
                 time.sleep(delay)
@@ -139,6 +144,8 @@ def webhook() -> Iterator[Webhook]:
     hook = Webhook(port=0)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(hook))
     server.daemon_threads = True
+    # A worker killed mid-request leaves a broken pipe: expected here, not worth a traceback.
+    server.handle_error = lambda *_args: None  # type: ignore[method-assign]
     hook.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
