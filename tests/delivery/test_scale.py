@@ -1,0 +1,67 @@
+"""One worker process serves 1,000 subscriptions with a handful of threads and connections."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from tests.delivery.conftest import publish_many
+
+TOPICS = 200
+GROUPS_PER_TOPIC = 5
+REDIS_PORT = 6379
+
+
+def redis_connections(pid: int, port: int = REDIS_PORT) -> int:
+    """TCP connections of process `pid` to `port` (its socket inodes matched in /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("tcp", "tcp6"):
+        lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        for line in lines:
+            parts = line.split()
+            remote_port = int(parts[2].rsplit(":", 1)[1], 16)
+            if remote_port == port and parts[9] in inodes:
+                count += 1
+    return count
+
+
+def thread_count(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/task").iterdir()))
+
+
+def test_one_worker_process_serves_1000_subscriptions(tenant, subscriptions, webhook, processes):
+    started = time.monotonic()
+    for t in range(TOPICS):
+        tenant.create_queue(f"t{t}")
+        for g in range(GROUPS_PER_TOPIC):
+            subscriptions.create(f"t{t}", f"g{g}", webhook.url(f"/s/{t}/{g}"),
+                                 session_timeout_ms=30_000)
+    created_s = time.monotonic() - started
+    worker = processes.worker(threads=8)
+    assert processes.beats("worker")[0]["subscriptions"] >= TOPICS * GROUPS_PER_TOPIC
+
+    for t in range(TOPICS):
+        publish_many(tenant, f"t{t}", 1, payload=lambda _i, t=t: {"topic": t})
+    expected = TOPICS * GROUPS_PER_TOPIC
+    deadline = time.monotonic() + 60
+    while len(webhook.requests) < expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    paths = sorted(r.path for r in webhook.requests)
+    wanted = sorted(f"/s/{t}/{g}" for t in range(TOPICS) for g in range(GROUPS_PER_TOPIC))
+    assert paths == wanted, "every subscription got its message exactly once"
+
+    threads, connections = thread_count(worker.pid), redis_connections(worker.pid)
+    print(f"\n1,000 subscriptions on one worker process (8 worker threads): {threads} threads, "
+          f"{connections} Redis connections (set-up {created_s:.1f}s)")
+    assert threads < 20
+    assert connections < 20
