@@ -30,6 +30,15 @@ class Timestamp(fields.DateTime):
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+class StrictBoolean(fields.Boolean):
+    """JSON `true` or `false` only: marshmallow's Boolean would also take "yes", "1" or 1."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
 def name_field(**kwargs: Any) -> fields.String:
     return fields.String(
         validate=validate.Regexp(NAME_PATTERN, error="1-200 characters of A-Z a-z 0-9 . _ -"),

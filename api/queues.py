@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.auth import principal, tenant_access
-from api.fields import Timestamp, name_field, strict_int
+from api.fields import StrictBoolean, Timestamp, name_field, strict_int
 from api.pagination import PageArgs, paginate
 from api.services import services
 from broker.control import announce
@@ -50,7 +50,7 @@ class TopicFields(Schema):
     schema_definition = fields.Dict(allow_none=True)
     compression_type = fields.String(validate=validate.OneOf(COMPRESSIONS))
     encryption = fields.String(validate=validate.OneOf(ENCRYPTIONS))
-    is_public = fields.Boolean()
+    is_public = StrictBoolean()
     allowed_producers = fields.List(fields.String(validate=validate.Length(1, 200)),
                                     validate=validate.Length(max=1000))
     allowed_consumers = fields.List(fields.String(validate=validate.Length(1, 200)),

@@ -64,6 +64,7 @@ def test_create_with_every_field_set(tenant):
     ("topic_type", "REDIS_STREAM"), ("message_format", "xml"), ("message_format", 1),
     ("compression_type", "lz4"), ("encryption", "aes"), ("status", "deleted"),
     ("status", "ACTIVE"), ("is_public", "maybe"), ("is_public", None), ("is_public", [True]),
+    ("is_public", "true"), ("is_public", 1), ("is_public", "yes"), ("is_public", 0),
     ("allowed_producers", "svc"), ("allowed_producers", [1]), ("allowed_producers", [""]),
     ("allowed_consumers", {"a": 1}), ("allowed_consumers", None), ("description", None),
     ("description", 5), ("display_name", 5), ("display_name", "x" * 201),
