@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from api.auth import principal, tenant_access
 from api.fields import StrictBoolean, Timestamp, name_field, strict_int
 from api.pagination import PageArgs, paginate
+from api.quotas import check_count, tenant_quotas
 from api.services import services
 from broker.control import announce
 from broker.keys import group_name
@@ -155,7 +156,12 @@ class Queues(MethodView):
             raise BackendNotSupported("the kafka backend is not available in this edition",
                                       {"topic_type": ["kafka is not available"]})
         session = services().db_session()
-        topic = Topic(tenant_id=principal().tenant_id, **body)
+        tenant_id = principal().tenant_id
+        limit = tenant_quotas(tenant_id).topics
+        if limit:
+            check_count("topics", limit, session.scalar(
+                select(func.count()).select_from(Topic).where(Topic.tenant_id == tenant_id)) or 0)
+        topic = Topic(tenant_id=tenant_id, **body)
         session.add(topic)
         try:
             session.commit()

@@ -97,6 +97,7 @@ class TenantById(MethodView):
         tenant = _get_tenant(tenant_id)
         tenant.quotas = {**tenant.quotas, **body["quotas"]}
         services().db_session().commit()
+        services().cache.invalidate()  # API processes cache quota overrides
         return tenant
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 import uuid
 
 import pytest
 
 from tests.api.conftest import assert_error
-from tests.conftest import Caller
+from tests.conftest import OPERATOR_TOKEN, Caller, make_tenant
 
 
 def unique_name() -> str:
@@ -139,3 +141,62 @@ def test_tenant_endpoints_need_the_operator_token(client, tenant):
         for role in ("admin", "producer", "consumer"):
             caller = tenant.admin if role == "admin" else tenant.key(role)
             assert_error(call(caller), 403, "FORBIDDEN")
+
+
+def test_topics_quota_limits_queue_creation(operator, tenant):
+    operator.put(f"/tenants/{tenant.id}", {"quotas": {"topics": 2}})
+    tenant.create_queue("one")
+    tenant.create_queue("two")
+    response = tenant.admin.post("/queues", {"name": "three"})
+    assert_error(response, 429, "QUOTA_EXCEEDED")
+    assert response.headers["Retry-After"].isdigit()
+    assert tenant.admin.get("/queues/three").status_code == 404
+    assert tenant.admin.delete("/queues/two").status_code == 204
+    tenant.create_queue("three")
+    operator.put(f"/tenants/{tenant.id}", {"quotas": {"topics": 0}})
+    for n in range(3):
+        tenant.create_queue(f"more-{n}")
+
+
+def test_publish_rate_quota(operator, tenant):
+    tenant.create_queue("rated")
+    operator.put(f"/tenants/{tenant.id}", {"quotas": {"publish_rate": 3}})
+    too_many = tenant.admin.post("/publish/batch", {"topic": "rated",
+                                                    "messages": [{"payload": n} for n in range(4)]})
+    assert_error(too_many, 429, "QUOTA_EXCEEDED")
+    assert too_many.headers["Retry-After"] == "1"
+    assert tenant.admin.get("/queues/rated").json["stats"]["length"] == 0
+    started = time.time()
+    accepted = 0
+    refused = None
+    for n in range(60):
+        response = tenant.admin.post("/publish", {"topic": "rated", "payload": n})
+        if response.status_code == 429:
+            refused = response
+            break
+        assert response.status_code == 201
+        accepted += 1
+    seconds = int(time.time()) - int(started) + 1
+    assert refused is not None
+    assert_error(refused, 429, "QUOTA_EXCEEDED")
+    assert accepted <= 3 * seconds
+    assert tenant.admin.get("/queues/rated").json["stats"]["length"] == accepted
+    operator.put(f"/tenants/{tenant.id}", {"quotas": {"publish_rate": 0}})
+    unlimited = tenant.admin.post("/publish/batch", {"topic": "rated", "messages": [
+        {"payload": n} for n in range(50)]})
+    assert unlimited.status_code == 201
+
+
+def test_settings_give_the_default_quotas(settings, operator):
+    from api import create_app
+
+    app = create_app(dataclasses.replace(settings, quota_topics=1))
+    try:
+        limited = make_tenant(app.test_client())
+        limited.create_queue("first")
+        assert_error(limited.admin.post("/queues", {"name": "second"}), 429, "QUOTA_EXCEEDED")
+        Caller(app.test_client(), OPERATOR_TOKEN).put(f"/tenants/{limited.id}",
+                                                       {"quotas": {"topics": 0}})
+        assert limited.admin.post("/queues", {"name": "second"}).status_code == 201
+    finally:
+        app.extensions["mq"].database.dispose()

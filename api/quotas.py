@@ -1,0 +1,61 @@
+"""Tenant quotas: the settings' defaults overridden per tenant by `PUT /tenants/{id}`.
+
+`0` means unlimited. Counting quotas (`topics`, `subscriptions`) are checked against the
+tenant's current count before a create; `publish_rate` (messages per second, across all API
+processes) is counted in one Redis key per tenant and second. A tenant without limits costs
+nothing: its overrides come from the process cache, and no counter is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from sqlalchemy import select
+
+from api.services import services
+from models import Tenant
+from mq.errors import QuotaExceeded
+from mq.settings import Quotas
+
+#: How long a client should wait after hitting a counting quota (it only frees up when the
+#: tenant deletes something, so a minute is a hint, not a promise).
+COUNT_RETRY_AFTER_S = 60
+
+
+def tenant_quotas(tenant_id: str) -> Quotas:
+    """The tenant's effective quotas."""
+    svc = services()
+    overrides = svc.cache.get_or_load("quotas", tenant_id, svc.cache_epoch(),
+                                      lambda: _overrides(tenant_id))
+    return dataclasses.replace(svc.settings.default_quotas, **(overrides or {}))
+
+
+def _overrides(tenant_id: str) -> dict[str, int]:
+    stored = services().db_session().scalar(select(Tenant.quotas).where(Tenant.id == tenant_id))
+    known = {f.name for f in dataclasses.fields(Quotas)}
+    return {k: v for k, v in (stored or {}).items() if k in known}
+
+
+def check_count(kind: str, limit: int, used: int) -> None:
+    """Refuse creating one more `kind` when `used` already reaches a non-zero `limit`."""
+    if limit and used >= limit:
+        raise QuotaExceeded(f"the tenant's {kind} quota ({limit}) is used up",
+                            {"quota": [kind]}, headers={"Retry-After": str(COUNT_RETRY_AFTER_S)})
+
+
+def take_publish_rate(tenant_id: str, messages: int) -> None:
+    """Count `messages` against the tenant's publish rate of the current second, or refuse."""
+    limit = tenant_quotas(tenant_id).publish_rate
+    if not limit:
+        return
+    svc = services()
+    key = svc.keys.publish_rate(tenant_id, int(time.time()))
+    pipe = svc.redis.pipeline(transaction=False)
+    pipe.incrby(key, messages)
+    pipe.expire(key, 2)
+    total, _ = pipe.execute()
+    if total > limit:
+        svc.redis.decrby(key, messages)  # refused messages do not use up the second
+        raise QuotaExceeded(f"the tenant's publish rate quota ({limit} messages/s) is reached",
+                            {"quota": ["publish_rate"]}, headers={"Retry-After": "1"})
