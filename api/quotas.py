@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from api.services import services
-from models import Tenant
+from models import Subscription, Tenant
 from mq.errors import QuotaExceeded
 from mq.settings import Quotas
 
@@ -59,3 +59,13 @@ def take_publish_rate(tenant_id: str, messages: int) -> None:
         svc.redis.decrby(key, messages)  # refused messages do not use up the second
         raise QuotaExceeded(f"the tenant's publish rate quota ({limit} messages/s) is reached",
                             {"quota": ["publish_rate"]}, headers={"Retry-After": "1"})
+
+
+def check_subscription_quota(tenant_id: str) -> None:
+    """Refuse one more subscription when the tenant's `subscriptions` quota is used up."""
+    limit = tenant_quotas(tenant_id).subscriptions
+    if limit:
+        used = services().db_session().scalar(
+            select(func.count()).select_from(Subscription)
+            .where(Subscription.tenant_id == tenant_id))
+        check_count("subscriptions", limit, used or 0)

@@ -200,3 +200,20 @@ def test_settings_give_the_default_quotas(settings, operator):
         assert limited.admin.post("/queues", {"name": "second"}).status_code == 201
     finally:
         app.extensions["mq"].database.dispose()
+
+
+def test_subscriptions_quota_limits_subscribing(operator, tenant):
+    tenant.create_queue("subs")
+    operator.put(f"/tenants/{tenant.id}", {"quotas": {"subscriptions": 1}})
+    hook = {"type": "http", "url": "https://hooks.example.com/x"}
+    first = tenant.admin.post("/subscriptions", {"topic": "subs", "consumer_group": "a",
+                                                 "handler_config": hook})
+    assert first.status_code == 201, first.json
+    second = tenant.admin.post("/subscriptions", {"topic": "subs", "consumer_group": "b",
+                                                  "handler_config": hook})
+    assert_error(second, 429, "QUOTA_EXCEEDED")
+    assert len(tenant.admin.get("/subscriptions").json["items"]) == 1
+    operator.put(f"/tenants/{tenant.id}", {"quotas": {"subscriptions": 2}})
+    again = tenant.admin.post("/subscriptions", {"topic": "subs", "consumer_group": "b",
+                                                 "handler_config": hook})
+    assert again.status_code == 201
