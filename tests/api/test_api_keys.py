@@ -118,3 +118,18 @@ def test_admin_can_revoke_its_own_key(tenant, db):
     assert tenant.admin.delete(f"/api-keys/{me['id']}").status_code == 204
     assert_error(tenant.admin.get("/api-keys"), 401, "UNAUTHORIZED")
     assert db.scalar(select(ApiKey).where(ApiKey.id == me["id"])) is None
+
+
+def test_revocation_reaches_every_api_process(settings, tenant):
+    """Another API process that has used (and may cache) the key refuses it right after."""
+    from api import create_app
+
+    second = create_app(settings)
+    try:
+        created = tenant.admin.post("/api-keys", {"name": "elsewhere", "role": "admin"}).json
+        elsewhere = Caller(second.test_client(), created["key"])
+        assert elsewhere.get("/api-keys").status_code == 200
+        tenant.admin.delete(f"/api-keys/{created['id']}")
+        assert_error(elsewhere.get("/api-keys"), 401, "UNAUTHORIZED")
+    finally:
+        second.extensions["mq"].database.dispose()

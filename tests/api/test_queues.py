@@ -389,3 +389,29 @@ def test_purge_empties_the_streams_and_keeps_the_queue(tenant, redis_client, key
 def test_purge_of_a_queue_never_published_to(tenant):
     tenant.create_queue("fresh", partition_count=4)
     assert tenant.admin.post("/queues/fresh/purge").json == {"purged": 0}
+
+
+def test_updates_apply_to_the_very_next_publish(tenant, redis_client, keys):
+    """Publishing may cache what it knows of a topic; a PUT must still apply at once."""
+    queue = tenant.create_queue("live", partition_count=1)
+    producer = tenant.key("producer", name="svc-live")
+    assert producer.post("/publish", {"topic": "live", "payload": "x" * 50}).status_code == 201
+    tenant.admin.put("/queues/live", {"max_message_bytes": 10})
+    assert_error(producer.post("/publish", {"topic": "live", "payload": "x" * 50}), 413,
+                 "PAYLOAD_TOO_LARGE")
+    tenant.admin.put("/queues/live", {"max_message_bytes": 1000, "partition_count": 3})
+    moved = producer.post("/publish", {"topic": "live", "payload": 1, "partition": 2})
+    assert moved.status_code == 201, moved.json
+    assert redis_client.xlen(keys.stream(queue["id"], 2)) == 1
+    tenant.admin.put("/queues/live", {"allowed_producers": ["someone-else"]})
+    assert_error(producer.post("/publish", {"topic": "live", "payload": 1}), 403, "FORBIDDEN")
+    tenant.admin.put("/queues/live", {"allowed_producers": [], "status": "archived"})
+    assert_error(producer.post("/publish", {"topic": "live", "payload": 1}), 409,
+                 "TOPIC_NOT_ACTIVE")
+    tenant.admin.delete("/queues/live")
+    assert_error(producer.post("/publish", {"topic": "live", "payload": 1}), 404,
+                 "TOPIC_NOT_FOUND")
+    recreated = tenant.create_queue("live")
+    again = producer.post("/publish", {"topic": "live", "payload": 1})
+    assert again.status_code == 201
+    assert redis_client.xlen(keys.stream(recreated["id"], 0)) == 1
