@@ -15,13 +15,16 @@ from marshmallow import EXCLUDE, Schema, fields, validate, validates
 from marshmallow import ValidationError as InvalidFields
 
 from api.fields import strict_int
+from handlers.database import OPERATIONS, config_problems
+from handlers.filters import FilterPolicyError, compile_policy
+from handlers.function import reference_problem
+from handlers.schema_check import SchemaDefinitionError, checked_schema
+from handlers.transform import TransformError, compile_expression
 from handlers.urls import WebhookURLError, check_webhook_url
 from mq.settings import Settings
 
 Validator = Callable[[dict[str, Any], Settings], dict[str, Any]]
 
-#: Handler types the next editions add; named so the answer can say so.
-NOT_YET_AVAILABLE = ("function", "database")
 WRITE_ONLY = ("secret",)
 MAX_HEADERS = 100
 
@@ -31,13 +34,30 @@ def _header_name(name: str) -> bool:
 
 
 class PipelineFields(Schema):
-    """Options every handler may carry; their checks come with the processing pipeline."""
+    """Options every handler may carry (see `handlers.pipeline`), checked here so that no
+    delivery ever fails on an unusable schema or expression."""
 
     type = fields.String(required=True)
     schema = fields.Dict(allow_none=True)
     transform = fields.String(allow_none=True, validate=validate.Length(max=10_000))
     #: Echoed back by clients that PUT what they read; ignored.
     secret_set = fields.Boolean(load_only=True)
+
+    @validates("schema")
+    def check_schema(self, value: dict[str, Any] | None, **_: Any) -> None:
+        if value is not None:
+            try:
+                checked_schema(value)
+            except SchemaDefinitionError as exc:
+                raise InvalidFields(str(exc)) from None
+
+    @validates("transform")
+    def check_transform(self, value: str | None, **_: Any) -> None:
+        if value is not None:
+            try:
+                compile_expression(value)
+            except TransformError as exc:
+                raise InvalidFields(str(exc)) from None
 
 
 class HttpConfig(PipelineFields):
@@ -73,7 +93,63 @@ def validate_http(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
     return config
 
 
-VALIDATORS: dict[str, Validator] = {"http": validate_http}
+class FunctionConfig(PipelineFields):
+    function = fields.String(required=True, validate=validate.Length(1, 500))
+
+
+def validate_function(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    config = FunctionConfig().load(raw)
+    config.pop("secret_set", None)
+    problem = reference_problem(config["function"], settings)
+    if problem:
+        raise InvalidFields({"function": [problem]})
+    return config
+
+
+def _names(most: int) -> fields.Dict:
+    """column -> message path."""
+    return fields.Dict(keys=fields.String(validate=validate.Length(1, 200)),
+                       values=fields.String(validate=validate.Length(1, 500)),
+                       validate=validate.Length(max=most))
+
+
+class DatabaseConfig(PipelineFields):
+    target = fields.String(required=True, validate=validate.Length(1, 200))
+    table = fields.String(required=True, validate=validate.Length(1, 200))
+    operation = fields.String(required=True, validate=validate.OneOf(OPERATIONS))
+    mapping = _names(1000)
+    criteria = _names(100)
+    conflict_columns = fields.List(fields.String(validate=validate.Length(1, 200)),
+                                   validate=validate.Length(1, 100))
+
+
+def validate_database(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The shape first, then the table and columns against the target's schema."""
+    config = DatabaseConfig().load(raw)
+    config.pop("secret_set", None)
+    problems = config_problems(config, settings)
+    if problems:
+        raise InvalidFields(problems)
+    return config
+
+
+VALIDATORS: dict[str, Validator] = {
+    "http": validate_http,
+    "function": validate_function,
+    "database": validate_database,
+}
+
+
+class MessageFilter(fields.Dict):
+    """`message_filter`: an SNS-style policy, checked by `handlers.filters`."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        policy = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            compile_policy(policy)
+        except FilterPolicyError as exc:
+            raise InvalidFields(exc.problems) from None
+        return policy
 
 
 class _TypeOnly(Schema):
@@ -90,10 +166,6 @@ def validate_handler_config(raw: Any, settings: Settings) -> dict[str, Any]:
     handler_type = _TypeOnly().load(raw)["type"]
     validator = VALIDATORS.get(handler_type)
     if validator is None:
-        if handler_type in NOT_YET_AVAILABLE:
-            raise InvalidFields(
-                {"type": [f"the '{handler_type}' handler is not available yet in this version"]}
-            )
         known = ", ".join(sorted(VALIDATORS))
         raise InvalidFields({"type": [f"unknown handler type (known: {known})"]})
     return validator(raw, settings)

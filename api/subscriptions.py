@@ -25,7 +25,12 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal, principal, tenant_access
 from api.fields import NAME_PATTERN, Timestamp, name_field, strict_int
-from api.handler_configs import keep_secrets, public_view, validate_handler_config
+from api.handler_configs import (
+    MessageFilter,
+    keep_secrets,
+    public_view,
+    validate_handler_config,
+)
 from api.pagination import PageArgs, paginate
 from api.queues import find_topic
 from api.quotas import check_subscription_quota
@@ -83,7 +88,7 @@ class SubscriptionFields(Schema):
     session_timeout_ms = strict_int(1_000, 43_200_000)
     heartbeat_interval_ms = strict_int(1, 43_200_000)
     handler_config = HandlerConfig(required=True)
-    message_filter = fields.Dict(allow_none=True)
+    message_filter = MessageFilter(allow_none=True)
     dead_letter_queue = name_field()
     dead_letter_expired = fields.Boolean()
     max_retry_attempts = strict_int(0, 100)

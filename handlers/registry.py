@@ -6,12 +6,16 @@ import threading
 from collections.abc import Callable
 
 from handlers.base import Handler, PermanentFailure
+from handlers.database import DatabaseHandler
+from handlers.function import FunctionHandler
 from handlers.http import HttpHandler
 from mq.settings import Settings
 
-#: Handler type -> factory. The `function` and `database` handlers register here too.
+#: Handler type -> factory.
 FACTORIES: dict[str, Callable[[Settings], Handler]] = {
     "http": HttpHandler,
+    "function": FunctionHandler,
+    "database": DatabaseHandler,
 }
 
 

@@ -115,10 +115,12 @@ def test_webhook_needs_an_http_handler_and_redis_consumer_takes_it(tenant, topic
     assert response.status_code == 201 and response.json["subscription_type"] == "redis_consumer"
 
 
-@pytest.mark.parametrize("handler_type", ["function", "database"])
-def test_later_handler_types_are_refused_clearly(tenant, topic, handler_type):
+@pytest.mark.parametrize(("handler_type", "field_name"),
+                         [("function", "function"), ("database", "target")])
+def test_function_and_database_handlers_need_their_fields(tenant, topic, handler_type,
+                                                          field_name):
     details = _details(_create(tenant, topic, handler_config={"type": handler_type}))
-    assert "not available yet" in details["handler_config"]["type"][0]
+    assert field_name in details["handler_config"]
 
 
 @pytest.mark.parametrize(("config", "field_name"), [

@@ -1,0 +1,80 @@
+"""The steps around every handler: filter, schema check, transform.
+
+The worker calls `apply(handler_config, message_filter, delivery)` before the handler:
+
+1. `message_filter` (see `handlers.filters`): a message that does not match yields `FILTERED`,
+   and the handler is not called (the worker acknowledges it and counts it as filtered);
+2. `handler_config.schema`: a payload that does not match raises `PermanentFailure` with
+   reason `schema` (dead-lettered at once, never retried);
+3. `handler_config.transform`: the JMESPath result over `{payload, headers, key}` becomes the
+   payload of the returned `Delivery`; a runtime error of the expression is permanent too.
+
+Policies, schemas and expressions were checked when the subscription was saved; they are
+compiled once per process and cached by content.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from handlers.base import Delivery, PermanentFailure
+from handlers.filters import FilterPolicyError, Policy, compile_policy
+from handlers.paths import message_document
+from handlers.schema_check import payload_problem
+from handlers.transform import transform
+
+
+@dataclass(frozen=True)
+class Filtered:
+    """The message did not match the subscription's filter: acknowledge, count, skip."""
+
+
+FILTERED = Filtered()
+
+
+def apply(config: dict[str, Any], message_filter: dict[str, Any] | None,
+          delivery: Delivery) -> Delivery | Filtered:
+    """The delivery to hand to the handler (payload possibly transformed), or `FILTERED`."""
+    if message_filter and not _policy(message_filter).matches(message_document(delivery)):
+        return FILTERED
+    schema = config.get("schema")
+    if schema is not None:
+        _check_schema(schema, delivery)
+    expression = config.get("transform")
+    if expression:
+        return dataclasses.replace(delivery, payload=_transformed(expression, delivery))
+    return delivery
+
+
+def _policy(message_filter: dict[str, Any]) -> Policy:
+    return _compiled_policy(json.dumps(message_filter, sort_keys=True))
+
+
+@lru_cache(maxsize=1024)
+def _compiled_policy(policy_text: str) -> Policy:
+    try:
+        return compile_policy(json.loads(policy_text))
+    except FilterPolicyError as exc:  # saved before validation existed: refuse, do not crash
+        raise PermanentFailure(f"invalid message_filter: {exc.problems}") from None
+
+
+def _check_schema(schema: Any, delivery: Delivery) -> None:
+    try:
+        problem = payload_problem(schema, delivery.payload)
+    except Exception as exc:  # an unusable schema cannot be fixed by retrying
+        raise PermanentFailure(f"the schema cannot be applied: {type(exc).__name__}: {exc}",
+                               reason="schema") from None
+    if problem is not None:
+        raise PermanentFailure(f"payload does not match the schema: {problem}", reason="schema")
+
+
+def _transformed(expression: str, delivery: Delivery) -> Any:
+    try:
+        return transform(expression, message_document(delivery))
+    except Exception as exc:
+        raise PermanentFailure(
+            f"transform failed: {type(exc).__name__}: {str(exc)[:300]}") from None
