@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.api.conftest import assert_error
-from tests.conftest import Caller, TenantHandle, make_tenant
+from tests.conftest import OPERATOR_TOKEN, Caller, TenantHandle, make_tenant
 
 CODES = {"VALIDATION_ERROR", "UNAUTHORIZED", "FORBIDDEN", "NOT_FOUND", "TOPIC_NOT_FOUND",
          "TOPIC_ALREADY_EXISTS", "TOPIC_NOT_ACTIVE", "CONFLICT", "PAYLOAD_TOO_LARGE",
@@ -166,6 +167,35 @@ def test_publish_batch_never_fails_with_5xx(fuzz_tenant, body):
 @given(topic=TOPIC, body=body_of({"messages": st.lists(MESSAGE, max_size=4) | json_values,
                                   **MESSAGE_FIELDS}))
 def test_topic_publish_never_fails_with_5xx(fuzz_tenant, topic, body):
-    path_topic = topic if isinstance(topic, str) and "/" not in topic else "fuzz-1"
-    response = send(fuzz_tenant.admin, "POST", f"/topics/{path_topic}/publish", body)
+    path_topic = topic if isinstance(topic, str) and topic else "fuzz-1"
+    encoded = quote(path_topic, safe="", errors="surrogatepass")
+    response = send(fuzz_tenant.admin, "POST", f"/topics/{encoded}/publish", body)
     assert_no_server_error(response)
+
+
+@settings(FUZZ, max_examples=80)
+@given(query=st.dictionaries(st.sampled_from(["limit", "cursor", "status", "other"]),
+                             text | st.integers().map(str), max_size=4))
+def test_list_queries_never_fail_with_5xx(fuzz_tenant, query):
+    encoded = "&".join(f"{name}={quote(value, safe='', errors='surrogatepass')}"
+                       for name, value in query.items())  # as raw bytes, like a real client
+    response = fuzz_tenant.admin.get(f"/queues?{encoded}")
+    assert_no_server_error(response)
+
+
+@settings(FUZZ, max_examples=80)
+@given(body=body_of({"name": field_values("svc", "a" * 200), "role": field_values(
+    "admin", "producer", "consumer")}))
+def test_create_api_key_never_fails_with_5xx(fuzz_tenant, body):
+    assert_no_server_error(send(fuzz_tenant.admin, "POST", "/api-keys", body))
+
+
+@settings(FUZZ, max_examples=80)
+@given(body=body_of({"name": field_values("acme", "a" * 63)}),
+       quotas=body_of({"quotas": body_of({"topics": field_values(0, 5),
+                                          "publish_rate": field_values(0, 5)})}))
+def test_operator_bodies_never_fail_with_5xx(app, body, quotas):
+    operator = Caller(app.test_client(), OPERATOR_TOKEN)
+    assert_no_server_error(send(operator, "POST", "/tenants", body))
+    scratch = make_tenant(app.test_client())
+    assert_no_server_error(send(operator, "PUT", f"/tenants/{scratch.id}", quotas))
