@@ -57,7 +57,7 @@ def find_message(session: Session, tenant_id: str, message_id: str) -> MessageRe
     return record
 
 
-@blp.route("/<message_id>")
+@blp.route("/<path:message_id>")  # ids may hold "/" (any string is a valid id)
 class MessageById(MethodView):
     @tenant_access()
     @blp.response(200, MessageOut)

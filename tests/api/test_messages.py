@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 from models import ConsumptionRecord, Subscription
 from tests.api.conftest import assert_error
@@ -94,3 +95,15 @@ def test_deliveries_per_subscription(tenant, db):
     assert deliveries["audit"]["attempts"] == 1
     assert deliveries["fresh"] == {"subscription_id": subs[2].id, "consumer_group": "fresh",
                                    "status": "pending", "attempts": 0, "last_attempt_at": None}
+
+
+def test_message_ids_with_slashes_and_odd_characters_read_back(tenant):
+    tenant.create_queue("odd")
+    for message_id in ("orders/2026/1", "a b", "ü?x=1#frag", "x%2Fy", "..", "trailing/"):
+        published = tenant.admin.post("/publish", {"topic": "odd", "payload": message_id,
+                                                   "message_id": message_id})
+        assert published.status_code == 201, published.json
+        response = tenant.admin.get("/messages/" + quote(message_id, safe=""))
+        assert response.status_code == 200, (message_id, response.json)
+        assert response.json["message_id"] == message_id
+        assert response.json["payload"] == message_id
