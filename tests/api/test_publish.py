@@ -451,3 +451,11 @@ def test_concurrent_publishes_of_one_message_id_store_it_once(app, tenant, redis
             assert body["topic"] == "race"
     assert redis_client.xlen(keys.stream(queue["id"], 0)) == 8
     assert record_count(db, queue["id"]) == 8
+
+
+def test_max_message_bytes_counts_utf8_bytes_of_the_payload(tenant):
+    tenant.create_queue("edge", max_message_bytes=100)
+    for payload, status in (("x" * 98, 201), ("x" * 99, 413), ("ü" * 49, 201),
+                            ("ü" * 50, 413), ({"k": "x" * 92}, 201), ({"k": "x" * 93}, 413)):
+        response = tenant.admin.post("/publish", {"topic": "edge", "payload": payload})
+        assert response.status_code == status, (payload, response.json)
