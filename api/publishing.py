@@ -5,9 +5,10 @@ Order of the two writes, and why it is safe:
 2. Then the entries are XADDed to the partition streams.
 3. Then the offsets are written to the records.
 A `2xx` is answered only after step 2, so an acknowledged message is both in the database and
-in the stream. If Redis fails at step 2 the client gets `503` and the committed records stay
-without an offset: the outbox sweep of the scheduler finds them and hands them over, and a
-client retry with the same `message_id` is answered as a duplicate, never published twice.
+in the stream. If Redis fails at step 2 the client gets `503` and the committed records are
+deleted again, so a client retry with the same `message_id` publishes it for real (a record
+left behind would answer the retry as a duplicate of a message no stream holds). Should that
+delete fail too, the record stays without an offset for the outbox sweep to hand over.
 The reverse order (XADD first) could deliver a message whose record was never written: a
 delivery the producer was told had failed, with no record to deduplicate a retry against.
 If the process dies between 2 and 3 the record only lacks its offset; the sweep hands such a
@@ -18,14 +19,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, text, update
-from sqlalchemy.exc import IntegrityError
+from redis.exceptions import RedisError
+from sqlalchemy import bindparam, delete, insert, select, text, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
@@ -34,6 +37,8 @@ from broker.streams import TopicStreams
 from models import MessageRecord, Topic
 from models.base import new_id, utcnow
 from mq.errors import Conflict, Forbidden, PayloadTooLarge, TopicNotActive, ValidationError
+
+log = logging.getLogger(__name__)
 
 BATCH_MAX_BYTES = 5 * 1024 * 1024
 _round_robin: dict[str, itertools.count[int]] = {}
@@ -224,7 +229,12 @@ def _store_and_append(session: Session, streams: TopicStreams, topic: PublishTar
             return found
         raise Conflict("a concurrent request published some of these message ids; "
                        "retry the request") from None
-    offsets = streams.append_many(topic.id, [(i.row["partition_id"], i.envelope) for i in items])
+    try:
+        offsets = streams.append_many(topic.id,
+                                      [(i.row["partition_id"], i.envelope) for i in items])
+    except RedisError:
+        _forget_records(session, [item.row["id"] for item in items])
+        raise
     _record_offsets(session, [(item.row["id"], offset) for item, offset in
                               zip(items, offsets, strict=True)])
     return {
@@ -232,6 +242,19 @@ def _store_and_append(session: Session, streams: TopicStreams, topic: PublishTar
                                    item.row["published_at"], duplicate=False)
         for item, offset in zip(items, offsets, strict=True)
     }
+
+
+def _forget_records(session: Session, record_ids: list[str]) -> None:
+    """Delete the records of messages Redis refused (best effort; see module docstring)."""
+    records = MessageRecord.__table__
+    try:
+        session.rollback()
+        session.execute(delete(records).where(records.c.id.in_(record_ids)))
+        session.commit()
+    except SQLAlchemyError:
+        session.rollback()
+        log.warning("records of %d unpublished message(s) left for the outbox sweep",
+                    len(record_ids))
 
 
 def _record_offsets(session: Session, offsets: list[tuple[str, str]]) -> None:

@@ -83,6 +83,30 @@ def test_publish_is_503_broker_not_available_when_redis_is_unreachable(app, redi
     assert_error(admin.get("/queues/down"), 503, "BROKER_NOT_AVAILABLE")
 
 
+def test_a_publish_refused_by_redis_can_be_retried(app, redis_down_app, redis_client, keys):
+    """A 503 leaves nothing behind that would answer the retry as an already stored
+    duplicate: the retry publishes the message for real."""
+    from tests.conftest import Caller
+
+    tenant = make_tenant(app.test_client())
+    queue = tenant.create_queue("retry")
+    down = Caller(redis_down_app.test_client(), tenant.admin.token)
+    for path, body in (("/publish", {"topic": "retry", "payload": 1, "message_id": "r-1"}),
+                       ("/publish/batch", {"topic": "retry", "messages": [
+                           {"payload": 2, "message_id": "r-2"}, {"payload": 3}]})):
+        assert_error(down.post(path, body), 503, "BROKER_NOT_AVAILABLE")
+    assert_error(tenant.admin.get("/messages/r-1"), 404, "MESSAGE_NOT_FOUND")
+    retried = tenant.admin.post("/publish", {"topic": "retry", "payload": 1,
+                                             "message_id": "r-1"})
+    assert retried.status_code == 201, retried.json
+    assert retried.json["duplicate"] is False
+    batch = tenant.admin.post("/publish/batch", {"topic": "retry", "messages": [
+        {"payload": 2, "message_id": "r-2"}]})
+    assert batch.status_code == 201 and batch.json["duplicates"] == []
+    assert redis_client.xlen(keys.stream(queue["id"], 0)) == 2
+    assert tenant.admin.get("/messages/r-1").json["offset"] == retried.json["offset"]
+
+
 def test_calls_are_503_connection_error_when_the_database_is_unreachable(database_down_app):
     from tests.conftest import Caller
 
