@@ -161,6 +161,8 @@ class Queues(MethodView):
         if limit:
             check_count("topics", limit, session.scalar(
                 select(func.count()).select_from(Topic).where(Topic.tenant_id == tenant_id)) or 0)
+        # The contract's example: "orders" is displayed as "Orders" unless told otherwise.
+        body.setdefault("display_name", body["name"][:1].upper() + body["name"][1:])
         topic = Topic(tenant_id=tenant_id, **body)
         session.add(topic)
         try:

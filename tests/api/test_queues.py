@@ -14,7 +14,7 @@ from tests.api.conftest import assert_error
 MIB = 1024 * 1024
 
 DEFAULTS = {
-    "description": "", "display_name": None, "topic_type": "redis_stream",
+    "description": "", "display_name": "Orders", "topic_type": "redis_stream",
     "partition_count": 1, "replication_factor": 1, "retention_ms": 604_800_000,
     "max_message_bytes": 1_048_576, "message_format": "json", "schema_subject": None,
     "schema_definition": None, "compression_type": "none", "encryption": "none",
@@ -34,6 +34,15 @@ def test_create_answers_the_contract_defaults(tenant):
     assert body["created_at"].endswith("Z") and body["updated_at"].endswith("Z")
     fetched = tenant.admin.get("/queues/orders").json
     assert {k: fetched[k] for k in TOPIC_FIELDS} == body
+
+
+def test_display_name_defaults_to_the_capitalised_name(tenant):
+    assert tenant.create_queue("orders.v2-EU")["display_name"] == "Orders.v2-EU"
+    assert tenant.create_queue("_x")["display_name"] == "_x"
+    assert tenant.create_queue("none", display_name=None)["display_name"] is None
+    assert tenant.create_queue("given", display_name="Given One")["display_name"] == "Given One"
+    assert tenant.admin.put("/queues/given", {"description": "d"}).json["display_name"] == \
+        "Given One"
 
 
 def test_create_with_every_field_set(tenant):
