@@ -67,6 +67,8 @@ ABANDONED_IDLE_MS = 10**12
 MAX_LEASE_S = 660.0
 RELEASE_BATCH = 500
 BUSYGROUP = "BUSYGROUP"
+#: The counter (`Keys.subscription_counters`) an acknowledged outcome adds to.
+COUNTER_OF_OUTCOME = {"success": "delivered", "failed": "failed", "filtered": "filtered"}
 
 
 @dataclass(frozen=True)
@@ -289,6 +291,9 @@ class StreamsConsumer(Consumer):
         self.buffer: deque[StreamProxy] = deque()
         self.held: dict[Handle, _Held] = {}
         self.lock = threading.Lock()
+        self.acks: list[tuple[Handle, str, str]] = []
+        self.acks_lock = threading.Lock()
+        self.ack_flusher = threading.Lock()
         self.routes: dict[str, Route] = {}
         self.routes_version = -1
         self.watch: dict[str, list[str]] = {}  # topic stream -> subscription ids
@@ -313,21 +318,54 @@ class StreamsConsumer(Consumer):
             raise ConnectionClosed(exc) from None
 
     def ack(self, message: MessageProxy) -> None:
+        """XACK (see `scripts.ACK_MANY`), group-committed: acks of concurrent worker threads
+        that arrive while one round trip is in flight go together in the next one."""
         proxy: StreamProxy = message  # type: ignore[assignment]
         try:
             if proxy.outcome == "handback":
-                self._hand_back_one(proxy)
+                try:
+                    self._hand_back_one(proxy)
+                finally:
+                    self._release(proxy.handle)
                 return
-            field = {"success": "delivered", "failed": "failed",
-                     "filtered": "filtered"}.get(proxy.outcome or "", "")
-            handle = proxy.handle
-            self.broker.scripts.ack(
-                keys=[handle.stream, self.keys.subscription_counters(proxy.subscription_id)],
-                args=[handle.group, handle.entry_id, "1" if handle.direct else "0", field])
+            field = COUNTER_OF_OUTCOME.get(proxy.outcome or "", "")
+            with self.acks_lock:
+                self.acks.append(
+                    (proxy.handle, self.keys.subscription_counters(proxy.subscription_id), field))
+            self._flush_acks()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise ConnectionClosed(exc) from None
-        finally:
-            self._release(proxy.handle)
+
+    def _flush_acks(self) -> None:
+        while self.acks and self.ack_flusher.acquire(blocking=False):
+            try:
+                while True:
+                    with self.acks_lock:
+                        batch, self.acks = self.acks, []
+                    if not batch:
+                        break
+                    try:
+                        self._ack_batch(batch)
+                    except BaseException:
+                        with self.acks_lock:
+                            self.acks[:0] = batch
+                        raise
+            finally:
+                self.ack_flusher.release()
+            # An ack queued after the last look but before the release is flushed by the loop.
+
+    def _ack_batch(self, batch: list[tuple[Handle, str, str]]) -> None:
+        for start in range(0, len(batch), 500):
+            chunk = batch[start:start + 500]
+            keys: list[str] = []
+            args: list[str] = []
+            for handle, counters, field in chunk:
+                keys += [handle.stream, counters]
+                args += [handle.group, handle.entry_id, "1" if handle.direct else "0", field]
+            self.broker.scripts.ack_many(keys=keys, args=args)
+            with self.lock:
+                for handle, _, _ in chunk:
+                    self.held.pop(handle, None)
 
     def nack(self, message: MessageProxy) -> None:
         proxy: StreamProxy = message  # type: ignore[assignment]
@@ -365,6 +403,7 @@ class StreamsConsumer(Consumer):
     def _next(self) -> StreamProxy | None:
         if self.buffer:
             return self.buffer.popleft()
+        self._flush_acks()
         self._sync_routes()
         now = time.monotonic()
         if now - self.last_wake >= PEEK_S:

@@ -47,6 +47,20 @@ end
 return acked
 """
 
+#: Acknowledge a batch of deliveries (see ACK), in one round trip: KEYS (stream, counters)
+#: per delivery; ARGV (group, entry id, delete entry, counter field or "") per delivery.
+ACK_MANY = """
+for i = 1, #KEYS, 2 do
+  local j = (i - 1) * 2
+  local group, id, del, field = ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
+  if redis.call('XACK', KEYS[i], group, id) == 1 then
+    if del == '1' then redis.call('XDEL', KEYS[i], id) end
+    if field ~= '' then redis.call('HINCRBY', KEYS[i + 1], field, 1) end
+  end
+end
+return #KEYS / 2
+"""
+
 #: Dead-letter a delivery: XACK first, and only if that removed a pending entry, store the
 #: dead-letter entry, publish it on the dead-letter topic and count it, so a message reclaimed
 #: and failed twice is dead-lettered once. KEYS stream, dead-letter stream, counters,
@@ -103,6 +117,7 @@ class Scripts:
         self.schedule = client.register_script(SCHEDULE)
         self.release = client.register_script(RELEASE)
         self.ack = client.register_script(ACK)
+        self.ack_many = client.register_script(ACK_MANY)
         self.dead_letter = client.register_script(DEAD_LETTER)
         self.renew = client.register_script(RENEW)
         self.redrive = client.register_script(REDRIVE)
