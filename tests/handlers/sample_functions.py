@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from json import dumps  # noqa: F401  (a name imported from a module that is not allowed)
 from typing import Any
 
@@ -49,3 +50,11 @@ def returns_huge(payload: Any, headers: dict[str, str]) -> str:
 
 def mutate_headers(payload: Any, headers: dict[str, str]) -> None:
     headers["added"] = "by the function"
+
+
+def append_line(payload: Any, headers: dict[str, str]) -> dict[str, Any]:
+    """Appends the payload and headers as a JSON line to the file the `x-out` header names
+    (lets a test see what a function ran by a worker process received)."""
+    with open(headers["x-out"], "a", encoding="utf-8") as out:
+        out.write(json.dumps({"payload": payload, "headers": headers}) + "\n")
+    return {"appended": True}
