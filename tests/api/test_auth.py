@@ -123,7 +123,7 @@ def test_bearer_scheme_is_case_insensitive(tenant, client):
     assert response.status_code == 200
 
 
-def test_key_of_a_deleted_tenant_object_is_not_the_operator(operator, client):
+def test_operator_token_and_tenant_keys_never_stand_in_for_each_other(operator, client):
     """The operator token never passes as a tenant key, and a tenant key never as operator."""
     name = f"t-{uuid.uuid4().hex[:8]}"
     admin_key = operator.post("/tenants", {"name": name}).json["admin_key"]
