@@ -36,7 +36,14 @@ from broker.envelope import Envelope
 from broker.streams import TopicStreams
 from models import MessageRecord, Topic
 from models.base import new_id, utcnow
-from mq.errors import Conflict, Forbidden, PayloadTooLarge, TopicNotActive, ValidationError
+from mq.errors import (
+    Conflict,
+    Forbidden,
+    PayloadTooLarge,
+    TopicNotActive,
+    TopicNotFound,
+    ValidationError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +234,8 @@ def _store_and_append(session: Session, streams: TopicStreams, topic: PublishTar
         found = _existing(session, topic.tenant_id, ids)
         if len(found) == len(ids):
             return found
+        if session.get(Topic, topic.id) is None:  # deleted since it was looked up
+            raise TopicNotFound(topic.name) from None
         raise Conflict("a concurrent request published some of these message ids; "
                        "retry the request") from None
     try:

@@ -230,9 +230,12 @@ class QueueByName(MethodView):
         for table in (Schedule, Subscription):
             session.execute(delete(table).where(table.topic_id == topic.id))
         session.delete(topic)
+        # Streams go before the commit: if Redis fails, the 503 leaves the queue whole for a
+        # retry instead of a deleted queue whose streams nobody would ever remove.
+        session.flush()
+        services().streams.delete(topic.id, topic.partition_count)
         session.commit()
         services().cache.invalidate()
-        services().streams.delete(topic.id, topic.partition_count)
         from api.subscriptions import remove_subscription_keys  # it imports this module
 
         remove_subscription_keys(subscription_ids)

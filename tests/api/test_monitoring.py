@@ -107,6 +107,20 @@ def test_a_publish_refused_by_redis_can_be_retried(app, redis_down_app, redis_cl
     assert tenant.admin.get("/messages/r-1").json["offset"] == retried.json["offset"]
 
 
+def test_delete_refused_by_redis_leaves_the_queue_whole(app, redis_down_app, redis_client,
+                                                        keys):
+    from tests.conftest import Caller
+
+    tenant = make_tenant(app.test_client())
+    queue = tenant.create_queue("keep")
+    tenant.admin.post("/publish", {"topic": "keep", "payload": 1})
+    down = Caller(redis_down_app.test_client(), tenant.admin.token)
+    assert_error(down.delete("/queues/keep"), 503, "BROKER_NOT_AVAILABLE")
+    assert tenant.admin.get("/queues/keep").json["stats"]["length"] == 1
+    assert tenant.admin.delete("/queues/keep").status_code == 204
+    assert redis_client.exists(keys.stream(queue["id"], 0)) == 0
+
+
 def test_calls_are_503_connection_error_when_the_database_is_unreachable(database_down_app):
     from tests.conftest import Caller
 

@@ -458,3 +458,23 @@ def test_max_message_bytes_counts_utf8_bytes_of_the_payload(tenant):
                             ("ü" * 50, 413), ({"k": "x" * 92}, 201), ({"k": "x" * 93}, 413)):
         response = tenant.admin.post("/publish", {"topic": "edge", "payload": payload})
         assert response.status_code == status, (payload, response.json)
+
+
+def test_publishing_to_a_topic_deleted_meanwhile_is_404(app, tenant, redis_client, keys):
+    """A publish that looked its topic up just before the topic was deleted answers 404."""
+    from api.auth import Principal
+    from api.publishing import PublishTarget, publish
+    from api.queues import find_topic
+    from api.services import services
+    from mq.errors import TopicNotFound
+
+    queue = tenant.create_queue("vanishing")
+    caller = Principal(tenant.id, tenant.name, "key-id", "admin", "admin")
+    with app.test_request_context():
+        session = services().db_session()
+        target = PublishTarget.of(find_topic(session, tenant.id, "vanishing"))
+        session.rollback()
+        assert tenant.admin.delete("/queues/vanishing").status_code == 204
+        with pytest.raises(TopicNotFound):
+            publish(session, services().streams, target, caller, [{"payload": 1}], batch=False)
+    assert redis_client.exists(keys.stream(queue["id"], 0)) == 0
