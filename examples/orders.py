@@ -5,14 +5,18 @@ the order, logs it and returns a summary, which the delivery record keeps as its
 An order without an `order_id` raises, so the delivery is retried and, in the end,
 dead-lettered. `notify_shipping` is the same idea written as a coroutine.
 
-`ORDERS_TABLE` is the table the walk-through's `database` subscription writes to.
+`ORDERS_TABLE` is the table the walk-through's `database` subscription writes to;
+`python -m examples.orders <SQLAlchemy URL>` creates it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import Any
+
+from sqlalchemy import create_engine, text
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +65,15 @@ async def notify_shipping(payload: Any, headers: dict[str, str]) -> dict[str, An
     if not isinstance(payload, dict) or not payload.get("order_id"):
         raise InvalidOrder("the order has no order_id")
     return {"shipment_for": payload["order_id"], "region": payload.get("region", "unknown")}
+
+
+def create_orders_table(url: str) -> None:
+    """Create the walk-through's `orders` table in the database at `url` (if missing)."""
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text(ORDERS_TABLE))
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    create_orders_table(sys.argv[1] if len(sys.argv) > 1 else "sqlite:///shop.db")
