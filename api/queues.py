@@ -211,9 +211,10 @@ class QueueByName(MethodView):
         old_partitions = topic.partition_count
         for field_name, value in body.items():
             setattr(topic, field_name, value)
-        session.commit()
         if topic.partition_count > old_partitions:
+            # Groups first: a Redis failure then answers 503 with nothing changed.
             _extend_groups(session, topic)
+        session.commit()
         services().cache.invalidate()
         announce(services().redis, services().keys, "topic", topic.id, "upsert")
         return topic

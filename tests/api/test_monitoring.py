@@ -121,6 +121,22 @@ def test_delete_refused_by_redis_leaves_the_queue_whole(app, redis_down_app, red
     assert redis_client.exists(keys.stream(queue["id"], 0)) == 0
 
 
+def test_partition_growth_refused_by_redis_changes_nothing(app, redis_down_app, db):
+    """Subscribed groups must reach the new partitions; when Redis refuses, nothing changes."""
+    from models import Subscription
+    from tests.conftest import Caller
+
+    tenant = make_tenant(app.test_client())
+    queue = tenant.create_queue("grow", partition_count=2)
+    db.add(Subscription(tenant_id=tenant.id, topic_id=queue["id"], consumer_group="g",
+                        consumer_name="c", subscription_type="redis_consumer",
+                        handler_config={"type": "function", "function": "x:y"}))
+    db.commit()
+    down = Caller(redis_down_app.test_client(), tenant.admin.token)
+    assert_error(down.put("/queues/grow", {"partition_count": 4}), 503, "BROKER_NOT_AVAILABLE")
+    assert tenant.admin.get("/queues/grow").json["partition_count"] == 2
+
+
 def test_calls_are_503_connection_error_when_the_database_is_unreachable(database_down_app):
     from tests.conftest import Caller
 

@@ -424,3 +424,16 @@ def test_updates_apply_to_the_very_next_publish(tenant, redis_client, keys):
     again = producer.post("/publish", {"topic": "live", "payload": 1})
     assert again.status_code == 201
     assert redis_client.xlen(keys.stream(recreated["id"], 0)) == 1
+
+
+def test_growing_partitions_gives_subscribed_groups_the_new_partitions(tenant, db, redis_client,
+                                                                       keys):
+    queue = tenant.create_queue("spread", partition_count=1)
+    db.add(Subscription(tenant_id=tenant.id, topic_id=queue["id"], consumer_group="g",
+                        consumer_name="c", subscription_type="redis_consumer",
+                        handler_config={"type": "function", "function": "x:y"}))
+    db.commit()
+    assert tenant.admin.put("/queues/spread", {"partition_count": 3}).status_code == 200
+    for partition in (1, 2):
+        groups = redis_client.xinfo_groups(keys.stream(queue["id"], partition))
+        assert [g["name"] for g in groups] == [group_name(tenant.id, "g")]
