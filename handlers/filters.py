@@ -202,7 +202,8 @@ def _operator(item: dict[str, Any]) -> Condition:
         return Exists(argument)
     if name == "anything-but":
         return _anything_but(argument)
-    raise _Invalid(f"unknown operator {str(name)[:50]!r} (known: {', '.join(OPERATORS)})")
+    raise _Invalid(f"unknown operator {str(name)[:50]!r} (known: {', '.join(OPERATORS)}; "
+                   "nested fields are named by dotted paths: 'payload.customer.tier')")
 
 
 def _prefix(argument: Any) -> Prefix:
