@@ -70,7 +70,8 @@ def from_http_exception(exc: HTTPException) -> errors.MQError:
     message = HTTP_MESSAGES.get(status) or exc.description or "error"
     if status == 422 and not details:
         message = exc.description or message
-    error = kind(message, details)
+    allow = getattr(exc, "valid_methods", None)  # a 405 names the methods that are allowed
+    error = kind(message, details, headers={"Allow": ", ".join(allow)} if allow else None)
     if status >= 500 and kind is errors.MQError:
         error.message = "internal error"
     return error

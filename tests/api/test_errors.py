@@ -62,6 +62,9 @@ def test_wrong_method_is_405(client, method, path):
     response = client.open(API + path, method=method)
     details = assert_error(response, 405, "METHOD_NOT_ALLOWED")
     assert details == {}
+    allowed = {m.strip() for m in response.headers["Allow"].split(",")}
+    assert method not in allowed
+    assert allowed & {"GET", "POST", "PUT", "DELETE"}
 
 
 # --- request bodies --------------------------------------------------------------------------
