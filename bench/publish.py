@@ -87,7 +87,8 @@ def served(app_target: str, env: dict[str, str]) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         web_command(app_target), shell=True, cwd=ROOT, start_new_session=True,
-        env={**os.environ, **env, "PORT": str(port), "PYTHONPATH": str(ROOT)},
+        env={**os.environ, **env, "PORT": str(port), "PYTHONPATH": str(ROOT),
+             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
