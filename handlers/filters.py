@@ -109,11 +109,12 @@ Condition = Exact | Prefix | Numeric | AnythingBut | Exists
 
 @dataclass(frozen=True)
 class PathRule:
-    path: str
+    root: str
+    segments: tuple[str, ...]
     conditions: tuple[Condition, ...]
 
     def matches(self, document: dict[str, Any]) -> bool:
-        present, candidates = _candidates(document, self.path)
+        present, candidates = _candidates(document, self.root, self.segments)
         for condition in self.conditions:
             if isinstance(condition, Exists):
                 if condition.present == present:
@@ -164,7 +165,8 @@ def _rule(path: Any, conditions: Any) -> PathRule:
         raise _Invalid("give at least one condition")
     if len(conditions) > MAX_CONDITIONS:
         raise _Invalid(f"at most {MAX_CONDITIONS} conditions")
-    return PathRule(path, tuple(_condition(item) for item in conditions))
+    root, segments = split(path)
+    return PathRule(root, tuple(segments), tuple(_condition(item) for item in conditions))
 
 
 def _condition(item: Any) -> Condition:
@@ -252,9 +254,9 @@ def _anything_but(argument: Any) -> AnythingBut:
     return AnythingBut(tuple(_exact(value) for value in values))
 
 
-def _candidates(document: dict[str, Any], path: str) -> tuple[bool, list[Any]]:
-    """Whether `path` is present, and the values it reaches (arrays looked through)."""
-    root, segments = split(path)
+def _candidates(document: dict[str, Any], root: str,
+                segments: tuple[str, ...]) -> tuple[bool, list[Any]]:
+    """Whether the path is present, and the values it reaches (arrays looked through)."""
     value = document.get(root, MISSING) if isinstance(document, dict) else MISSING
     if value is MISSING or (root == "key" and value is None):
         return False, []
@@ -263,6 +265,8 @@ def _candidates(document: dict[str, Any], path: str) -> tuple[bool, list[Any]]:
         current = [found for item in current for found in _down(item, segment)]
         if not current:
             return False, []
+    if len(current) == 1 and not isinstance(current[0], list):
+        return True, current
     return True, _leaves(current)
 
 

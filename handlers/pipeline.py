@@ -10,21 +10,20 @@ The worker calls `apply(handler_config, message_filter, delivery)` before the ha
    payload of the returned `Delivery`; a runtime error of the expression is permanent too.
 
 Policies, schemas and expressions were checked when the subscription was saved; they are
-compiled once per process and cached by content.
+compiled once per process and cached.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from handlers.base import Delivery, PermanentFailure
 from handlers.filters import FilterPolicyError, Policy, compile_policy
 from handlers.paths import message_document
-from handlers.schema_check import payload_problem
+from handlers.schema_check import payload_problem, schema_validator
 from handlers.transform import transform
 
 
@@ -50,21 +49,48 @@ def apply(config: dict[str, Any], message_filter: dict[str, Any] | None,
     return delivery
 
 
-def _policy(message_filter: dict[str, Any]) -> Policy:
-    return _compiled_policy(json.dumps(message_filter, sort_keys=True))
+class IdentityCache:
+    """Values built from config objects, found again by identity without re-reading them.
+
+    Workers hand the same (never mutated) config dicts to every delivery of a subscription;
+    hashing their content per message would cost more than the step itself. Entries hold
+    their object, so an id is never reused while cached; the cache empties when full.
+    """
+
+    def __init__(self, build: Callable[[Any], Any], size: int = 1024) -> None:
+        self.build = build
+        self.size = size
+        self._items: dict[int, tuple[Any, Any]] = {}
+
+    def get(self, obj: Any) -> Any:
+        entry = self._items.get(id(obj))
+        if entry is not None and entry[0] is obj:
+            return entry[1]
+        value = self.build(obj)
+        if len(self._items) >= self.size:
+            self._items.clear()
+        self._items[id(obj)] = (obj, value)
+        return value
 
 
-@lru_cache(maxsize=1024)
-def _compiled_policy(policy_text: str) -> Policy:
+def _compile_policy(message_filter: dict[str, Any]) -> Policy:
     try:
-        return compile_policy(json.loads(policy_text))
+        return compile_policy(message_filter)
     except FilterPolicyError as exc:  # saved before validation existed: refuse, do not crash
         raise PermanentFailure(f"invalid message_filter: {exc.problems}") from None
 
 
+_POLICIES = IdentityCache(_compile_policy)
+_SCHEMAS = IdentityCache(schema_validator)
+
+
+def _policy(message_filter: dict[str, Any]) -> Policy:
+    return _POLICIES.get(message_filter)
+
+
 def _check_schema(schema: Any, delivery: Delivery) -> None:
     try:
-        problem = payload_problem(schema, delivery.payload)
+        problem = payload_problem(_SCHEMAS.get(schema), delivery.payload)
     except Exception as exc:  # an unusable schema cannot be fixed by retrying
         raise PermanentFailure(f"the schema cannot be applied: {type(exc).__name__}: {exc}",
                                reason="schema") from None

@@ -42,9 +42,15 @@ def checked_schema(schema: Any) -> dict[str, Any] | bool:
     return schema
 
 
-def payload_problem(schema: dict[str, Any] | bool, payload: Any) -> str | None:
-    """Why `payload` does not match `schema` (the most relevant error), or None."""
-    validator = _validator(json.dumps(schema, sort_keys=True))
+def schema_validator(schema: dict[str, Any] | bool) -> Validator:
+    """A validator of `schema` (formats checked), shared by equal schemas."""
+    return _validator(json.dumps(schema, sort_keys=True))
+
+
+def payload_problem(schema: dict[str, Any] | bool | Validator, payload: Any) -> str | None:
+    """Why `payload` does not match `schema` (or a validator from `schema_validator`): the
+    most relevant error, or None."""
+    validator = schema if hasattr(schema, "iter_errors") else schema_validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(payload))
     if error is None:
         return None
