@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import bindparam, delete, insert, select, text, update
+from sqlalchemy import String, bindparam, column, delete, insert, select, text, update, values
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -272,12 +272,18 @@ def _record_offsets(session: Session, offsets: list[tuple[str, str]]) -> None:
     Not worth waiting for a disk flush: the message is already durable in both stores, and a
     lost offset write only makes the outbox sweep hand the record over again (a duplicate).
     """
+    records = MessageRecord.__table__
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SET LOCAL synchronous_commit TO OFF"))
-    records = MessageRecord.__table__
-    session.execute(
-        update(records).where(records.c.id == bindparam("record_id"))
-        .values(offset_value=bindparam("offset")),
-        [{"record_id": record_id, "offset": offset} for record_id, offset in offsets],
-    )
+        # One statement for the whole batch: UPDATE ... FROM (VALUES ...).
+        rows = values(column("record_id", String), column("offset", String),
+                      name="offsets").data(offsets)
+        session.execute(update(records).where(records.c.id == rows.c.record_id)
+                        .values(offset_value=rows.c.offset))
+    else:
+        session.execute(
+            update(records).where(records.c.id == bindparam("record_id"))
+            .values(offset_value=bindparam("offset")),
+            [{"record_id": record_id, "offset": offset} for record_id, offset in offsets],
+        )
     session.commit()
