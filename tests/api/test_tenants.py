@@ -219,3 +219,17 @@ def test_subscriptions_quota_limits_subscribing(operator, tenant):
     again = tenant.admin.post("/subscriptions", {"topic": "subs", "consumer_group": "b",
                                                  "handler_config": hook})
     assert again.status_code == 201
+
+
+def test_without_an_operator_token_configured_operator_calls_are_401(settings):
+    from api import create_app
+
+    app = create_app(dataclasses.replace(settings, mq_operator_token=None))
+    try:
+        client = app.test_client()
+        for token in ("", "None", "null", OPERATOR_TOKEN):
+            caller = Caller(client, token)
+            assert_error(caller.post("/tenants", {"name": unique_name()}), 401, "UNAUTHORIZED")
+            assert_error(caller.get("/tenants"), 401, "UNAUTHORIZED")
+    finally:
+        app.extensions["mq"].database.dispose()
