@@ -7,8 +7,9 @@ from typing import Any
 
 from marshmallow import fields, validate
 
-NAME_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
-TENANT_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+# `(?!\n)$`: Python's `$` also matches before a trailing newline; `\Z` is not valid in OpenAPI.
+NAME_PATTERN = r"^[A-Za-z0-9._-]{1,200}(?!\n)$"
+TENANT_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}(?!\n)$"
 
 
 def iso(value: datetime | None) -> str | None:
