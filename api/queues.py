@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate, validates_schema
@@ -20,6 +19,7 @@ from api.quotas import check_count, tenant_quotas
 from api.services import services
 from broker.control import announce
 from broker.keys import group_name
+from handlers.schema_check import SchemaDefinitionError, checked_schema
 from models import Schedule, Subscription, Topic
 from mq.errors import BackendNotSupported, TopicAlreadyExists, TopicNotFound, ValidationError
 
@@ -62,14 +62,10 @@ class TopicFields(Schema):
     def check_schema_definition(self, data: dict[str, Any], **_: Any) -> None:
         definition = data.get("schema_definition")
         if definition is not None:
-            if not isinstance(definition.get("$schema", ""), str):
-                raise InvalidFields({"schema_definition": ["$schema must be a URI string"]})
             try:
-                jsonschema.validators.validator_for(definition).check_schema(definition)
-            except jsonschema.SchemaError as exc:
-                raise InvalidFields(
-                    {"schema_definition": [f"not a JSON Schema: {exc.message}"]}
-                ) from None
+                checked_schema(definition)
+            except SchemaDefinitionError as exc:
+                raise InvalidFields({"schema_definition": [str(exc)]}) from None
 
 
 class TopicUpdate(TopicFields):

@@ -21,6 +21,9 @@ DEFAULTS = {
     "is_public": False, "allowed_producers": [], "allowed_consumers": [], "status": "active",
 }
 TOPIC_FIELDS = {"id", "name", *DEFAULTS, "created_at", "updated_at"}
+DEEP_SCHEMA: dict = {}
+for _ in range(400):
+    DEEP_SCHEMA = {"not": DEEP_SCHEMA}
 
 
 def test_create_answers_the_contract_defaults(tenant):
@@ -80,7 +83,9 @@ def test_create_with_every_field_set(tenant):
     ("schema_definition", "not a schema"), ("schema_definition", [1]),
     ("schema_definition", {"type": 5}), ("schema_definition", {"$schema": {"a": 1}}),
     ("schema_definition", {"$schema": ["x"], "type": "object"}),
-    ("schema_definition", {"pattern": "["}), ("schema_subject", ""), ("schema_subject", 5),
+    ("schema_definition", {"pattern": "["}), ("schema_definition", DEEP_SCHEMA),
+    ("schema_definition", {"$ref": "https://schemas.example.com/order.json"}),
+    ("schema_subject", ""), ("schema_subject", 5),
     ("unknown_field", 1),
 ])
 def test_invalid_fields_are_422_with_details_per_field(tenant, field, value):
@@ -105,6 +110,7 @@ def test_several_invalid_fields_are_reported_together(tenant):
     ("max_message_bytes", 1), ("max_message_bytes", 10 * MIB), ("display_name", None),
     ("message_format", "avro"), ("message_format", "protobuf"), ("compression_type", "gzip"),
     ("encryption", "aes-256-gcm"), ("status", "archived"),
+    ("schema_definition", {"$defs": {"id": {"type": "string"}}, "$ref": "#/$defs/id"}),
 ])
 def test_bounds_are_inclusive(tenant, field, value):
     body = {"name": "edge", field: value}
