@@ -294,6 +294,8 @@ class StreamsConsumer(Consumer):
         self.acks: list[tuple[Handle, str, str]] = []
         self.acks_lock = threading.Lock()
         self.ack_flusher = threading.Lock()
+        self.room = threading.Event()  # set whenever a held entry is released
+        self.stale_tips: set[str] = set()  # streams whose tip must be read before the next wait
         self.routes: dict[str, Route] = {}
         self.routes_version = -1
         self.watch: dict[str, list[str]] = {}  # topic stream -> subscription ids
@@ -366,6 +368,7 @@ class StreamsConsumer(Consumer):
             with self.lock:
                 for handle, _, _ in chunk:
                     self.held.pop(handle, None)
+            self.room.set()
 
     def nack(self, message: MessageProxy) -> None:
         proxy: StreamProxy = message  # type: ignore[assignment]
@@ -411,7 +414,9 @@ class StreamsConsumer(Consumer):
         self._maybe_renew(now)
         budget = self.prefetch - len(self.held)
         if budget <= 0:
-            time.sleep(0.002)
+            self.room.clear()
+            if len(self.held) >= self.prefetch:
+                self.room.wait(0.05)  # until an ack frees a slot
             return None
         self._maybe_reclaim(now, budget)
         if not self.buffer:
@@ -478,6 +483,9 @@ class StreamsConsumer(Consumer):
     def _wake(self, *, block_ms: int | None) -> None:
         """One XREAD over every watched stream: marks what changed (reads nothing for real)."""
         self.last_wake = time.monotonic()
+        if self.stale_tips:
+            self.last_seen.update(self._tips(sorted(self.stale_tips)))
+            self.stale_tips.clear()
         keys = [self.control_key, self.pool_key, *self.watch]
         streams = {key: self.last_seen.get(key, "0-0") for key in keys}
         try:
@@ -491,7 +499,10 @@ class StreamsConsumer(Consumer):
         if self.control_key in fired:
             self._read_control()
         others = [key for key in fired if key != self.control_key]
-        self.last_seen.update(self._tips(others))
+        # The streams' tips become the next wake-up read's starting points; they are read in
+        # the same round trip as the group reads (`_poll`), just before them, so an entry
+        # added after the tip is read wakes the next read.
+        self.stale_tips.update(others)
         for key in others:
             if key == self.pool_key:
                 self.pool_dirty = True
@@ -541,6 +552,10 @@ class StreamsConsumer(Consumer):
         readers = len(order) + (1 if self.pool_dirty else 0)
         per = max(1, budget // max(1, readers))
         pipe = self.client.pipeline(transaction=False)
+        tips = sorted(self.stale_tips)
+        self.stale_tips.clear()
+        for key in tips:
+            pipe.xrevrange(key, count=1)
         read_pool = self.pool_dirty
         if read_pool:
             pipe.xreadgroup(self.pool, self.broker.instance, {self.pool_key: ">"}, count=per)
@@ -549,6 +564,10 @@ class StreamsConsumer(Consumer):
             pipe.xreadgroup(route.group, route.consumer(self.broker.instance),
                             {key: ">" for key in route.streams(self.keys)}, count=per)
         replies = pipe.execute(raise_on_error=False)
+        for key, rows in zip(tips, replies[:len(tips)], strict=True):
+            if isinstance(rows, list):
+                self.last_seen[key] = rows[0][0] if rows else "0-0"
+        replies = replies[len(tips):]
         if read_pool:
             entries = self._entries(replies.pop(0), "pool")
             self.pool_dirty = len(entries) >= per
@@ -575,6 +594,7 @@ class StreamsConsumer(Consumer):
     def _release(self, handle: Handle) -> None:
         with self.lock:
             self.held.pop(handle, None)
+        self.room.set()
 
     def _push_topic(self, route: Route, key: str, entry_id: str,
                     fields: dict[str, str] | None) -> None:
