@@ -17,6 +17,11 @@ from flask import request
 
 from mq.errors import InvalidJSON, NotFound, UnsupportedMediaType, ValidationError
 
+#: How deeply JSON values may nest. Python code that walks a value recursively (webargs parses
+#: the body again, marshmallow, encoders, handlers) must never run out of stack on input.
+MAX_DEPTH = 256
+TOO_DEEP = f"the request body nests more than {MAX_DEPTH} levels deep"
+
 # Escapes that can decode to a NUL or to a (possibly lone) surrogate.
 _SUSPICIOUS = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
@@ -33,13 +38,29 @@ def check_request_body() -> None:
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"the request body is not valid JSON: {exc}") from None
     except RecursionError:
-        raise InvalidJSON("the request body is nested too deeply") from None
+        raise InvalidJSON(TOO_DEEP) from None
+    if _too_deep(raw, body):
+        raise InvalidJSON(TOO_DEEP)
     if _SUSPICIOUS.search(raw):
         problem = _find_bad_text(body, "")
         if problem:
             path, reason = problem
             raise ValidationError("the request body holds text that cannot be stored",
                                   {path or "body": [reason]})
+
+
+def _too_deep(raw: bytes, body: Any) -> bool:
+    """Whether `body` nests deeper than MAX_DEPTH (cheap unless the body has many brackets)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return False
+    level = [body] if isinstance(body, dict | list) else []
+    for _ in range(MAX_DEPTH):
+        if not level:
+            return False
+        level = [child for item in level
+                 for child in (item.values() if isinstance(item, dict) else item)
+                 if isinstance(child, dict | list)]
+    return bool(level)
 
 
 def _reject_constant(name: str) -> None:

@@ -92,13 +92,28 @@ def test_invalid_json_is_400(tenant, body):
     assert_error(response, 400, "VALIDATION_ERROR")
 
 
-def test_deeply_nested_json_is_a_4xx(tenant):
+@pytest.mark.parametrize("depth", [257, 300, 700, 940, 990, 5_000, 100_000])
+@pytest.mark.parametrize(("opener", "inner", "closer"), [("[", "1", "]"), ('{"a":', "1", "}"),
+                                                         ("[", '"\\u0000"', "]")])
+def test_json_nested_too_deeply_is_400(tenant, depth, opener, inner, closer):
+    """Deep nesting would exhaust the stack of code that walks the value (a 500)."""
     tenant.create_queue("deep")
-    for depth in (100_000, 5_000):
-        body = '{"topic": "deep", "payload": ' + "[" * depth + "]" * depth + "}"
-        response = raw_post(tenant, "/publish", body, "application/json")
-        assert 400 <= response.status_code < 500, response.status_code
-        assert_error(response, response.status_code, response.get_json()["error"]["code"])
+    payload = opener * (depth - 1) + inner + closer * (depth - 1)  # the body adds one level
+    for path, body in (("/publish", '{"topic": "deep", "payload": ' + payload + "}"),
+                       ("/queues", '{"name": "x", "schema_definition": ' + payload + "}")):
+        assert_error(raw_post(tenant, path, body, "application/json"), 400, "VALIDATION_ERROR")
+    assert tenant.admin.get("/queues/deep").get_json()["stats"]["length"] == 0
+
+
+def test_json_nested_up_to_the_limit_is_accepted(tenant):
+    tenant.create_queue("deep")
+    payload: object = "bottom"
+    for _ in range(254):  # + {"payload": ...} + the body object = 256 levels
+        payload = {"a": [payload]} if isinstance(payload, str) else [payload]
+    response = tenant.admin.post("/publish", {"topic": "deep", "payload": payload})
+    assert response.status_code == 201, response.get_json()
+    got = tenant.admin.get(f"/messages/{response.get_json()['message_id']}")
+    assert got.get_json()["payload"] == payload
 
 
 @pytest.mark.parametrize("body", ["[]", "null", "5", '"text"', "true"])
