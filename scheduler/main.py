@@ -76,11 +76,3 @@ def run(settings: Settings) -> int:
     scheduler.shutdown(wait=True)
     jobs.heartbeat.stop()
     return 0
-
-
-def main_from_args() -> int:
-    from mq.logging import configure_logging
-
-    settings = Settings.from_env()
-    configure_logging(settings, "scheduler")
-    return run(settings)

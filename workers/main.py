@@ -24,7 +24,6 @@ from broker.heartbeats import Heartbeat
 from broker.redis_streams import RedisStreamsBroker
 from handlers.registry import HandlerRegistry
 from models import Database
-from mq.logging import configure_logging
 from mq.settings import Settings
 from workers.delivery import DeliveryMiddleware, declare_actor
 from workers.records import RecordWriter
@@ -124,18 +123,3 @@ def _run_forked(settings: Settings, *, pools: list[str], processes: int, threads
         _, code = os.waitpid(child, 0)
         status = status or os.waitstatus_to_exitcode(code)
     return status
-
-
-def main_from_args(argv: list[str] | None = None) -> int:
-    """`python -m workers [--pools a,b] [--processes N] [--threads N]`."""
-    import argparse
-
-    settings = Settings.from_env()
-    parser = argparse.ArgumentParser(prog="mq worker")
-    parser.add_argument("--pools", default=DEFAULT_POOL)
-    parser.add_argument("--processes", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=settings.max_concurrent_consumers)
-    args = parser.parse_args(argv)
-    configure_logging(settings, "worker")
-    return run(settings, pools=[p for p in args.pools.split(",") if p],
-               processes=args.processes, threads=args.threads)

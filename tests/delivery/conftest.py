@@ -30,6 +30,7 @@ from mq.settings import Settings
 from tests.conftest import REDIS_URL, TenantHandle
 
 ROOT = Path(__file__).resolve().parents[2]
+MQ = Path(sys.executable).parent / "mq"
 pytestmark = pytest.mark.e2e
 
 
@@ -165,16 +166,17 @@ class Processes:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.redis = Redis.from_url(REDIS_URL, decode_responses=True)
 
-    def _start(self, module: str, *args: str) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"{module}-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=self.env,
+    def _start(self, command: str, *args: str) -> subprocess.Popen[bytes]:
+        """`mq <command>`: the Procfile's process, through the installed console script."""
+        log = open(self.tmp / f"{command}-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen([str(MQ), command, *args], cwd=ROOT, env=self.env,
                                 stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
 
     def worker(self, *, threads: int = 8, wait: bool = True, extra: tuple[str, ...] = ()
                ) -> subprocess.Popen[bytes]:
-        proc = self._start("workers", "--threads", str(threads), *extra)
+        proc = self._start("worker", "--threads", str(threads), *extra)
         if wait:
             self.wait_ready(proc, "worker")
         return proc
