@@ -2,7 +2,9 @@
 
 Times come from the Redis server clock (`TIME`), so worker and scheduler clocks never matter.
 Scripts that touch keys of different hash tags (ack with counters, dead-lettering, lease
-renewal) assume a single Redis primary, which is what this edition runs on.
+renewal) assume a single Redis primary, which is what this edition runs on. XACK and XPENDING
+run under `pcall`: a group destroyed meanwhile (its subscription deleted) must not fail the
+acks of other deliveries batched with it.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ return #ids
 #: duplicate finished elsewhere is not counted twice): KEYS stream, counters;
 #: ARGV group, entry id, delete entry (1 on a pool stream), counter field or "".
 ACK = """
-local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+local acked = redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[2])
 if acked == 1 then
   if ARGV[3] == '1' then redis.call('XDEL', KEYS[1], ARGV[2]) end
   if ARGV[4] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[4], 1) end
@@ -53,7 +55,7 @@ ACK_MANY = """
 for i = 1, #KEYS, 2 do
   local j = (i - 1) * 2
   local group, id, del, field = ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
-  if redis.call('XACK', KEYS[i], group, id) == 1 then
+  if redis.pcall('XACK', KEYS[i], group, id) == 1 then
     if del == '1' then redis.call('XDEL', KEYS[i], id) end
     if field ~= '' then redis.call('HINCRBY', KEYS[i + 1], field, 1) end
   end
@@ -67,8 +69,8 @@ return #KEYS / 2
 #: dead-letter topic stream; ARGV group, entry id, delete entry, dead-letter entry JSON,
 #: original envelope JSON, topic envelope JSON, count a failed attempt (1/0), caps.
 DEAD_LETTER = """
-local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-if acked == 0 then return false end
+local acked = redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[2])
+if acked ~= 1 then return false end
 if ARGV[3] == '1' then redis.call('XDEL', KEYS[1], ARGV[2]) end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'e', ARGV[4], 'm', ARGV[5])
 local offset = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*', 'm', ARGV[6])
@@ -86,7 +88,8 @@ RENEW = """
 local lost = {}
 for i, key in ipairs(KEYS) do
   local group, id, consumer = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
-  local p = redis.call('XPENDING', key, group, id, id, 1)
+  local p = redis.pcall('XPENDING', key, group, id, id, 1)
+  if type(p) ~= 'table' or p.err then p = {} end
   if p[1] and p[1][2] == consumer then
     redis.call('XCLAIM', key, group, consumer, 0, id, 'JUSTID')
   elseif p[1] then

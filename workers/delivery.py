@@ -79,7 +79,12 @@ class DeliveryMiddleware(Middleware):
         if not route.active:
             proxy.outcome = "handback"
             raise SkipMessage("subscription or topic paused")
-        proxy.options["max_retries"] = route.max_retry_attempts
+        # The subscription's current policy: also for retries parked under an older one. The
+        # backoff bounds serve failures that do not come as a `DeliveryRetry` (which carries
+        # the contract's exact delay, as the stock backoff's jitter may double a wait).
+        proxy.options.update(max_retries=route.max_retry_attempts,
+                             min_backoff=route.retry_delay_ms,
+                             max_backoff=max(route.retry_delay_ms, route.max_retry_delay_ms))
         self.current.proxy = proxy
 
     def after_process_message(self, broker: dramatiq.Broker, message: Any, *,

@@ -67,6 +67,10 @@ def test_always_failing_ends_on_the_dead_letter_topic_after_max_retries(
     status = wait_until(lambda: _delivery(tenant, published["message_id"], sub["id"],
                                           "dead_letter"))
     assert status["attempts"] == 3
+    # The dead-letter topic's message is a published message like any other.
+    record = wait_until(lambda: _ok(tenant.admin.get(f"/messages/{letter['id']}")))
+    assert record["topic"] == "orders.deadletter"
+    assert record["payload"] == letter
 
 
 def test_permanent_answer_is_dead_lettered_at_once(tenant, subscriptions, webhook, processes):
@@ -134,6 +138,10 @@ def test_dead_letter_endpoints_check_tenant_and_role(tenant, other_tenant, subsc
     bad = tenant.admin.post(path + "/redrive", {"max_messages": 0})
     assert bad.status_code == 422
     assert tenant.admin.get(path + "?cursor=nope").status_code == 422
+
+
+def _ok(response):
+    return response.json if response.status_code == 200 else None
 
 
 def _stats(tenant, sub_id, **expected):
