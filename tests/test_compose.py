@@ -6,7 +6,9 @@ validates the file against the compose schema, and the structure is checked on t
 
 from __future__ import annotations
 
+import configparser
 import dataclasses
+import fnmatch
 import re
 import shutil
 import subprocess
@@ -137,3 +139,17 @@ def test_env_example_comments_every_setting() -> None:
             above = lines[index - 1]
             assert above.startswith("# ") and "=" not in above.split()[1], (
                 f"{line!r} has no comment line above it")
+
+
+def test_the_image_gets_the_migrations() -> None:
+    """The Dockerfile's `pip install .` is not editable: `mq db upgrade` in the image needs
+    every migration file listed in setup.cfg's package data."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    patterns = [pattern.strip() for pattern in
+                config["options.package_data"]["models"].split(",")]
+    models = ROOT / "models"
+    for path in (models / "migrations").rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts:
+            relative = path.relative_to(models).as_posix()
+            assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative
