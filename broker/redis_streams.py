@@ -67,6 +67,10 @@ ABANDONED_IDLE_MS = 10**12
 MAX_LEASE_S = 660.0
 RELEASE_BATCH = 500
 BUSYGROUP = "BUSYGROUP"
+#: Reclaim passes run at most this often (each due group is looked at every half timeout).
+RECLAIM_PASS_S = 0.25
+#: XAUTOCLAIM commands per pipelined round trip.
+RECLAIM_PIPELINE = 100
 #: The counter (`Keys.subscription_counters`) an acknowledged outcome adds to.
 COUNTER_OF_OUTCOME = {"success": "delivered", "failed": "failed", "filtered": "filtered"}
 
@@ -306,6 +310,7 @@ class StreamsConsumer(Consumer):
         self.pool_dirty = True
         self.next_reclaim: dict[str, float] = {}
         self.next_pool_reclaim = 0.0
+        self.next_reclaim_pass = 0.0
         self.last_wake = 0.0
         self.last_renew = time.monotonic()
         ensure_pool_group(self.client, self.keys, pool)
@@ -348,10 +353,15 @@ class StreamsConsumer(Consumer):
                         break
                     try:
                         self._ack_batch(batch)
-                    except BaseException:
-                        with self.acks_lock:
+                    except (redis.ConnectionError, redis.TimeoutError):
+                        with self.acks_lock:  # kept for the next flush once Redis is back
                             self.acks[:0] = batch
                         raise
+                    except Exception:
+                        # Never wedge later acks behind a batch Redis refuses: these entries
+                        # stay pending and are reclaimed (delivered again) after the timeout.
+                        log.exception("dropping %d acks Redis refused", len(batch))
+                        self._forget(batch)
             finally:
                 self.ack_flusher.release()
             # An ack queued after the last look but before the release is flushed by the loop.
@@ -365,10 +375,13 @@ class StreamsConsumer(Consumer):
                 keys += [handle.stream, counters]
                 args += [handle.group, handle.entry_id, "1" if handle.direct else "0", field]
             self.broker.scripts.ack_many(keys=keys, args=args)
-            with self.lock:
-                for handle, _, _ in chunk:
-                    self.held.pop(handle, None)
-            self.room.set()
+            self._forget(chunk)
+
+    def _forget(self, acked: list[tuple[Handle, str, str]]) -> None:
+        with self.lock:
+            for handle, _, _ in acked:
+                self.held.pop(handle, None)
+        self.room.set()
 
     def nack(self, message: MessageProxy) -> None:
         proxy: StreamProxy = message  # type: ignore[assignment]
@@ -432,9 +445,8 @@ class StreamsConsumer(Consumer):
         now = time.monotonic()
         limit = self.timeout / 1000
         limit = min(limit, self._renew_interval() - (now - self.last_renew))
-        due = [t for t in self.next_reclaim.values()] + [self.next_pool_reclaim]
-        if due:
-            limit = min(limit, min(due) - now)
+        due = min([*self.next_reclaim.values(), self.next_pool_reclaim])
+        limit = min(limit, max(due, self.next_reclaim_pass) - now)
         return max(1, int(limit * 1000))
 
     def _sync_routes(self) -> None:
@@ -539,6 +551,7 @@ class StreamsConsumer(Consumer):
             if sid in sub_ids or route.topic_id in topic_ids:
                 self._mark_dirty(sid)
                 self.next_reclaim[sid] = now
+                self.next_reclaim_pass = now
 
     def _drain(self, budget: int) -> None:
         """Read dirty subscriptions until something arrives or nothing is dirty."""
@@ -649,37 +662,57 @@ class StreamsConsumer(Consumer):
                 log.warning("%d held entries were taken over by another worker", len(lost))
 
     def _maybe_reclaim(self, now: float, budget: int) -> None:
+        """Reclaim passes run at most every `RECLAIM_PASS_S` and pipeline every due group, so
+        thousands of subscriptions cost a few round trips a second, not one each."""
+        if now < self.next_reclaim_pass:
+            return
+        self.next_reclaim_pass = now + RECLAIM_PASS_S
         due = [sid for sid, at in self.next_reclaim.items() if at <= now]
         if due:
-            self._reclaim_topics(now, due[:200], budget)
+            self._reclaim_topics(now, due, budget)
         if now >= self.next_pool_reclaim and len(self.buffer) < budget:
             self.next_pool_reclaim = now + self._pool_lease_ms() / 2000
-            self._reclaim(self.pool_key, self.pool, self.broker.instance,
-                          self._pool_lease_ms(), budget - len(self.buffer), None)
+            self._reclaim([(self.pool_key, self.pool, self.broker.instance, None)],
+                          self._pool_lease_ms(), budget - len(self.buffer))
 
     def _reclaim_topics(self, now: float, due: list[str], budget: int) -> None:
+        by_timeout: dict[int, list[tuple[str, str, str, Route | None]]] = {}
         for sid in due:
             route = self.routes.get(sid)
             if route is None:
                 self.next_reclaim.pop(sid, None)
                 continue
             self.next_reclaim[sid] = now + route.session_timeout_ms / 2000
-            for key in route.streams(self.keys):
+            consumer = route.consumer(self.broker.instance)
+            by_timeout.setdefault(route.session_timeout_ms, []).extend(
+                (key, route.group, consumer, route) for key in route.streams(self.keys))
+        for timeout_ms, jobs in by_timeout.items():
+            for start in range(0, len(jobs), RECLAIM_PIPELINE):
                 room = budget - len(self.buffer)
-                if room <= 0:
-                    self.next_reclaim[sid] = now
+                if room <= 0:  # full: the rest is looked at again on the next pass
+                    for _, _, _, route in jobs[start:]:
+                        if route is not None:
+                            self.next_reclaim[route.subscription_id] = now
                     return
-                self._reclaim(key, route.group, route.consumer(self.broker.instance),
-                              route.session_timeout_ms, room, route)
+                self._reclaim(jobs[start:start + RECLAIM_PIPELINE], timeout_ms, room)
 
-    def _reclaim(self, key: str, group: str, consumer: str, min_idle_ms: int, count: int,
-                 route: Route | None) -> None:
-        try:
-            reply = self.client.xautoclaim(key, group, consumer, min_idle_ms, "0-0",
-                                           count=min(count, 100))
-        except ResponseError as exc:
-            log.info("reclaim on %s skipped: %s", key, exc)
-            return
+    def _reclaim(self, jobs: list[tuple[str, str, str, Route | None]], min_idle_ms: int,
+                 room: int) -> None:
+        """XAUTOCLAIM entries idle for `min_idle_ms` on each (stream, group, consumer, route);
+        `route` None means the pool's direct stream."""
+        count = max(1, min(100, room // len(jobs)))
+        pipe = self.client.pipeline(transaction=False)
+        for key, group, consumer, _ in jobs:
+            pipe.xautoclaim(key, group, consumer, min_idle_ms, "0-0", count=count)
+        for (key, group, consumer, route), reply in zip(jobs, pipe.execute(raise_on_error=False),
+                                                        strict=True):
+            if isinstance(reply, Exception):
+                log.info("reclaim on %s skipped: %s", key, reply)
+                continue
+            self._claimed(key, group, consumer, route, reply)
+
+    def _claimed(self, key: str, group: str, consumer: str, route: Route | None,
+                 reply: Any) -> None:
         claimed = [(entry_id, fields) for entry_id, fields in reply[1]]
         for entry_id in (reply[2] if len(reply) > 2 else []):
             log.info("entry %s of %s was trimmed while pending", entry_id, key)
