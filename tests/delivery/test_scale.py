@@ -34,6 +34,17 @@ def redis_connections(pid: int, port: int = REDIS_PORT) -> int:
     return count
 
 
+def cpu_share(pid: int, seconds: float) -> float:
+    """The share of one CPU process `pid` used over `seconds`."""
+    def ticks() -> int:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    before = ticks()
+    time.sleep(seconds)
+    return (ticks() - before) / os.sysconf("SC_CLK_TCK") / seconds
+
+
 def thread_count(pid: int) -> int:
     return len(list(Path(f"/proc/{pid}/task").iterdir()))
 
@@ -62,7 +73,9 @@ def test_one_worker_process_serves_1000_subscriptions(tenant, subscriptions, web
     assert paths == wanted, "every subscription got its message exactly once"
 
     threads, connections = thread_count(worker.pid), redis_connections(worker.pid)
+    idle_cpu = cpu_share(worker.pid, 3.0)
     print(f"\n1,000 subscriptions on one worker process (8 worker threads): {threads} threads, "
-          f"{connections} Redis connections (set-up {created_s:.1f}s)")
+          f"{connections} Redis connections, {idle_cpu:.1%} of a CPU while idle "
+          f"(set-up {created_s:.1f}s)")
     assert threads < 20
     assert connections < 20
