@@ -81,6 +81,9 @@ class SubscriptionRegistry:
                 .where(or_(Subscription.id.in_(sub_ids), Subscription.topic_id.in_(topic_ids)))
             ).all()
         fresh = {sub.id: to_route(sub, topic) for sub, topic in rows}
+        for cache_key, topic_id in list(self._dead_letter_topics.items()):
+            if topic_id in topic_ids:  # a dead-letter topic changed or went: look it up again
+                self._dead_letter_topics.pop(cache_key, None)
         with self._lock:
             routes = dict(self.broker.routes)
             for sid in sub_ids | {s for s, r in routes.items() if r.topic_id in topic_ids}:
