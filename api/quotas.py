@@ -41,7 +41,8 @@ def check_count(kind: str, limit: int, used: int) -> None:
     """Refuse creating one more `kind` when `used` already reaches a non-zero `limit`."""
     if limit and used >= limit:
         raise QuotaExceeded(f"the tenant's {kind} quota ({limit}) is used up",
-                            {"quota": [kind]}, headers={"Retry-After": str(COUNT_RETRY_AFTER_S)})
+                            {kind: [f"at most {limit}"]},
+                            headers={"Retry-After": str(COUNT_RETRY_AFTER_S)})
 
 
 def take_publish_rate(tenant_id: str, messages: int) -> None:
@@ -58,7 +59,8 @@ def take_publish_rate(tenant_id: str, messages: int) -> None:
     if total > limit:
         svc.redis.decrby(key, messages)  # refused messages do not use up the second
         raise QuotaExceeded(f"the tenant's publish rate quota ({limit} messages/s) is reached",
-                            {"quota": ["publish_rate"]}, headers={"Retry-After": "1"})
+                            {"publish_rate": [f"at most {limit} messages per second"]},
+                            headers={"Retry-After": "1"})
 
 
 def check_subscription_quota(tenant_id: str) -> None:

@@ -150,7 +150,7 @@ def test_topics_quota_limits_queue_creation(operator, tenant):
     tenant.create_queue("one")
     tenant.create_queue("two")
     response = tenant.admin.post("/queues", {"name": "three"})
-    assert_error(response, 429, "QUOTA_EXCEEDED")
+    assert assert_error(response, 429, "QUOTA_EXCEEDED") == {"topics": ["at most 2"]}
     assert response.headers["Retry-After"].isdigit()
     assert tenant.admin.get("/queues/three").status_code == 404
     assert tenant.admin.delete("/queues/two").status_code == 204
@@ -165,7 +165,7 @@ def test_publish_rate_quota(operator, tenant):
     operator.put(f"/tenants/{tenant.id}", {"quotas": {"publish_rate": 3}})
     too_many = tenant.admin.post("/publish/batch", {"topic": "rated",
                                                     "messages": [{"payload": n} for n in range(4)]})
-    assert_error(too_many, 429, "QUOTA_EXCEEDED")
+    assert list(assert_error(too_many, 429, "QUOTA_EXCEEDED")) == ["publish_rate"]
     assert too_many.headers["Retry-After"] == "1"
     assert tenant.admin.get("/queues/rated").json["stats"]["length"] == 0
     started = time.time()
@@ -213,7 +213,7 @@ def test_subscriptions_quota_limits_subscribing(operator, tenant):
     assert first.status_code == 201, first.json
     second = tenant.admin.post("/subscriptions", {"topic": "subs", "consumer_group": "b",
                                                   "handler_config": hook})
-    assert_error(second, 429, "QUOTA_EXCEEDED")
+    assert list(assert_error(second, 429, "QUOTA_EXCEEDED")) == ["subscriptions"]
     assert len(tenant.admin.get("/subscriptions").json["items"]) == 1
     operator.put(f"/tenants/{tenant.id}", {"quotas": {"subscriptions": 2}})
     again = tenant.admin.post("/subscriptions", {"topic": "subs", "consumer_group": "b",
