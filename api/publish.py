@@ -14,7 +14,7 @@ from api.auth import principal, tenant_access
 from api.fields import Timestamp, iso, strict_int
 from api.publishing import Published, PublishTarget, publish
 from api.queues import find_topic
-from api.quotas import take_publish_rate
+from api.quotas import check_stored_bytes, take_publish_rate
 from api.services import services
 from models import MessageRecord, Topic
 from mq.errors import ValidationError
@@ -98,6 +98,7 @@ def _publish_one(topic_name: str, message: dict[str, Any]) -> Response:
     session = services().db_session()
     topic = _publish_target(topic_name)
     take_publish_rate(topic.tenant_id, 1)
+    check_stored_bytes(topic.tenant_id)
     [result] = publish(session, services().streams, topic, principal(), [message], batch=False)
     topic_name = _original_topic(result.message_id) if result.duplicate else topic.name
     body = {"message_id": result.message_id, "topic": topic_name, "partition": result.partition,
@@ -126,6 +127,7 @@ def _publish_batch(topic_name: str, messages: list[dict[str, Any]]) -> Response:
     session = services().db_session()
     topic = _publish_target(topic_name)
     take_publish_rate(topic.tenant_id, len(messages))
+    check_stored_bytes(topic.tenant_id)
     results = publish(session, services().streams, topic, principal(), messages, batch=True)
     return _json(_batch_answer(results), 200 if all(r.duplicate for r in results) else 201)
 

@@ -1,7 +1,8 @@
 """Tenant quotas: the settings' defaults overridden per tenant by `PUT /tenants/{id}`.
 
 `0` means unlimited. Counting quotas (`topics`, `subscriptions`) are checked against the
-tenant's current count before a create; `publish_rate` (messages per second, across all API
+tenant's current count before a create; `stored_bytes` against the Redis memory of the
+tenant's streams before a publish; `publish_rate` (messages per second, across all API
 processes) is counted in one Redis key per tenant and second. A tenant without limits costs
 nothing: its overrides come from the process cache, and no counter is touched.
 """
@@ -14,7 +15,7 @@ import time
 from sqlalchemy import func, select
 
 from api.services import services
-from models import Subscription, Tenant
+from models import Subscription, Tenant, Topic
 from mq.errors import QuotaExceeded
 from mq.settings import Quotas
 
@@ -71,3 +72,23 @@ def check_subscription_quota(tenant_id: str) -> None:
             select(func.count()).select_from(Subscription)
             .where(Subscription.tenant_id == tenant_id))
         check_count("subscriptions", limit, used or 0)
+
+
+def check_stored_bytes(tenant_id: str) -> None:
+    """Refuse publishing while the tenant's streams hold `stored_bytes` or more (Redis memory
+    of its partition streams; only measured for tenants that have this quota)."""
+    limit = tenant_quotas(tenant_id).stored_bytes
+    if not limit:
+        return
+    svc = services()
+    topics = svc.db_session().execute(
+        select(Topic.id, Topic.partition_count).where(Topic.tenant_id == tenant_id)).all()
+    pipe = svc.redis.pipeline(transaction=False)
+    for topic_id, partition_count in topics:
+        for key in svc.keys.streams(topic_id, partition_count):
+            pipe.memory_usage(key)
+    used = sum(size or 0 for size in pipe.execute())
+    if used >= limit:
+        raise QuotaExceeded(f"the tenant's stored_bytes quota ({limit}) is used up",
+                            {"stored_bytes": [f"at most {limit}"]},
+                            headers={"Retry-After": str(COUNT_RETRY_AFTER_S)})

@@ -233,3 +233,24 @@ def test_without_an_operator_token_configured_operator_calls_are_401(settings):
             assert_error(caller.get("/tenants"), 401, "UNAUTHORIZED")
     finally:
         app.extensions["mq"].database.dispose()
+
+
+def test_stored_bytes_quota_refuses_publishing_until_space_is_freed(operator, tenant):
+    tenant.create_queue("a")
+    tenant.create_queue("b", partition_count=2)
+    operator.put(f"/tenants/{tenant.id}", {"quotas": {"stored_bytes": 30_000}})
+    body = {"payload": "x" * 1000}
+    refused = None
+    for n in range(100):
+        response = tenant.admin.post("/publish", {"topic": "ab"[n % 2], **body})
+        if response.status_code == 429:
+            refused = response
+            break
+        assert response.status_code == 201, response.json
+    assert refused is not None and 5 <= n <= 40, n  # about 30 kB of streams
+    assert list(assert_error(refused, 429, "QUOTA_EXCEEDED")) == ["stored_bytes"]
+    batch = tenant.admin.post("/publish/batch", {"topic": "b", "messages": [body]})
+    assert_error(batch, 429, "QUOTA_EXCEEDED")
+    tenant.admin.post("/queues/a/purge")
+    tenant.admin.post("/queues/b/purge")
+    assert tenant.admin.post("/publish", {"topic": "a", **body}).status_code == 201
