@@ -53,10 +53,16 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
             from models import upgrade
 
             upgrade(settings.database_url)
+            say(f"database {settings.database_url} migrated")
             key = ensure_dev_key(settings)
             return run_processes(settings, environ, banner(settings, key))
     except (KeyboardInterrupt, Stopped):
-        return 130
+        say("stopped")
+        return 0
+
+
+def say(text: str) -> None:
+    print(f"mq dev: {text}", flush=True)
 
 
 def _raise_stopped(_signum: int, _frame: FrameType | None) -> None:
@@ -80,11 +86,12 @@ def embedded_redis(settings: Settings, environ: Mapping[str, str]) -> Iterator[s
             server.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        say(f"embedded Valkey on {server.connection_url}, data in {STATE_DIR / 'valkey'}")
         yield f"{server.connection_url}/0"
     finally:
         with contextlib.suppress(ValkeyServerNotStartedError):
             server.stop(timeout=10)
-            print("embedded Valkey stopped", flush=True)
+            say("embedded Valkey stopped")
 
 
 def dev_settings(settings: Settings, environ: Mapping[str, str], redis_url: str) -> Settings:

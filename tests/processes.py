@@ -144,3 +144,20 @@ def is_running(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def running_in(directory: Path) -> dict[int, str]:
+    """Living processes whose working directory is `directory` or below it."""
+    root = directory.resolve()
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = Path(os.readlink(entry / "cwd"))
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            continue
+        if (cwd == root or root in cwd.parents) and is_running(int(entry.name)):
+            found[int(entry.name)] = command
+    return found

@@ -26,6 +26,7 @@ from tests.processes import (
     free_port,
     is_running,
     mq,
+    running_in,
     wait_until_up,
 )
 
@@ -170,7 +171,7 @@ def start_dev(directory: Path, port: int) -> tuple[Running, str, str]:
     return dev, api, key
 
 
-def stop_dev(dev: Running) -> None:
+def stop_dev(dev: Running, directory: Path) -> None:
     """SIGINT `mq dev` and check that it stopped cleanly and left no process behind."""
     started = descendants(dev.process.pid)
     assert any("valkey-server" in command for command in started.values()), started
@@ -182,7 +183,23 @@ def stop_dev(dev: Running) -> None:
         dev.kill()
     left = {pid: command for pid, command in started.items() if is_running(pid)}
     assert left == {}, f"left running after mq dev stopped: {left}"
+    assert running_in(directory) == {}
     assert "embedded Valkey stopped" in dev.output
+
+
+@pytest.mark.e2e
+def test_dev_stopped_while_starting_leaves_nothing_behind(tmp_path: Path) -> None:
+    dev = Running("dev", env=child_env(PORT=str(free_port())), cwd=tmp_path)
+    try:
+        dev.wait_for_line(r"mq dev: embedded Valkey on redis://127\.0\.0\.1:\d+")
+        assert any("valkey-server" in command
+                   for command in descendants(dev.process.pid).values())
+        dev.process.send_signal(signal.SIGTERM)
+        assert dev.process.wait(timeout=60) == 0, dev.output[-3000:]
+    finally:
+        dev.kill()
+    assert running_in(tmp_path) == {}
+    assert "mq dev: embedded Valkey stopped" in dev.output
 
 
 def wait_for_processes(api: str) -> None:
@@ -227,7 +244,7 @@ def test_dev_runs_everything_on_embedded_defaults_and_stops_cleanly(tmp_path: Pa
     except BaseException:
         dev.kill()
         raise
-    stop_dev(dev)
+    stop_dev(dev, tmp_path)
 
     # A restart keeps the key, the metadata and the stream (Valkey's append-only file).
     dev, api, key_again = start_dev(tmp_path, port)
@@ -243,7 +260,7 @@ def test_dev_runs_everything_on_embedded_defaults_and_stops_cleanly(tmp_path: Pa
     except BaseException:
         dev.kill()
         raise
-    stop_dev(dev)
+    stop_dev(dev, tmp_path)
 
     # The key file is the only copy of the key: without it, the dev tenant gets a new one.
     (tmp_path / ".mq" / "dev-admin-key").unlink()
@@ -257,4 +274,4 @@ def test_dev_runs_everything_on_embedded_defaults_and_stops_cleanly(tmp_path: Pa
     except BaseException:
         dev.kill()
         raise
-    stop_dev(dev)
+    stop_dev(dev, tmp_path)
