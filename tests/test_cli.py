@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import stat
 import time
 import uuid
@@ -200,6 +201,22 @@ def test_dev_stopped_while_starting_leaves_nothing_behind(tmp_path: Path) -> Non
         dev.kill()
     assert running_in(tmp_path) == {}
     assert "mq dev: embedded Valkey stopped" in dev.output
+
+
+@pytest.mark.e2e
+def test_dev_stops_everything_when_a_process_fails(tmp_path: Path) -> None:
+    """The API cannot bind a port that is taken: the others and the server stop with it."""
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        dev = Running("dev", env=child_env(PORT=str(taken.getsockname()[1])), cwd=tmp_path)
+        try:
+            assert dev.process.wait(timeout=120) != 0
+        finally:
+            dev.kill()
+    assert "api stopped" in dev.output
+    assert "mq dev: embedded Valkey stopped" in dev.output
+    assert running_in(tmp_path) == {}
 
 
 def wait_for_processes(api: str) -> None:
