@@ -31,10 +31,10 @@ Command = Callable[[Settings, argparse.Namespace], int]
 APP_TARGET = "api:create_app()"
 
 
-def gunicorn_args(settings: Settings) -> list[str]:
+def gunicorn_args(settings: Settings, host: str = "0.0.0.0") -> list[str]:
     """gunicorn's arguments for the API: the Procfile's `web` line with its variables filled."""
     return [
-        "--bind", f"0.0.0.0:{settings.port}",
+        "--bind", f"{host}:{settings.port}",
         "--workers", str(settings.web_concurrency),
         "--threads", "4",
         "--graceful-timeout", "10",
@@ -42,9 +42,9 @@ def gunicorn_args(settings: Settings) -> list[str]:
     ]
 
 
-def run_api(settings: Settings, _args: argparse.Namespace) -> int:
+def run_api(settings: Settings, args: argparse.Namespace) -> int:
     """Replace this process with gunicorn, so signals and exit codes are gunicorn's own."""
-    argv = [sys.executable, "-m", "gunicorn", *gunicorn_args(settings)]
+    argv = [sys.executable, "-m", "gunicorn", *gunicorn_args(settings, args.host)]
     sys.stdout.flush()
     os.execv(sys.executable, argv)
     return 1  # not reached
@@ -65,7 +65,7 @@ def run_scheduler(settings: Settings, _args: argparse.Namespace) -> int:
 
     configure_logging(settings, "scheduler")
     # APScheduler logs every run of every job at INFO; the jobs run several times a second.
-    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     return run(settings)
 
 
@@ -125,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mq", description="Multi-tenant message queue service")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser("api", help="serve the HTTP API with gunicorn on $PORT"
-                        ).set_defaults(run=run_api)
+    api = commands.add_parser("api", help="serve the HTTP API with gunicorn on $PORT")
+    api.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
+    api.set_defaults(run=run_api)
 
     worker = commands.add_parser("worker", help="deliver messages to subscriptions")
     worker.add_argument("--pools", type=pools, default=["default"],

@@ -35,7 +35,8 @@ DEV_TENANT = "dev"
 #: The dev tenant's admin key: keys are stored hashed, so this file is the only copy.
 KEY_FILE = "dev-admin-key"
 OPERATOR_TOKEN_FILE = "operator-token"
-PROCESSES = ("api", "worker", "scheduler")
+#: The processes and their options; the API listens on loopback only, as a dev server should.
+PROCESSES = {"api": "--host 127.0.0.1", "worker": "", "scheduler": ""}
 READY_TIMEOUT_S = 60.0
 
 
@@ -176,9 +177,9 @@ def run_processes(settings: Settings, environ: Mapping[str, str], ready_banner: 
     env = {**environ, **settings.as_environ(), "PYTHONUNBUFFERED": "1"}
     python = shlex.quote(sys.executable)
     manager = Manager()
-    for name in PROCESSES:
+    for name, options in PROCESSES.items():
         # `exec` so the shell honcho starts is replaced by the process itself.
-        manager.add_process(name, f"exec {python} -m mq.cli {name}", env=env)
+        manager.add_process(name, f"exec {python} -m mq.cli {name} {options}".strip(), env=env)
     health = f"http://127.0.0.1:{settings.port}/api/v1/mq/health"
     threading.Thread(target=_announce_when_ready, args=(health, ready_banner),
                      daemon=True).start()
