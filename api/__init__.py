@@ -70,14 +70,20 @@ def create_app(
 
 
 def _register_blueprints(api: MQApi) -> None:
-    from api import api_keys, messages, monitoring, publish, queues, subscriptions, tenants
-    from api import dead_letters
-    from api import dead_letters
+    from api import (
+        api_keys,
+        dead_letters,
+        messages,
+        monitoring,
+        publish,
+        queues,
+        subscriptions,
+        tenants,
+    )
 
     for module in (tenants, api_keys, queues, publish, messages, subscriptions):
         api.register_blueprint(module.blp, url_prefix=BASE + module.PREFIX)
     api.register_blueprint(monitoring.blp, url_prefix=BASE)
-    api.register_blueprint(dead_letters.blp, url_prefix=BASE + dead_letters.PREFIX)
     api.register_blueprint(dead_letters.blp, url_prefix=BASE + dead_letters.PREFIX)
 
 
