@@ -36,6 +36,7 @@ RESYNC_S = 30.0
 #: How long a stopping worker lets running deliveries finish.
 STOP_TIMEOUT_MS = 30_000
 SWITCH_INTERVAL_S = 0.001
+PREFETCH_PER_THREAD = 8
 
 
 def run(settings: Settings, *, pools: list[str], processes: int, threads: int) -> int:
@@ -71,6 +72,9 @@ def run_process(settings: Settings, *, pools: list[str], threads: int) -> int:
     broker.emit_after("process_boot")
     worker = dramatiq.Worker(broker, queues=set(pools), worker_threads=threads,
                              worker_timeout=1000)
+    # Entries held per pool consumer (read, queued, running or being acked). Dramatiq's
+    # default of 2 per thread left threads idle while the consumer was between round trips.
+    worker.queue_prefetch = threads * PREFETCH_PER_THREAD
     worker.start()
     log.info("worker %s serving %d subscriptions on pools %s with %d threads",
              broker.instance, len(broker.routes), ",".join(pools), threads)

@@ -84,10 +84,10 @@ class RecordWriter:
                 if consumptions:
                     consumptions = self._existing_subscriptions(session, consumptions)
                 if consumptions:
-                    session.execute(insert(ConsumptionRecord), consumptions)
+                    session.execute(insert(ConsumptionRecord.__table__), consumptions)
                     session.execute(_SET_LAST_CONSUMED, _last_consumed(consumptions))
                 if messages:
-                    session.execute(insert(MessageRecord), messages)
+                    session.execute(insert(MessageRecord.__table__), messages)
                 session.commit()
             return []
         except IntegrityError:
