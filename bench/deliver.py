@@ -250,6 +250,9 @@ class CelerySystem:
         return app, noop
 
     def worker(self, invocations: Invocations) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)  # Celery's banner and warnings
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
         self.invocations = invocations
         self.app, self.task = self._build()
         try:
@@ -375,38 +378,28 @@ def latency_row(label: str, latency: dict[str, Any], key: str = "accepted") -> s
             f"p99 {figures['p99']:7.2f} ms")
 
 
-def throughput_row(throughput: dict[str, Any]) -> str:
-    return (f"  {'no-op throughput, one worker process':<44} {throughput['per_s']:8.0f} "
-            f"messages/s ({throughput['delivered']} messages)")
+def throughput_row(results: list[dict[str, Any]]) -> str:
+    rates = [r["per_s"] for r in results]
+    return (f"  {'no-op throughput, one worker process':<44} {statistics.median(rates):8.0f} "
+            f"messages/s median of {len(rates)} rounds "
+            f"({', '.join(f'{r:.0f}' for r in rates)})")
 
 
-def run_mq(database_url: str, args: argparse.Namespace) -> None:
-    system = MQSystem(database_url, args.threads)
-    try:
-        broker_path = measure_latency(lambda: [system.append_one()], 1, system, args.rate,
-                                      args.seconds)
-        full = measure_latency(lambda: system.publish_group(10), 10, system, args.rate,
-                               args.seconds)
-        throughput = measure_throughput(system, args.messages)
-    finally:
-        system.close()
-    print(f"{system.name}  (latency: publish accepted -> handler invoked)")
-    print(latency_row("XADD accepted (the broker step of a publish)", broker_path))
-    print(latency_row("API publish flow, batches of 10 every 10 ms", full))
-    print(latency_row("  same, measured from the publish call start", full, "begun"))
-    print(throughput_row(throughput))
-
-
-def run_peer(system: Any, args: argparse.Namespace) -> None:
-    try:
-        latency = measure_latency(lambda: [system.publish_one()], 1, system, args.rate,
+def latencies_mq(system: MQSystem, args: argparse.Namespace) -> list[str]:
+    broker_path = measure_latency(lambda: [system.append_one()], 1, system, args.rate,
                                   args.seconds)
-        throughput = measure_throughput(system, args.messages)
-    finally:
-        system.close()
-    print(f"{system.name}")
-    print(latency_row("send() accepted", latency))
-    print(throughput_row(throughput))
+    full = measure_latency(lambda: system.publish_group(10), 10, system, args.rate,
+                           args.seconds)
+    return [f"{system.name}  (latency: publish accepted -> handler invoked)",
+            latency_row("XADD accepted (the broker step of a publish)", broker_path),
+            latency_row("API publish flow, batches of 10 every 10 ms", full),
+            latency_row("  same, measured from the publish call start", full, "begun")]
+
+
+def latencies_peer(system: Any, args: argparse.Namespace) -> list[str]:
+    latency = measure_latency(lambda: [system.publish_one()], 1, system, args.rate,
+                              args.seconds)
+    return [system.name, latency_row("send() accepted", latency)]
 
 
 def main() -> None:
@@ -414,19 +407,38 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="throughput rounds, interleaved between the systems")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--only", choices=("mq", "dramatiq", "celery"), action="append")
     args = parser.parse_args()
-    only = set(args.only or ("mq", "dramatiq", "celery"))
-    print(f"delivery bench: {args.rate} messages/s for {args.seconds:g}s, throughput over "
-          f"{args.messages} messages, {args.threads} worker threads, {os.cpu_count()} CPUs")
+    only = args.only or ["mq", "dramatiq", "celery"]
+    print(f"delivery bench: {args.rate} messages/s for {args.seconds:g}s; throughput over "
+          f"{args.messages} messages x {args.rounds} rounds; {args.threads} worker threads; "
+          f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}")
     with bench_database() as database_url:
-        if "mq" in only:
-            run_mq(database_url, args)
-        if "dramatiq" in only:
-            run_peer(DramatiqSystem(args.threads), args)
-        if "celery" in only:
-            run_peer(CelerySystem(args.threads), args)
+        systems: dict[str, Any] = {}
+        try:
+            if "mq" in only:
+                systems["mq"] = MQSystem(database_url, args.threads)
+            if "dramatiq" in only:
+                systems["dramatiq"] = DramatiqSystem(args.threads)
+            if "celery" in only:
+                systems["celery"] = CelerySystem(args.threads)
+            lines = {key: (latencies_mq(system, args) if key == "mq"
+                           else latencies_peer(system, args))
+                     for key, system in systems.items()}
+            rounds: dict[str, list[dict[str, Any]]] = {key: [] for key in systems}
+            for _ in range(args.rounds):
+                for key, system in systems.items():
+                    rounds[key].append(measure_throughput(system, args.messages))
+        finally:
+            for system in systems.values():
+                system.close()
+    print()
+    for key in systems:
+        print("\n".join(lines[key]))
+        print(throughput_row(rounds[key]))
 
 
 if __name__ == "__main__":
