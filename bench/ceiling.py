@@ -22,7 +22,7 @@ def create_app() -> Flask:
     app = Flask("ceiling")
     # A benchmark fixture, not service code: it reads its two URLs straight from the
     # environment that bench/publish.py sets.
-    pool = psycopg2.pool.SimpleConnectionPool(1, 4, os.environ["DATABASE_URL"])
+    pool = psycopg2.pool.ThreadedConnectionPool(1, 8, os.environ["DATABASE_URL"])
     redis = Redis.from_url(os.environ["REDIS_URL"])
     stream = os.environ.get("CEILING_STREAM", "bench:ceiling")
 
