@@ -77,11 +77,12 @@ def _register_blueprints(api: MQApi) -> None:
         monitoring,
         publish,
         queues,
+        scheduling,
         subscriptions,
         tenants,
     )
 
-    for module in (tenants, api_keys, queues, publish, messages, subscriptions):
+    for module in (tenants, api_keys, queues, publish, scheduling, messages, subscriptions):
         api.register_blueprint(module.blp, url_prefix=BASE + module.PREFIX)
     api.register_blueprint(monitoring.blp, url_prefix=BASE)
     api.register_blueprint(dead_letters.blp, url_prefix=BASE + dead_letters.PREFIX)

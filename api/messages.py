@@ -11,7 +11,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.auth import principal, tenant_access
+from api.delayed import cancel
 from api.fields import Timestamp
+from api.scheduling import delay_set
 from api.services import services
 from models import ConsumptionRecord, MessageRecord, Subscription, Topic
 from mq.errors import MessageNotFound
@@ -83,6 +85,14 @@ class MessageById(MethodView):
             "trace_id": record.trace_id,
             "deliveries": _deliveries(session, record),
         }
+
+    @tenant_access("admin", "producer")
+    @blp.response(204)
+    @blp.doc(security=[{"bearer": []}])
+    def delete(self, message_id: str) -> None:
+        """Cancel a scheduled message (`409 CONFLICT` once it was released)."""
+        session = services().db_session()
+        cancel(session, delay_set(), find_message(session, principal().tenant_id, message_id))
 
 
 def _deliveries(session: Session, record: MessageRecord) -> list[dict[str, Any]]:

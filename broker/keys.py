@@ -10,15 +10,23 @@ partitions of one topic carry different tags so they spread across slots.
   one group named after the pool.
 - `{ns}:due:{<pool>}` sorted set (score = due time in ms) and `{ns}:due:{<pool>}:m` hash
   (id -> encoded message): retries waiting for their backoff.
-- `{ns}:delay:{<shard>}` sorted set and `{ns}:delay:{<shard>}:m` hash: delayed and
-  scheduled publishes waiting to be released.
+- `{ns}:delay:{<shard>}` sorted set (member = message record id, score = due time in ms) and
+  `{ns}:delay:{<shard>}:m` hash (record id -> stream key and entry): delayed and scheduled
+  publishes waiting to be released (`broker/delays.py`).
+- `{ns}:delay:{<shard>}:w` stream: wake-ups for the releaser when an earlier message is parked.
+- `{ns}:delay:{<shard>}:r` sorted set (record id -> release time in ms) and
+  `{ns}:delay:{<shard>}:o` hash (record id -> stream offset): recently released messages.
 - `{ns}:dlq:{<subscription_id>}` stream: a subscription's dead letters (listing, redrive).
 - `{ns}:stats:{<subscription_id>}` hash: a subscription's delivery counters (`delivered`,
   `failed`, `filtered`, `dead_lettered`), kept by the workers.
+- `{ns}:win:{<topic or subscription id>}` hash: a ring of per-second slots with recent publish
+  (topics) or delivery (subscriptions) counts, read by the metrics API (`broker/rates.py`).
+- `{ns}:lat:{<subscription_id>}` list: recent delivery latencies (`"<ms>:<latency ms>"`).
 - `{ns}:control` stream: control plane (subscription and topic changes) read by workers.
 - `{ns}:procs` hash: process id -> JSON heartbeat of workers and schedulers.
 - `{ns}:epoch` string: a counter the API increments when a cached key or topic changes.
-- `{ns}:lock:<name>` string: leader and job locks, with expiry.
+- `{ns}:lock:<name>` string: leader and job locks, with expiry (`cron:<schedule id>:<run ms>`
+  claims one run of a recurring schedule).
 - `{ns}:rate:{<tenant_id>}:<second>` string: a tenant's publish count in one second.
 
 Consumer group names are `<tenant_id>:<consumer_group>`: the subscribing tenant's id keeps
@@ -57,11 +65,26 @@ class Keys:
     def delayed_payloads(self, shard: int = 0) -> str:
         return f"{self.ns}:delay:{{{shard}}}:m"
 
+    def delay_wake(self, shard: int = 0) -> str:
+        return f"{self.ns}:delay:{{{shard}}}:w"
+
+    def delay_released(self, shard: int = 0) -> str:
+        return f"{self.ns}:delay:{{{shard}}}:r"
+
+    def delay_offsets(self, shard: int = 0) -> str:
+        return f"{self.ns}:delay:{{{shard}}}:o"
+
     def dead_letters(self, subscription_id: str) -> str:
         return f"{self.ns}:dlq:{{{subscription_id}}}"
 
     def subscription_counters(self, subscription_id: str) -> str:
         return f"{self.ns}:stats:{{{subscription_id}}}"
+
+    def rate_window(self, owner_id: str) -> str:
+        return f"{self.ns}:win:{{{owner_id}}}"
+
+    def latencies(self, subscription_id: str) -> str:
+        return f"{self.ns}:lat:{{{subscription_id}}}"
 
     @property
     def control(self) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -23,6 +24,7 @@ from broker.keys import Keys
 from broker.redis_streams import release_due_retries
 from broker.scripts import Scripts
 from mq.settings import Settings
+from scheduler.delayed import REBUILD_S, DelayedJobs
 from scheduler.janitor import reap_consumers
 
 log = logging.getLogger(__name__)
@@ -70,9 +72,15 @@ def run(settings: Settings) -> int:
     scheduler.add_job(jobs.release_retries, "interval", seconds=RELEASE_S, id="release-retries")
     scheduler.add_job(jobs.beat, "interval", seconds=HEARTBEAT_S, id="heartbeat")
     scheduler.add_job(jobs.reap, "interval", seconds=REAP_S, id="reap-consumers")
+    delayed = DelayedJobs(settings, stop)
+    delayed.start()
+    scheduler.add_job(delayed.rebuild, "interval", seconds=REBUILD_S, id="rebuild-delay-set",
+                      next_run_time=datetime.now(UTC))
+    scheduler.add_job(delayed.fire_schedules, "interval", seconds=0.2, id="recurring-schedules")
     scheduler.start()
     log.info("scheduler started")
     stop.wait()
     scheduler.shutdown(wait=True)
+    delayed.close()
     jobs.heartbeat.stop()
     return 0

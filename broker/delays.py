@@ -1,0 +1,163 @@
+"""The delay set: delayed and scheduled publishes waiting in Redis until they are due.
+
+A waiting message is a member of the sorted set `keys.delayed()` (member = its record id,
+score = due time in ms) with its stream key and encoded entry in the hash
+`keys.delayed_payloads()`. Every step is one Lua script, so it cannot be split:
+
+- `park` adds a message and, when it is due before everything else waiting, appends to the
+  wake-up stream `keys.delay_wake()` so that a releaser sleeping until the old earliest time
+  wakes up now;
+- `release` moves every due message into its partition stream and remembers the offset in
+  the released markers (`keys.delay_released()` + `keys.delay_offsets()`), which lets the
+  scheduler finish the database update after a crash and keeps the rebuild from parking a
+  released message again (markers are trimmed after `MARKER_TTL_MS`);
+- `cancel` removes a waiting message; it fails once the message was released.
+Times come from the Redis server clock (`TIME`). The scripts touch keys of different hash
+tags (the delay keys and the partition streams) and so assume a single Redis primary, as the
+other broker scripts do.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from broker.connection import RedisClient
+from broker.envelope import Envelope
+from broker.keys import Keys
+
+RELEASE_BATCH = 500
+MARKER_TTL_MS = 3_600_000
+WAKE_CAP = 1000
+
+#: KEYS due set, payload hash, wake stream, released markers; ARGV member, due ms, data,
+#: wake cap. A member already released is not parked again (returns -1).
+_PARK = """
+if redis.call('ZSCORE', KEYS[4], ARGV[1]) then return -1 end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+if not first[2] or tonumber(ARGV[2]) < tonumber(first[2]) then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'w', ARGV[2])
+end
+return 1
+"""
+
+#: KEYS due set, payload hash, released markers, released offsets; ARGV batch size, stream
+#: cap, marker ttl. Returns {now ms, next due ms or -1, member, offset, member, offset, ...}.
+_RELEASE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ids = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[1]))
+local out = {now, -1}
+for _, id in ipairs(ids) do
+  local raw = redis.call('HGET', KEYS[2], id)
+  if raw then
+    local data = cjson.decode(raw)
+    local offset = redis.call('XADD', data['s'], 'MAXLEN', '~', ARGV[2], '*', 'm', data['m'])
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('ZADD', KEYS[3], now, id)
+    redis.call('HSET', KEYS[4], id, offset)
+    out[#out + 1] = id
+    out[#out + 1] = offset
+  end
+  redis.call('ZREM', KEYS[1], id)
+end
+local cutoff = now - tonumber(ARGV[3])
+local old = redis.call('ZRANGE', KEYS[3], '-inf', cutoff, 'BYSCORE', 'LIMIT', 0, 100)
+for _, id in ipairs(old) do
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('HDEL', KEYS[4], id)
+end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if first[2] then out[2] = tonumber(first[2]) end
+return out
+"""
+
+#: KEYS due set, payload hash; ARGV member. 1 if it was waiting (now removed), else 0.
+_CANCEL = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Released:
+    """One pass of the releaser: what moved, the server time, the next due time."""
+
+    now_ms: int
+    next_due_ms: int | None
+    offsets: dict[str, str]
+
+
+class DelaySet:
+    """Park, release and cancel delayed messages (see the module docstring)."""
+
+    def __init__(self, redis: RedisClient, keys: Keys, *, stream_cap: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.stream_cap = stream_cap
+        self._park = redis.register_script(_PARK)
+        self._release = redis.register_script(_RELEASE)
+        self._cancel = redis.register_script(_CANCEL)
+
+    def park(self, record_id: str, due_ms: int, topic_id: str, partition: int,
+             envelope: Envelope) -> bool:
+        """Wait `record_id` until `due_ms`; False if it was released already."""
+        data = json.dumps({"s": self.keys.stream(topic_id, partition),
+                           "m": envelope.encode()["m"]}, separators=(",", ":"))
+        return int(self._park(
+            keys=[self.keys.delayed(), self.keys.delayed_payloads(), self.keys.delay_wake(),
+                  self.keys.delay_released()],
+            args=[record_id, due_ms, data, WAKE_CAP])) == 1
+
+    def release(self) -> Released:
+        """Move every due message to its stream (in batches); see the module docstring."""
+        offsets: dict[str, str] = {}
+        while True:
+            reply: list[Any] = self._release(
+                keys=[self.keys.delayed(), self.keys.delayed_payloads(),
+                      self.keys.delay_released(), self.keys.delay_offsets()],
+                args=[RELEASE_BATCH, self.stream_cap, MARKER_TTL_MS])
+            pairs = reply[2:]
+            offsets.update(zip(pairs[::2], pairs[1::2], strict=True))
+            if len(pairs) // 2 < RELEASE_BATCH:
+                next_due = int(reply[1])
+                return Released(int(reply[0]), None if next_due < 0 else next_due, offsets)
+
+    def cancel(self, record_id: str) -> bool:
+        """Remove a waiting message; False if it is not waiting (released, or never parked)."""
+        return int(self._cancel(keys=[self.keys.delayed(), self.keys.delayed_payloads()],
+                                args=[record_id])) == 1
+
+    def waiting(self, record_ids: list[str]) -> set[str]:
+        """Which of `record_ids` are in the delay set."""
+        if not record_ids:
+            return set()
+        scores = self.redis.zmscore(self.keys.delayed(), record_ids)
+        return {rid for rid, score in zip(record_ids, scores, strict=True) if score is not None}
+
+    def released_offsets(self, record_ids: list[str]) -> dict[str, str]:
+        """Offsets of those of `record_ids` released within the marker lifetime."""
+        if not record_ids:
+            return {}
+        found = self.redis.hmget(self.keys.delay_offsets(), record_ids)
+        return {rid: off for rid, off in zip(record_ids, found, strict=True) if off}
+
+    def wait(self, last_id: str, block_ms: int) -> str:
+        """Block up to `block_ms` for a wake-up; returns the last wake-up id seen."""
+        reply = self.redis.xread({self.keys.delay_wake(): last_id}, count=100,
+                                 block=max(1, block_ms))
+        for _key, entries in reply or ():
+            if entries:
+                last_id = entries[-1][0]
+        return last_id
+
+    def wake_tip(self) -> str:
+        """The id to wait from: the wake-up stream's last entry (or `0-0`)."""
+        last = self.redis.xrevrange(self.keys.delay_wake(), count=1)
+        return last[0][0] if last else "0-0"

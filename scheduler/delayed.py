@@ -1,0 +1,194 @@
+"""Releasing delayed messages, and rebuilding the delay set from the database.
+
+The releaser is a thread of its own rather than an interval job: a fixed tick would make every
+message up to a tick late. It runs the atomic release script (`broker.delays`), which also
+answers the earliest due time still waiting, then sleeps until exactly that time on the
+wake-up stream, which the API appends to when it parks a message due earlier than everything
+else. Two schedulers may both run it: the script moves each message once.
+
+After the move the releaser marks the records `published` with their offsets. A crash between
+the two leaves a `scheduled` record whose message is in the stream; the release markers
+(kept an hour) let the rebuild finish the update instead of parking the message again. Only
+if Redis loses the markers too would the rebuild publish such a message a second time
+(at-least-once, never lost).
+
+The rebuild (at start and every `REBUILD_S`, under a Redis lock with expiry so that one
+scheduler does it at a time) parks again every `scheduled` record that is neither waiting nor
+released: the database is the source of truth, and Redis may lose the set.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+
+from redis.exceptions import RedisError
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from broker.connection import RedisClient, connect
+from broker.delays import DelaySet
+from broker.envelope import Envelope
+from broker.keys import Keys
+from models import Database, MessageRecord
+from models.base import utcnow
+from mq.settings import Settings
+from scheduler.recurring import Recurring
+
+log = logging.getLogger(__name__)
+
+MAX_SLEEP_MS = 1000
+REBUILD_S = 30.0
+REBUILD_LOCK_MS = 60_000
+REBUILD_PAGE = 1000
+
+
+def mark_published(database: Database, offsets: dict[str, str]) -> None:
+    """Records released into the stream become `published` with their offsets."""
+    if not offsets:
+        return
+    records = MessageRecord.__table__
+    with database.session() as session:
+        session.execute(
+            update(records)
+            .where(records.c.id == bindparam("record_id"), records.c.status == "scheduled")
+            .values(status="published", offset_value=bindparam("offset"),
+                    published_at=bindparam("at")),
+            [{"record_id": rid, "offset": off, "at": utcnow()} for rid, off in offsets.items()],
+        )
+        session.commit()
+
+
+class Releaser(threading.Thread):
+    """Releases due messages at their due time (see the module docstring)."""
+
+    def __init__(self, settings: Settings, database: Database, stop: threading.Event) -> None:
+        super().__init__(name="delay-releaser", daemon=True)
+        self.redis = connect(settings, max_connections=2)
+        self.delays = DelaySet(self.redis, Keys(settings.redis_namespace),
+                               stream_cap=settings.stream_max_len)
+        self.database = database
+        self.stop = stop
+
+    def run(self) -> None:
+        last_wake = "0-0"
+        while not self.stop.is_set():
+            try:
+                last_wake = self.delays.wake_tip() if last_wake == "0-0" else last_wake
+                sleep_ms = self.release_once()
+                if sleep_ms > 0:
+                    last_wake = self.delays.wait(last_wake, sleep_ms)
+            except (RedisError, SQLAlchemyError, OSError):
+                log.exception("releasing delayed messages failed; retrying in 1 s")
+                self.stop.wait(1.0)
+
+    def release_once(self) -> int:
+        """Release what is due; returns how long to sleep (ms) until the next due time."""
+        released = self.delays.release()
+        if released.offsets:
+            log.debug("released %d delayed messages", len(released.offsets))
+            mark_published(self.database, released.offsets)
+        if released.next_due_ms is None:
+            return MAX_SLEEP_MS
+        return min(MAX_SLEEP_MS, max(0, released.next_due_ms - released.now_ms))
+
+
+class Rebuilder:
+    """Parks `scheduled` records that Redis does not hold (see the module docstring)."""
+
+    def __init__(self, redis: RedisClient, keys: Keys, database: Database, delays: DelaySet
+                 ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.database = database
+        self.delays = delays
+
+    def rebuild(self) -> int:
+        """One pass under the rebuild lock; returns how many messages were parked again."""
+        lock = self.keys.lock("delay-rebuild")
+        if not self.redis.set(lock, "1", nx=True, px=REBUILD_LOCK_MS):
+            return 0
+        try:
+            return sum(self._rebuild_page(page) for page in self._scheduled_pages())
+        finally:
+            self.redis.delete(lock)
+
+    def _scheduled_pages(self) -> Iterable[list[MessageRecord]]:
+        after = ""
+        while True:
+            with self.database.session() as session:
+                page = list(session.scalars(
+                    select(MessageRecord)
+                    .where(MessageRecord.status == "scheduled", MessageRecord.id > after)
+                    .order_by(MessageRecord.id).limit(REBUILD_PAGE)))
+                session.expunge_all()
+            if not page:
+                return
+            yield page
+            after = page[-1].id
+
+    def _rebuild_page(self, records: list[MessageRecord]) -> int:
+        ids = [r.id for r in records]
+        waiting = self.delays.waiting(ids)
+        released = self.delays.released_offsets([i for i in ids if i not in waiting])
+        mark_published(self.database, released)
+        parked = [r for r in records if r.id not in waiting and r.id not in released
+                  and self.delays.park(r.id, _due_ms(r), r.topic_id, r.partition_id,
+                                       _envelope(r))]
+        self._unpark_cancelled([r.id for r in parked])
+        if parked:
+            log.info("parked %d scheduled messages the delay set had lost", len(parked))
+        return len(parked)
+
+    def _unpark_cancelled(self, record_ids: list[str]) -> None:
+        """A message cancelled while it was being parked again must not be released."""
+        if not record_ids:
+            return
+        with self.database.session() as session:
+            gone = set(record_ids) - set(session.scalars(select(MessageRecord.id).where(
+                MessageRecord.id.in_(record_ids), MessageRecord.status == "scheduled")))
+        for record_id in gone:
+            self.delays.cancel(record_id)
+
+
+def _due_ms(record: MessageRecord) -> int:
+    due = record.scheduled_at or record.published_at
+    return int(due.timestamp() * 1000)
+
+
+def _envelope(record: MessageRecord) -> Envelope:
+    """The stream entry of a record, as the API built it when it was published."""
+    expires = record.expires_at
+    return Envelope(
+        message_id=record.message_id, payload=record.payload, published_ms=_due_ms(record),
+        key=record.message_key, headers=record.headers or {},
+        correlation_id=record.correlation_id, trace_id=record.trace_id,
+        content_type=record.content_type,
+        expires_ms=int(expires.timestamp() * 1000) if expires else None)
+
+
+class DelayedJobs:
+    """The releaser thread, the rebuild job and the recurring schedules of one scheduler."""
+
+    def __init__(self, settings: Settings, stop: threading.Event) -> None:
+        self.database = Database(settings.database_url, pool_size=2)
+        self.redis = connect(settings, max_connections=4)
+        keys = Keys(settings.redis_namespace)
+        delays = DelaySet(self.redis, keys, stream_cap=settings.stream_max_len)
+        self.releaser = Releaser(settings, self.database, stop)
+        self.rebuilder = Rebuilder(self.redis, keys, self.database, delays)
+        self.recurring = Recurring(self.redis, keys, self.database, delays)
+
+    def start(self) -> None:
+        self.releaser.start()
+
+    def rebuild(self) -> None:
+        self.rebuilder.rebuild()
+
+    def fire_schedules(self) -> None:
+        self.recurring.fire_due()
+
+    def close(self) -> None:
+        self.releaser.join(timeout=5)
+        self.database.dispose()
