@@ -61,6 +61,8 @@ def create_app(
         "bearer", {"type": "http", "scheme": "bearer", "description": "API key or operator token"}
     )
     _register_blueprints(api)
+    from api.metrics import install as install_metrics  # after the blueprints it depends on
+    install_metrics(app)
     register_error_handlers(app)
     app.before_request(_start_request)
     app.before_request(check_request_body)
@@ -74,6 +76,7 @@ def _register_blueprints(api: MQApi) -> None:
         api_keys,
         dead_letters,
         messages,
+        metrics,
         monitoring,
         publish,
         queues,
@@ -85,6 +88,7 @@ def _register_blueprints(api: MQApi) -> None:
     for module in (tenants, api_keys, queues, publish, scheduling, messages, subscriptions):
         api.register_blueprint(module.blp, url_prefix=BASE + module.PREFIX)
     api.register_blueprint(monitoring.blp, url_prefix=BASE)
+    api.register_blueprint(metrics.blp, url_prefix=BASE + metrics.PREFIX)
     api.register_blueprint(dead_letters.blp, url_prefix=BASE + dead_letters.PREFIX)
 
 

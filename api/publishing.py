@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
+from api.metrics import record_published
 from broker.envelope import Envelope
 from broker.streams import TopicStreams
 from models import MessageRecord, Topic
@@ -124,6 +125,8 @@ def publish(
             stored.setdefault(item.message_id, item)
     if stored:
         known.update(_store_and_append(session, streams, topic, list(stored.values())))
+        record_published(topic.id, topic.name, topic.tenant_id,
+                         [item.row["payload_size"] for item in stored.values()])
     # A message is new only if this request stored it: a concurrent request that stored the
     # same id first makes it a duplicate here too (`_store_and_append` answers those so).
     return [replace(known[p.message_id],
