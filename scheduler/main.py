@@ -26,6 +26,7 @@ from broker.scripts import Scripts
 from mq.settings import Settings
 from scheduler.delayed import REBUILD_S, DelayedJobs
 from scheduler.janitor import reap_consumers
+from scheduler.metrics import GaugeExporter
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def run(settings: Settings) -> int:
     scheduler.add_job(jobs.release_retries, "interval", seconds=RELEASE_S, id="release-retries")
     scheduler.add_job(jobs.beat, "interval", seconds=HEARTBEAT_S, id="heartbeat")
     scheduler.add_job(jobs.reap, "interval", seconds=REAP_S, id="reap-consumers")
+    GaugeExporter(settings, jobs.redis, jobs.keys).schedule(scheduler)
     delayed = DelayedJobs(settings, stop)
     delayed.start()
     scheduler.add_job(delayed.rebuild, "interval", seconds=REBUILD_S, id="rebuild-delay-set",

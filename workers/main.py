@@ -26,6 +26,7 @@ from handlers.registry import HandlerRegistry
 from models import Database
 from mq.settings import Settings
 from workers.delivery import DeliveryMiddleware, declare_actor
+from workers.metrics import WorkerMetrics
 from workers.records import RecordWriter
 from workers.registry import SubscriptionRegistry
 
@@ -64,6 +65,7 @@ def run_process(settings: Settings, *, pools: list[str], threads: int) -> int:
     handlers = HandlerRegistry(settings)
     delivery = DeliveryMiddleware(broker, records, handlers)
     broker.add_middleware(delivery)
+    broker.add_middleware(WorkerMetrics(broker, settings))
     declare_actor(broker, delivery)
     for pool in pools:
         broker.declare_queue(pool)

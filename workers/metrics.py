@@ -1,0 +1,145 @@
+"""Worker metrics: Prometheus counters and histograms, recent rates for the metrics API, and
+one structured log line per failed or dead-lettered delivery.
+
+A dramatiq middleware that only looks at what the delivery middleware left on the message
+(`outcome`, `attempt_info`) after the ack or nack. Latency is publish accepted -> handler
+finished: the stream entry id's timestamp (set by Redis when the API appended the message, or
+when the scheduler released a delayed one) to the moment the ack is queued. Redis-side tallies
+are flushed by a background thread about once a second, never per delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import dramatiq
+from dramatiq import Middleware
+
+from broker.delivery import entry_ms
+from broker.envelope import FIELD, Envelope
+from broker.rates import LATENCY_SAMPLES, Rates, Tally
+from broker.redis_streams import RedisStreamsBroker, StreamProxy
+from mq import metrics
+from mq.settings import Settings
+
+log = logging.getLogger("workers.deliveries")
+
+FLUSH_S = 1.0
+#: Delivery outcome (see `StreamProxy.outcome`) -> `mq_messages_total` status.
+STATUS_OF_OUTCOME = {"success": "consumed", "failed": "failed", "filtered": "filtered"}
+
+
+class WorkerMetrics(Middleware):
+    """See the module docstring."""
+
+    def __init__(self, broker: RedisStreamsBroker, settings: Settings) -> None:
+        self.broker = broker
+        self.settings = settings
+        self.rates = Rates(broker.client, broker.keys)
+        self.lock = threading.Lock()
+        self.tallies: dict[str, Tally] = {}
+        self.stop = threading.Event()
+        self.flusher: threading.Thread | None = None
+        self.port: int | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        if self.settings.metrics_enabled:
+            self.port = metrics.serve(self.settings.prometheus_port)
+        self.flusher = threading.Thread(target=self._flush_loop, name="metrics-flush",
+                                        daemon=True)
+        self.flusher.start()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self.stop.set()
+        if self.flusher is not None:
+            self.flusher.join(5)
+        self.flush()
+
+    # -- outcomes ------------------------------------------------------------------------------
+    def after_ack(self, broker: dramatiq.Broker, message: Any) -> None:
+        proxy: StreamProxy = message
+        status = STATUS_OF_OUTCOME.get(proxy.outcome or "")
+        if status is not None:
+            self._count(proxy, status)
+
+    def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
+        proxy: StreamProxy = message
+        if proxy.dead_letter is None:
+            return
+        if proxy.outcome == "failed":  # the last attempt failed, then it was dead-lettered
+            self._count(proxy, "failed", log_it=False)
+        self._count(proxy, "dead_letter")
+
+    def _count(self, proxy: StreamProxy, status: str, *, log_it: bool = True) -> None:
+        route = self.broker.route(proxy.subscription_id)
+        if route is None:
+            return
+        handler_type = str(route.handler_config.get("type", "unknown"))
+        metrics.MESSAGES.labels(route.topic_name, handler_type, status, route.tenant_id).inc()
+        info = proxy.attempt_info
+        now = time.time()
+        if status in ("consumed", "failed"):
+            if info.get("processing_time_ms") is not None:
+                metrics.HANDLER_DURATION.labels(route.topic_name, handler_type).observe(
+                    info["processing_time_ms"] / 1000)
+            metrics.DELIVERY_ATTEMPTS.labels(route.topic_name, handler_type).observe(
+                int(info.get("attempt", 1)))
+        latency_ms = None
+        if status == "consumed":
+            latency_ms = max(0.0, now * 1000 - entry_ms(proxy.args[2]))
+            metrics.MESSAGE_LATENCY.labels(route.topic_name, handler_type).observe(
+                latency_ms / 1000)
+        if status in ("consumed", "failed"):
+            self._tally(proxy.subscription_id, now, ok=status == "consumed", latency_ms=latency_ms)
+        if log_it and status in ("failed", "dead_letter"):
+            self._log(proxy, route.topic_name, status)
+
+    def _tally(self, subscription_id: str, now: float, *, ok: bool,
+               latency_ms: float | None) -> None:
+        with self.lock:
+            tally = self.tallies.setdefault(subscription_id, Tally())
+            tally.add(int(now), ok=int(ok), failed=int(not ok))
+            if latency_ms is not None:
+                tally.latencies.append(f"{int(now * 1000)}:{latency_ms:.1f}")
+
+    def _log(self, proxy: StreamProxy, topic: str, status: str) -> None:
+        envelope = Envelope.decode({FIELD: proxy.args[3]})
+        context = {"message_id": envelope.message_id, "topic": topic,
+                   "subscription_id": proxy.subscription_id,
+                   "attempt": proxy.attempt_info.get("attempt"), "trace_id": envelope.trace_id}
+        if status == "dead_letter":
+            reason = (proxy.dead_letter or {}).get("entry", {}).get("failure_reason")
+            log.warning("delivery dead-lettered (%s): %s", reason, proxy.error_message,
+                        extra=context)
+        else:
+            log.warning("delivery failed, will retry: %s", proxy.error_message, extra=context)
+
+    # -- flushing ------------------------------------------------------------------------------
+    def _flush_loop(self) -> None:
+        while not self.stop.wait(FLUSH_S):
+            try:
+                self.flush()
+            except Exception:
+                log.exception("could not flush delivery rates; retrying")
+
+    def flush(self) -> None:
+        with self.lock:
+            tallies, self.tallies = self.tallies, {}
+        try:
+            self.rates.record_deliveries(tallies)
+        except Exception:
+            with self.lock:  # kept for the next flush
+                for sid, tally in tallies.items():
+                    self._merge(sid, tally)
+            raise
+
+    def _merge(self, subscription_id: str, tally: Tally) -> None:
+        current = self.tallies.setdefault(subscription_id, Tally())
+        for second, (ok, failed) in tally.per_second.items():
+            current.add(second, ok=ok, failed=failed)
+        current.latencies[:0] = tally.latencies
+        del current.latencies[:-LATENCY_SAMPLES]
