@@ -29,17 +29,19 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from broker.connection import RedisClient, connect
 from broker.delays import DelaySet
-from broker.envelope import Envelope
 from broker.keys import Keys
 from models import Database, MessageRecord
 from models.base import utcnow
 from mq.settings import Settings
+from scheduler.housekeeping import Housekeeping
+from scheduler.records import due_ms, record_envelope
 from scheduler.recurring import Recurring
 
 log = logging.getLogger(__name__)
 
 MAX_SLEEP_MS = 1000
 REBUILD_S = 30.0
+HOUSEKEEPING_S = 60.0
 REBUILD_LOCK_MS = 60_000
 REBUILD_PAGE = 1000
 
@@ -134,8 +136,8 @@ class Rebuilder:
         released = self.delays.released_offsets([i for i in ids if i not in waiting])
         mark_published(self.database, released)
         parked = [r for r in records if r.id not in waiting and r.id not in released
-                  and self.delays.park(r.id, _due_ms(r), r.topic_id, r.partition_id,
-                                       _envelope(r))]
+                  and self.delays.park(r.id, due_ms(r), r.topic_id, r.partition_id,
+                                       record_envelope(r))]
         self._unpark_cancelled([r.id for r in parked])
         if parked:
             log.info("parked %d scheduled messages the delay set had lost", len(parked))
@@ -152,22 +154,6 @@ class Rebuilder:
             self.delays.cancel(record_id)
 
 
-def _due_ms(record: MessageRecord) -> int:
-    due = record.scheduled_at or record.published_at
-    return int(due.timestamp() * 1000)
-
-
-def _envelope(record: MessageRecord) -> Envelope:
-    """The stream entry of a record, as the API built it when it was published."""
-    expires = record.expires_at
-    return Envelope(
-        message_id=record.message_id, payload=record.payload, published_ms=_due_ms(record),
-        key=record.message_key, headers=record.headers or {},
-        correlation_id=record.correlation_id, trace_id=record.trace_id,
-        content_type=record.content_type,
-        expires_ms=int(expires.timestamp() * 1000) if expires else None)
-
-
 class DelayedJobs:
     """The releaser thread, the rebuild job and the recurring schedules of one scheduler."""
 
@@ -179,6 +165,8 @@ class DelayedJobs:
         self.releaser = Releaser(settings, self.database, stop)
         self.rebuilder = Rebuilder(self.redis, keys, self.database, delays)
         self.recurring = Recurring(self.redis, keys, self.database, delays)
+        self.housekeeping = Housekeeping(self.redis, keys, self.database,
+                                         stream_cap=settings.stream_max_len)
 
     def start(self) -> None:
         self.releaser.start()
@@ -188,6 +176,12 @@ class DelayedJobs:
 
     def fire_schedules(self) -> None:
         self.recurring.fire_due()
+
+    def trim_retention(self) -> None:
+        self.housekeeping.trim_retention()
+
+    def sweep_outbox(self) -> None:
+        self.housekeeping.sweep_outbox()
 
     def close(self) -> None:
         self.releaser.join(timeout=5)

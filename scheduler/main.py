@@ -24,7 +24,7 @@ from broker.keys import Keys
 from broker.redis_streams import release_due_retries
 from broker.scripts import Scripts
 from mq.settings import Settings
-from scheduler.delayed import REBUILD_S, DelayedJobs
+from scheduler.delayed import HOUSEKEEPING_S, REBUILD_S, DelayedJobs
 from scheduler.janitor import reap_consumers
 from scheduler.metrics import GaugeExporter
 
@@ -79,6 +79,10 @@ def run(settings: Settings) -> int:
     scheduler.add_job(delayed.rebuild, "interval", seconds=REBUILD_S, id="rebuild-delay-set",
                       next_run_time=datetime.now(UTC))
     scheduler.add_job(delayed.fire_schedules, "interval", seconds=0.2, id="recurring-schedules")
+    scheduler.add_job(delayed.trim_retention, "interval", seconds=HOUSEKEEPING_S,
+                      id="trim-retention", next_run_time=datetime.now(UTC))
+    scheduler.add_job(delayed.sweep_outbox, "interval", seconds=HOUSEKEEPING_S / 6,
+                      id="sweep-outbox", next_run_time=datetime.now(UTC))
     scheduler.start()
     log.info("scheduler started")
     stop.wait()

@@ -1,0 +1,129 @@
+"""Housekeeping jobs: stream retention and the outbox sweep.
+
+Both run under a Redis lock with expiry, so that of two schedulers one does the work.
+
+Retention trims each partition stream to the topic's `retention_ms` with `XTRIM MINID`, but
+never past what a consumer group still needs: the bound is the lowest of the retention cut-off,
+each group's smallest pending id (read, not acknowledged) and each group's last delivered id
+(what follows it is unread). The bound is computed and applied in one Lua script, so no group
+reads or is created in between. A paused or slow subscription thus keeps its entries; the
+stream's length cap (`STREAM_MAX_LEN`) still applies to everything.
+
+The outbox sweep hands over records that were committed but never reached their stream (a
+publishing process died between the two writes, see `api.publishing`): records `published`
+without an offset and older than `OUTBOX_AGE`, so that no publish still in flight is taken.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from broker.connection import RedisClient
+from broker.envelope import Envelope
+from broker.keys import Keys
+from models import Database, MessageRecord, Topic
+from models.base import utcnow
+from scheduler.records import record_envelope
+
+log = logging.getLogger(__name__)
+
+LOCK_MS = 120_000
+OUTBOX_AGE = timedelta(seconds=30)
+OUTBOX_PAGE = 500
+
+#: KEYS stream; ARGV retention cut-off id. Returns how many entries were trimmed.
+_TRIM = """
+local function before(a, b)
+  local ams, aseq = string.match(a, '(%d+)-(%d+)')
+  local bms, bseq = string.match(b, '(%d+)-(%d+)')
+  ams, bms = tonumber(ams), tonumber(bms)
+  if ams ~= bms then return ams < bms end
+  return tonumber(aseq) < tonumber(bseq)
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local bound = ARGV[1]
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local f = {}
+  for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+  local keep = f['last-delivered-id']
+  if tonumber(f['pending']) > 0 then
+    keep = redis.call('XPENDING', KEYS[1], f['name'])[2]
+  end
+  if before(keep, bound) then bound = keep end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', bound)
+"""
+
+
+class Housekeeping:
+    def __init__(self, redis: RedisClient, keys: Keys, database: Database, *, stream_cap: int
+                 ) -> None:
+        self.redis = redis
+        self.stream_cap = stream_cap
+        self.keys = keys
+        self.database = database
+        self._trim = redis.register_script(_TRIM)
+
+    def _locked(self, name: str) -> bool:
+        return bool(self.redis.set(self.keys.lock(name), "1", nx=True, px=LOCK_MS))
+
+    def _unlock(self, name: str) -> None:
+        self.redis.delete(self.keys.lock(name))
+
+    def trim_retention(self) -> int:
+        """Trim every topic's partitions (see the module docstring); returns entries removed."""
+        if not self._locked("retention"):
+            return 0
+        try:
+            with self.database.session() as session:
+                topics = session.execute(
+                    select(Topic.id, Topic.partition_count, Topic.retention_ms)).all()
+            now_ms = int(time.time() * 1000)
+            removed = sum(self.trim_topic(topic_id, partitions, now_ms - retention_ms)
+                          for topic_id, partitions, retention_ms in topics)
+        finally:
+            self._unlock("retention")
+        if removed:
+            log.info("retention trimmed %d stream entries", removed)
+        return removed
+
+    def trim_topic(self, topic_id: str, partitions: int, cutoff_ms: int) -> int:
+        return sum(int(self._trim(keys=[key], args=[f"{max(0, cutoff_ms)}-0"]))
+                   for key in self.keys.streams(topic_id, partitions))
+
+    def sweep_outbox(self, *, age: timedelta = OUTBOX_AGE) -> int:
+        """Hand over records that never reached their stream; returns how many."""
+        if not self._locked("outbox"):
+            return 0
+        try:
+            return self._sweep(utcnow() - age)
+        finally:
+            self._unlock("outbox")
+
+    def _sweep(self, older_than: datetime) -> int:
+        handed = 0
+        with self.database.session() as session:
+            while True:
+                records = list(session.scalars(
+                    select(MessageRecord)
+                    .where(MessageRecord.offset_value.is_(None),
+                           MessageRecord.status == "published",
+                           MessageRecord.published_at < older_than)
+                    .order_by(MessageRecord.published_at).limit(OUTBOX_PAGE)))
+                if not records:
+                    break
+                for record in records:
+                    record.offset_value = self._append(record, record_envelope(record))
+                session.commit()
+                handed += len(records)
+        if handed:
+            log.warning("outbox sweep handed %d unpublished records to their streams", handed)
+        return handed
+
+    def _append(self, record: MessageRecord, envelope: Envelope) -> str:
+        return self.redis.xadd(self.keys.stream(record.topic_id, record.partition_id),
+                               envelope.encode(), maxlen=self.stream_cap, approximate=True)
