@@ -22,7 +22,8 @@ from flask import Flask, Response, g, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
@@ -264,7 +265,14 @@ def install(app: Flask) -> None:
 
 @operator_access
 def _prometheus() -> Response:
-    return Response(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    """This process's metrics, or, under gunicorn started by `mq api`, every API worker's
+    (prometheus-client's multiprocess mode, see `mq.cli.metrics_environ`)."""
+    directory = services().settings.prometheus_multiproc_dir
+    registry = REGISTRY
+    if directory:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 def _start_timer() -> None:

@@ -15,11 +15,13 @@ work. `mq` is the bottom layer of the package graph, so the upper layers (`api`,
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import logging
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 
 from mq.errors import ConfigurationError, MQError
@@ -46,8 +48,19 @@ def run_api(settings: Settings, args: argparse.Namespace) -> int:
     """Replace this process with gunicorn, so signals and exit codes are gunicorn's own."""
     argv = [sys.executable, "-m", "gunicorn", *gunicorn_args(settings, args.host)]
     sys.stdout.flush()
-    os.execv(sys.executable, argv)
+    os.execve(sys.executable, argv, {**os.environ, **metrics_environ(settings)})
     return 1  # not reached
+
+
+def metrics_environ(settings: Settings) -> dict[str, str]:
+    """Prometheus multiprocess mode for gunicorn's workers: an emptied directory of their own
+    (a temporary one unless `PROMETHEUS_MULTIPROC_DIR` names one), so `/metrics` adds up the
+    counters of every API worker instead of answering with whichever worker took the scrape."""
+    directory = settings.prometheus_multiproc_dir or tempfile.mkdtemp(prefix="mq-prometheus-")
+    os.makedirs(directory, exist_ok=True)
+    for stale in glob.glob(os.path.join(directory, "*.db")):
+        os.remove(stale)
+    return {"PROMETHEUS_MULTIPROC_DIR": directory}
 
 
 def run_worker(settings: Settings, args: argparse.Namespace) -> int:

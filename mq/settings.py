@@ -66,6 +66,7 @@ class Settings:
 
     metrics_enabled: bool = True
     prometheus_port: int = 9465
+    prometheus_multiproc_dir: str | None = None
     max_concurrent_consumers: int = 10
     message_batch_size: int = 100
     processing_timeout_ms: int = 30_000
