@@ -102,6 +102,10 @@ class MQSystem:
                                  redis_namespace=f"bench{uuid.uuid4().hex[:8]}",
                                  log_level="WARNING", log_format="text")
         self.database = Database(database_url, pool_size=8)
+        # The publish flow runs inside the API's application context (it counts publishes).
+        from api import create_app
+
+        self.app = create_app(self.settings, database=self.database)
         self.redis = Redis.from_url(REDIS_URL, decode_responses=True)
         self.keys = Keys(self.settings.redis_namespace)
         self.streams = TopicStreams(self.redis, self.keys, max_len=10_000_000)
@@ -148,7 +152,7 @@ class MQSystem:
         """The API's publish flow (record, XADD, offsets) for `size` messages at once."""
         from api.publishing import publish
 
-        with self.database.session() as session:
+        with self.app.app_context(), self.database.session() as session:
             topic = session.merge(self.topic, load=False)
             return [p.message_id for p in publish(
                 session, self.streams, topic, self.principal,
