@@ -92,7 +92,7 @@ class GaugeExporter(Collector):
         for row, target in zip(rows, targets, strict=True):
             view = views[(target.topic_id, target.group)]
             age = max(0.0, now - view.oldest_ms / 1000) if view.oldest_ms is not None else 0.0
-            labels = [row.tenant_id, row.topic_label, row.id, row.consumer_group]
+            labels = [row.tenant_id, row.topic_name, row.id, row.consumer_group]
             snapshot.subscriptions.append((labels, {
                 "lag": view.lag, "pending": view.pending, "oldest_age": age,
                 "dead_letters": _int(next(replies))}))
@@ -113,7 +113,7 @@ class GaugeExporter(Collector):
                        Topic.id, Topic.partition_count, Topic.name, Tenant.name)
                 .join(Topic, Topic.id == Subscription.topic_id)
                 .join(Tenant, Tenant.id == Topic.tenant_id)).all()
-        return [_Row(sid, tenant_id, group, topic_id, partitions, f"{owner}/{name}")
+        return [_Row(sid, tenant_id, group, topic_id, partitions, name, f"{owner}/{name}")
                 for sid, tenant_id, group, topic_id, partitions, name, owner in found]
 
     def _topics(self) -> set[tuple[str, int, str]]:
@@ -166,6 +166,8 @@ class _Row:
     consumer_group: str
     topic_id: str
     partition_count: int
+    topic_name: str
+    #: `<owner tenant name>/<topic name>`: unique across tenants (queue names of `mq_queue_size`).
     topic_label: str
 
 

@@ -43,7 +43,8 @@ def test_compose_file_is_valid() -> None:
 
 def test_services(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"postgres", "redis", "release", "api", "worker", "scheduler"}
+    assert set(services) == {"postgres", "redis", "release", "api", "worker", "scheduler",
+                             "prometheus"}
     assert services["postgres"]["image"].startswith("postgres:15")
     assert services["redis"]["image"].startswith("redis:7")
     commands = {name: services[name]["command"] for name in ("release", "api", "worker",
