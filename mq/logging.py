@@ -33,12 +33,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """One plain line for humans, with the context fields given as `name=value` at the end
+    (but the pid: the line already names its process)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        context = " ".join(f"{name}={getattr(record, name)}" for name in CONTEXT_FIELDS
+                           if name != "process" and getattr(record, name, None) is not None)
+        return f"{line} [{context}]" if context else line
+
+
 def configure_logging(settings: Settings, process: str) -> None:
     """Send the root logger to stderr in the configured format, tagged with `process`."""
     handler = logging.StreamHandler(sys.stderr)
     if settings.log_format == "text":
-        handler.setFormatter(logging.Formatter(f"%(asctime)s {process:<9} %(levelname)-7s "
-                                               "%(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter(f"%(asctime)s {process:<9} %(levelname)-7s "
+                                           "%(name)s: %(message)s"))
     else:
         handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -1,5 +1,5 @@
 """Worker metrics: Prometheus counters and histograms, recent rates for the metrics API, and
-one structured log line per failed or dead-lettered delivery.
+one structured log line per failed or dead-lettered delivery (per delivery at DEBUG).
 
 A dramatiq middleware that only looks at what the delivery middleware left on the message
 (`outcome`, `attempt_info`) after the ack or nack. Latency is publish accepted -> handler
@@ -95,7 +95,7 @@ class WorkerMetrics(Middleware):
                 latency_ms / 1000)
         if status in ("consumed", "failed"):
             self._tally(proxy.subscription_id, now, ok=status == "consumed", latency_ms=latency_ms)
-        if log_it and status in ("failed", "dead_letter"):
+        if log_it and (status in ("failed", "dead_letter") or log.isEnabledFor(logging.DEBUG)):
             self._log(proxy, route.topic_name, status)
 
     def _tally(self, subscription_id: str, now: float, *, ok: bool,
@@ -115,8 +115,10 @@ class WorkerMetrics(Middleware):
             reason = (proxy.dead_letter or {}).get("entry", {}).get("failure_reason")
             log.warning("delivery dead-lettered (%s): %s", reason, proxy.error_message,
                         extra=context)
-        else:
+        elif status == "failed":
             log.warning("delivery failed, will retry: %s", proxy.error_message, extra=context)
+        else:  # at DEBUG only: one line per delivery is too much for a busy worker at INFO
+            log.debug("delivery %s", status, extra=context)
 
     # -- flushing ------------------------------------------------------------------------------
     def _flush_loop(self) -> None:
