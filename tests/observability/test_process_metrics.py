@@ -22,11 +22,17 @@ def test_worker_counts_outcomes_and_latency_and_the_api_reports_rates(
     tenant.create_queue("orders")
     sub = subscriptions.create("orders", "billing", webhook.url("/hook"),
                                retry_delay_ms=100, max_retry_attempts=3)
+    tenant.create_queue("audit")
+    doomed = subscriptions.create("audit", "archive", webhook.url("/down"),
+                                  retry_delay_ms=100, max_retry_attempts=1)
     webhook.script("/hook", [500, 500])  # two failed attempts, then every answer is 200
-    processes.scheduler()
+    webhook.always("/down", 500)
+    _, scheduler_port = _start(processes, "scheduler")
     _, port = _start(processes, "worker")
     publish_many(tenant, "orders", 10)
+    publish_many(tenant, "audit", 2)
     webhook.wait_for("/hook", 12)
+    webhook.wait_for("/down", 4)
     labels = {"topic": "orders", "tenant_id": tenant.id, "type": "http"}
     samples = wait_until(lambda: (s := scrape(port)) and value(
         s, "mq_messages_total", status="consumed", **labels) == 10 and s)
@@ -39,6 +45,13 @@ def test_worker_counts_outcomes_and_latency_and_the_api_reports_rates(
     assert value(samples, "mq_message_latency_seconds_sum", **latency) > 0
     assert value(samples, "mq_handler_duration_seconds_count", **latency) == 12
     assert not any("message_id" in ls for _, ls, _ in samples)
+    audit = {"topic": "audit", "tenant_id": tenant.id, "type": "http"}
+    samples = wait_until(lambda: (s := scrape(port)) and value(
+        s, "mq_messages_total", status="dead_letter", **audit) == 2 and s)
+    assert value(samples, "mq_messages_total", status="failed", **audit) == 4
+    assert value(samples, "mq_messages_total", status="consumed", **audit) == 0
+    wait_until(lambda: value(scrape(scheduler_port), "mq_dead_letter_size",
+                             subscription_id=doomed["id"]) == 2, timeout=15)
 
     consumer = wait_until(lambda: _consumer(tenant, sub["id"], processing_rate=round(10 / 60, 3)))
     assert consumer["error_rate"] == round(2 / 60, 3)
@@ -48,7 +61,8 @@ def test_worker_counts_outcomes_and_latency_and_the_api_reports_rates(
     performance = overview["performance"]
     assert 0 < performance["average_latency_ms"] <= performance["p99_latency_ms"]
     assert performance["p95_latency_ms"] <= performance["p99_latency_ms"] < 10_000
-    assert performance["throughput"] == round(12 / 60, 3)
+    assert performance["throughput"] == round((12 + 4) / 60, 3)  # attempts of both
+    assert _consumer(tenant, doomed["id"], error_rate=round(4 / 60, 3), processing_rate=0.0)
 
 
 def test_scheduler_exports_lag_of_a_paused_subscription_and_queue_sizes(
