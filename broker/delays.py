@@ -4,9 +4,11 @@ A waiting message is a member of the sorted set `keys.delayed()` (member = its r
 score = due time in ms) with its stream key and encoded entry in the hash
 `keys.delayed_payloads()`. Every step is one Lua script, so it cannot be split:
 
-- `park` adds a message and, when it is due before everything else waiting, appends to the
-  wake-up stream `keys.delay_wake()` so that a releaser sleeping until the old earliest time
-  wakes up now;
+- `park` adds a message and, when it is due before everything else waiting, publishes on the
+  wake-up channel `keys.delay_wake()` so that a releaser sleeping until the old earliest time
+  wakes up now (releasers sleep on the channel with a client-side timeout: Redis' own
+  blocking timeouts are only as precise as its `hz` tick, 100 ms by default; a wake-up lost
+  while a releaser reconnects costs at most its longest sleep, `MAX_SLEEP_MS` there);
 - `release` moves every due message into its partition stream and remembers the offset in
   the released markers (`keys.delay_released()` + `keys.delay_offsets()`), which lets the
   scheduler finish the database update after a crash and keeps the rebuild from parking a
@@ -23,23 +25,24 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from redis.client import PubSub
+
 from broker.connection import RedisClient
 from broker.envelope import Envelope
 from broker.keys import Keys
 
 RELEASE_BATCH = 500
 MARKER_TTL_MS = 3_600_000
-WAKE_CAP = 1000
 
-#: KEYS due set, payload hash, wake stream, released markers; ARGV member, due ms, data,
-#: wake cap. A member already released is not parked again (returns -1).
+#: KEYS due set, payload hash, wake channel, released markers; ARGV member, due ms, data.
+#: A member already released is not parked again (returns -1).
 _PARK = """
 if redis.call('ZSCORE', KEYS[4], ARGV[1]) then return -1 end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 if not first[2] or tonumber(ARGV[2]) < tonumber(first[2]) then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'w', ARGV[2])
+  redis.call('PUBLISH', KEYS[3], ARGV[2])
 end
 return 1
 """
@@ -113,7 +116,7 @@ class DelaySet:
         return int(self._park(
             keys=[self.keys.delayed(), self.keys.delayed_payloads(), self.keys.delay_wake(),
                   self.keys.delay_released()],
-            args=[record_id, due_ms, data, WAKE_CAP])) == 1
+            args=[record_id, due_ms, data])) == 1
 
     def release(self) -> Released:
         """Move every due message to its stream (in batches); see the module docstring."""
@@ -148,16 +151,15 @@ class DelaySet:
         found = self.redis.hmget(self.keys.delay_offsets(), record_ids)
         return {rid: off for rid, off in zip(record_ids, found, strict=True) if off}
 
-    def wait(self, last_id: str, block_ms: int) -> str:
-        """Block up to `block_ms` for a wake-up; returns the last wake-up id seen."""
-        reply = self.redis.xread({self.keys.delay_wake(): last_id}, count=100,
-                                 block=max(1, block_ms))
-        for _key, entries in reply or ():
-            if entries:
-                last_id = entries[-1][0]
-        return last_id
+    def subscribe(self) -> PubSub:
+        """A subscription to the wake-up channel, for `wait`."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self.keys.delay_wake())
+        return pubsub
 
-    def wake_tip(self) -> str:
-        """The id to wait from: the wake-up stream's last entry (or `0-0`)."""
-        last = self.redis.xrevrange(self.keys.delay_wake(), count=1)
-        return last[0][0] if last else "0-0"
+    @staticmethod
+    def wait(pubsub: PubSub, block_ms: int) -> None:
+        """Sleep up to `block_ms`, or until a message due earlier is parked."""
+        if pubsub.get_message(timeout=block_ms / 1000) is not None:
+            while pubsub.get_message(timeout=0) is not None:  # drain the burst
+                pass

@@ -13,7 +13,7 @@ partitions of one topic carry different tags so they spread across slots.
 - `{ns}:delay:{<shard>}` sorted set (member = message record id, score = due time in ms) and
   `{ns}:delay:{<shard>}:m` hash (record id -> stream key and entry): delayed and scheduled
   publishes waiting to be released (`broker/delays.py`).
-- `{ns}:delay:{<shard>}:w` stream: wake-ups for the releaser when an earlier message is parked.
+- `{ns}:delay:{<shard>}:w` pub/sub channel: wakes the releaser when an earlier message is parked.
 - `{ns}:delay:{<shard>}:r` sorted set (record id -> release time in ms) and
   `{ns}:delay:{<shard>}:o` hash (record id -> stream offset): recently released messages.
 - `{ns}:dlq:{<subscription_id>}` stream: a subscription's dead letters (listing, redrive).

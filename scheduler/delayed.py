@@ -3,7 +3,7 @@
 The releaser is a thread of its own rather than an interval job: a fixed tick would make every
 message up to a tick late. It runs the atomic release script (`broker.delays`), which also
 answers the earliest due time still waiting, then sleeps until exactly that time on the
-wake-up stream, which the API appends to when it parks a message due earlier than everything
+wake-up channel, which the API publishes on when it parks a message due earlier than everything
 else. Two schedulers may both run it: the script moves each message once.
 
 After the move the releaser marks the records `published` with their offsets. A crash between
@@ -20,6 +20,7 @@ released: the database is the source of truth, and Redis may lose the set.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Iterable
 
@@ -72,17 +73,22 @@ class Releaser(threading.Thread):
                                stream_cap=settings.stream_max_len)
         self.database = database
         self.stop = stop
+        self.to_record: queue.Queue[dict[str, str]] = queue.Queue()
+        self.recorder = threading.Thread(target=self._record, name="delay-recorder",
+                                         daemon=True)
 
     def run(self) -> None:
-        last_wake = "0-0"
+        self.recorder.start()
+        pubsub = None
         while not self.stop.is_set():
             try:
-                last_wake = self.delays.wake_tip() if last_wake == "0-0" else last_wake
+                pubsub = pubsub or self.delays.subscribe()
                 sleep_ms = self.release_once()
                 if sleep_ms > 0:
-                    last_wake = self.delays.wait(last_wake, sleep_ms)
+                    self.delays.wait(pubsub, sleep_ms)
             except (RedisError, SQLAlchemyError, OSError):
                 log.exception("releasing delayed messages failed; retrying in 1 s")
+                pubsub = None
                 self.stop.wait(1.0)
 
     def release_once(self) -> int:
@@ -90,10 +96,27 @@ class Releaser(threading.Thread):
         released = self.delays.release()
         if released.offsets:
             log.debug("released %d delayed messages", len(released.offsets))
-            mark_published(self.database, released.offsets)
+            self.to_record.put(released.offsets)
         if released.next_due_ms is None:
             return MAX_SLEEP_MS
         return min(MAX_SLEEP_MS, max(0, released.next_due_ms - released.now_ms))
+
+    def _record(self) -> None:
+        """Mark released records `published`, in batches, off the release loop (a database
+        round trip there would make every message due meanwhile that much later). What is
+        not recorded when the process stops is finished by the rebuild from the markers."""
+        while not (self.stop.is_set() and self.to_record.empty()):
+            try:
+                batch = self.to_record.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            while not self.to_record.empty() and len(batch) < 1000:
+                batch.update(self.to_record.get_nowait())
+            try:
+                mark_published(self.database, batch)
+            except SQLAlchemyError:
+                log.exception("recording %d released messages failed (the rebuild finishes it)",
+                              len(batch))
 
 
 class Rebuilder:
@@ -185,4 +208,5 @@ class DelayedJobs:
 
     def close(self) -> None:
         self.releaser.join(timeout=5)
+        self.releaser.recorder.join(timeout=10)
         self.database.dispose()
