@@ -1,0 +1,91 @@
+"""Recovery of the delay set from the database, with the scheduler's own classes in-process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from redis import Redis
+from sqlalchemy import select
+
+from broker.delays import DelaySet
+from broker.keys import Keys
+from models import Database, MessageRecord
+from mq.settings import Settings
+from scheduler.delayed import Rebuilder
+from scheduler.records import record_envelope
+from tests.conftest import REDIS_URL, TenantHandle
+
+
+class Parts:
+    def __init__(self, settings: Settings) -> None:
+        self.redis = Redis.from_url(REDIS_URL, decode_responses=True)
+        self.keys = Keys(settings.redis_namespace)
+        self.database = Database(settings.database_url, pool_size=1)
+        self.delays = DelaySet(self.redis, self.keys, stream_cap=settings.stream_max_len)
+        self.rebuilder = Rebuilder(self.redis, self.keys, self.database, self.delays)
+
+    def record(self, tenant_id: str, message_id: str) -> MessageRecord:
+        with self.database.session() as session:
+            record = session.scalar(select(MessageRecord).where(
+                MessageRecord.tenant_id == tenant_id, MessageRecord.message_id == message_id))
+            assert record is not None
+            session.expunge(record)
+            return record
+
+
+@pytest.fixture
+def parts(settings: Settings) -> Iterator[Parts]:
+    found = Parts(settings)
+    yield found
+    found.redis.close()
+    found.database.dispose()
+
+
+def test_crash_after_release_is_finished_not_released_again(
+        tenant: TenantHandle, parts: Parts) -> None:
+    topic = tenant.create_queue()
+    answer = tenant.admin.post("/publish/delayed", {"topic": topic["name"], "delay_ms": 1,
+                                                    "payload": "once"}).json
+    time.sleep(0.01)
+    record = parts.record(tenant.id, answer["message_id"])
+    released = parts.delays.release()  # the move; the scheduler "dies" before the update
+    offset = released.offsets[record.id]
+    assert parts.record(tenant.id, answer["message_id"]).status == "scheduled"
+    assert parts.rebuilder.rebuild() == 0  # not parked again ...
+    finished = parts.record(tenant.id, answer["message_id"])
+    assert (finished.status, finished.offset_value) == ("published", offset)  # ... finished
+    assert parts.redis.xlen(parts.keys.stream(topic["id"], record.partition_id)) == 1
+    late_park = parts.delays.park(record.id, 0, topic["id"], 0, record_envelope(finished))
+    assert not late_park  # a late park of a released message is refused too
+
+
+def test_lost_entry_is_parked_again_with_its_due_time(
+        tenant: TenantHandle, parts: Parts) -> None:
+    topic = tenant.create_queue()
+    answer = tenant.admin.post("/publish/delayed", {"topic": topic["name"], "delay_ms": 600_000,
+                                                    "payload": "later"}).json
+    record = parts.record(tenant.id, answer["message_id"])
+    score = parts.redis.zscore(parts.keys.delayed(), record.id)
+    assert parts.delays.cancel(record.id)  # Redis loses it (the record stays `scheduled`)
+    assert parts.rebuilder.rebuild() >= 1
+    assert parts.redis.zscore(parts.keys.delayed(), record.id) == score
+    assert parts.rebuilder.rebuild() == 0  # nothing left to rebuild
+
+
+def test_rebuild_skips_while_another_scheduler_holds_the_lock(
+        tenant: TenantHandle, parts: Parts) -> None:
+    topic = tenant.create_queue()
+    answer = tenant.admin.post("/publish/delayed", {"topic": topic["name"], "delay_ms": 600_000,
+                                                    "payload": 1}).json
+    record = parts.record(tenant.id, answer["message_id"])
+    parts.delays.cancel(record.id)
+    lock = parts.keys.lock("delay-rebuild")
+    parts.redis.set(lock, "other", px=5000)
+    try:
+        assert parts.rebuilder.rebuild() == 0
+        assert parts.redis.zscore(parts.keys.delayed(), record.id) is None
+    finally:
+        parts.redis.delete(lock)
+    assert parts.rebuilder.rebuild() >= 1
