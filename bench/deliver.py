@@ -7,7 +7,8 @@ no-op handler that only notes when it was invoked:
 
 - this service: the publish flow of the API (`api.publishing.publish`: database record, then
   XADD) and a real worker process (`workers.main.run_process`: the Redis Streams broker, the
-  stock dramatiq Worker and middleware, consumption records written by the batch writer);
+  stock dramatiq Worker and middleware, consumption records written by the batch writer)
+  delivering to the `function` handler `bench.deliver:noop`;
 - dramatiq's stock `RedisBroker` with an actor;
 - Celery with its Redis broker and the `threads` pool.
 
@@ -76,6 +77,16 @@ class Invocations:
         Path(self.path).write_text(json.dumps(self.seen))
 
 
+#: This worker process's invocations (set in the forked worker; read by `noop`).
+CURRENT: Invocations | None = None
+
+
+def noop(payload: Any, headers: dict[str, str]) -> None:
+    """The no-op function handler of this service's worker (`bench.deliver:noop`)."""
+    assert CURRENT is not None
+    CURRENT.note(payload["id"])
+
+
 def load_invocations(path: str) -> dict[str, float]:
     try:
         return dict(json.loads(Path(path).read_text()))
@@ -100,6 +111,7 @@ class MQSystem:
         self.threads = threads
         self.settings = Settings(database_url=database_url, redis_url=REDIS_URL,
                                  redis_namespace=f"bench{uuid.uuid4().hex[:8]}",
+                                 mq_function_modules=("bench",),
                                  log_level="WARNING", log_format="text")
         self.database = Database(database_url, pool_size=8)
         # The publish flow runs inside the API's application context (it counts publishes).
@@ -118,30 +130,19 @@ class MQSystem:
             subscription = Subscription(
                 tenant_id=tenant.id, topic_id=self.topic.id, consumer_group="noop",
                 consumer_name="noop", subscription_type="redis_consumer",
-                handler_config={"type": "bench-noop"}, max_retry_attempts=0)
+                handler_config={"type": "function", "function": "bench.deliver:noop"},
+                max_retry_attempts=0)
             session.add(subscription)
             session.commit()
             self.streams.create_group(self.topic.id, 1, group_name(tenant.id, "noop"),
                                       from_start=True)
 
     def worker(self, invocations: Invocations) -> None:
-        from handlers.base import HandlerResult
-        from handlers.registry import FACTORIES
+        import bench.deliver as handler_module  # the module the function handler imports
         from mq.logging import configure_logging
         from workers.main import run_process
 
-        class Noop:
-            def __init__(self, _settings: Any) -> None:
-                pass
-
-            def deliver(self, config: dict[str, Any], delivery: Any) -> HandlerResult:
-                invocations.note(delivery.message_id)
-                return HandlerResult()
-
-            def close(self) -> None:
-                pass
-
-        FACTORIES["bench-noop"] = Noop
+        handler_module.CURRENT = invocations
         configure_logging(self.settings, "worker")
         try:
             run_process(self.settings, pools=["default"], threads=self.threads)
@@ -149,21 +150,23 @@ class MQSystem:
             invocations.dump()
 
     def publish_group(self, size: int) -> list[str]:
-        """The API's publish flow (record, XADD, offsets) for `size` messages at once."""
+        """The API's publish flow (record, XADD, offsets) for `size` messages at once;
+        returns the ids the handler will note (carried in the payloads)."""
         from api.publishing import publish
 
+        ids = [uuid.uuid4().hex for _ in range(size)]
         with self.app.app_context(), self.database.session() as session:
             topic = session.merge(self.topic, load=False)
-            return [p.message_id for p in publish(
-                session, self.streams, topic, self.principal,
-                [{"payload": {"bench": True}}] * size, batch=size > 1)]
+            publish(session, self.streams, topic, self.principal,
+                    [{"payload": {"id": i}} for i in ids], batch=size > 1)
+        return ids
 
     def append_one(self) -> str:
         """Only the broker step of a publish: XADD the stream entry."""
         from broker.envelope import Envelope
 
         message_id = uuid.uuid4().hex
-        self.streams.append(self.topic.id, 0, Envelope(message_id, {"bench": True},
+        self.streams.append(self.topic.id, 0, Envelope(message_id, {"id": message_id},
                                                        int(time.time() * 1000)))
         return message_id
 
