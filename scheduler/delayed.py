@@ -14,7 +14,8 @@ if Redis loses the markers too would the rebuild publish such a message a second
 
 The rebuild (at start and every `REBUILD_S`, under a Redis lock with expiry so that one
 scheduler does it at a time) parks again every `scheduled` record that is neither waiting nor
-released: the database is the source of truth, and Redis may lose the set.
+released: the database is the source of truth, and Redis may lose the set. It also drops
+waiting messages whose record is gone (their topic or tenant was deleted).
 """
 
 from __future__ import annotations
@@ -135,9 +136,24 @@ class Rebuilder:
         if not self.redis.set(lock, "1", nx=True, px=REBUILD_LOCK_MS):
             return 0
         try:
-            return sum(self._rebuild_page(page) for page in self._scheduled_pages())
+            parked = sum(self._rebuild_page(page) for page in self._scheduled_pages())
+            self._drop_orphans()
+            return parked
         finally:
             self.redis.delete(lock)
+
+    def _drop_orphans(self) -> None:
+        """Waiting messages whose record is gone (topic or tenant deleted) are dropped."""
+        members = [member for member, _ in self.redis.zscan_iter(self.keys.delayed())]
+        dropped = 0
+        for start in range(0, len(members), REBUILD_PAGE):
+            page = members[start:start + REBUILD_PAGE]
+            with self.database.session() as session:
+                kept = set(session.scalars(select(MessageRecord.id).where(
+                    MessageRecord.id.in_(page), MessageRecord.status == "scheduled")))
+            dropped += sum(self.delays.cancel(member) for member in page if member not in kept)
+        if dropped:
+            log.info("dropped %d waiting messages of deleted topics", dropped)
 
     def _scheduled_pages(self) -> Iterable[list[MessageRecord]]:
         after = ""

@@ -89,3 +89,15 @@ def test_rebuild_skips_while_another_scheduler_holds_the_lock(
     finally:
         parts.redis.delete(lock)
     assert parts.rebuilder.rebuild() >= 1
+
+
+def test_messages_of_a_deleted_topic_are_dropped(tenant: TenantHandle, parts: Parts) -> None:
+    topic = tenant.create_queue()
+    answer = tenant.admin.post("/publish/delayed", {"topic": topic["name"], "delay_ms": 600_000,
+                                                    "payload": 1}).json
+    record = parts.record(tenant.id, answer["message_id"])
+    assert parts.redis.zscore(parts.keys.delayed(), record.id) is not None
+    assert tenant.admin.delete(f"/queues/{topic['name']}").status_code == 204
+    parts.rebuilder.rebuild()
+    assert parts.redis.zscore(parts.keys.delayed(), record.id) is None
+    assert parts.redis.hget(parts.keys.delayed_payloads(), record.id) is None
