@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import principal, tenant_access
-from api.delayed import MAX_DELAY, publish_at
+from api.delayed import MAX_DELAY, cancel, publish_at
 from api.fields import Timestamp, iso, strict_int
 from api.pagination import PageArgs, paginate
 from api.publish import MessageFields, _json, _publish_target
@@ -22,10 +23,10 @@ from api.publishing import _prepare, check_producer
 from api.quotas import check_stored_bytes, take_publish_rate
 from api.services import services
 from broker.delays import DelaySet
-from models import Schedule, Topic
+from models import MessageRecord, Schedule, Topic
 from models.base import utcnow
 from mq.cron import cron_trigger, next_run
-from mq.errors import ScheduleNotFound, ValidationError
+from mq.errors import Conflict, ScheduleNotFound, ValidationError
 
 PREFIX = ""
 blp = Blueprint("scheduling", __name__, description="Delayed, scheduled and recurring publishes")
@@ -195,10 +196,23 @@ class ScheduleById(MethodView):
     @blp.response(204)
     @blp.doc(security=[{"bearer": []}])
     def delete(self, schedule_id: str) -> None:
-        """Stop a recurring schedule (runs already published stay published)."""
+        """Stop a recurring schedule (runs already published stay published; runs parked
+        ahead of their time are cancelled)."""
         session = services().db_session()
-        session.delete(_find_schedule(session, schedule_id))
+        schedule = _find_schedule(session, schedule_id)
+        session.delete(schedule)
         session.commit()
+        _cancel_parked_runs(session, schedule)
+
+
+def _cancel_parked_runs(session: Session, schedule: Schedule) -> None:
+    parked = session.scalars(select(MessageRecord).where(
+        MessageRecord.tenant_id == schedule.tenant_id,
+        MessageRecord.message_id.startswith(f"{schedule.id}:", autoescape=True),
+        MessageRecord.status == "scheduled")).all()
+    for record in parked:
+        with contextlib.suppress(Conflict):  # released meanwhile
+            cancel(session, delay_set(), record)
 
 
 def _find_schedule(session: Session, schedule_id: str) -> Schedule:

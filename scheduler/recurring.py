@@ -5,8 +5,10 @@ and its message id is `<schedule id>:<run ms>`, unique per tenant in the databas
 schedulers never publish the same run twice. The message takes the delayed path (a
 `scheduled` record, parked in the delay set due at the run time, so it is released at once
 and marked `published` by the releaser), with the schedule id in the `X-MQ-Schedule-Id`
-header. After a run the next one is computed from now: a scheduler that was down fires the
-latest missed run once and skips the rest (coalescing), never a burst. A crash between the
+header. Runs are parked up to `LOOKAHEAD` before their time, so that the releaser publishes
+them on time. After a run the next one is computed from the later of the run and now: a
+scheduler that was down fires the earliest missed run once and skips the rest (coalescing),
+never a burst. A crash between the
 claim and the record loses that one run (at most once per run).
 """
 
@@ -33,6 +35,9 @@ from mq.errors import ValidationError
 log = logging.getLogger(__name__)
 
 CLAIM_MS = 86_400_000
+#: Runs are parked this far ahead of their time, so the releaser publishes them on time
+#: rather than at the next tick of this job.
+LOOKAHEAD = timedelta(seconds=1)
 SCHEDULE_HEADER = "X-MQ-Schedule-Id"
 
 
@@ -51,7 +56,7 @@ class Recurring:
             rows = session.execute(
                 select(Schedule, Topic.partition_count, Topic.status)
                 .join(Topic, Topic.id == Schedule.topic_id)
-                .where(Schedule.next_run_at <= now)).all()
+                .where(Schedule.next_run_at <= now + LOOKAHEAD)).all()
             session.expunge_all()
         return sum(self._fire(schedule, partitions, status, now)
                    for schedule, partitions, status in rows)
@@ -61,7 +66,8 @@ class Recurring:
         run_at = schedule.next_run_at
         assert run_at is not None
         try:
-            following = next_run(cron_trigger(schedule.cron, schedule.timezone), now)
+            trigger = cron_trigger(schedule.cron, schedule.timezone)
+            following = next_run(trigger, max(now, run_at))
         except ValidationError:
             log.warning("schedule %s has an invalid cron expression; stopped", schedule.id)
             following = None

@@ -179,6 +179,7 @@ def test_six_field_cron_defaults_to_utc(tenant: TenantHandle) -> None:
     assert next_run - datetime.now(UTC) <= timedelta(seconds=1)
     schedule = tenant.admin.get(f"/schedules/{response.json['schedule_id']}").json
     assert schedule["timezone"] == "UTC"
+    assert tenant.admin.delete(f"/schedules/{schedule['id']}").status_code == 204
 
 
 def test_schedules_are_paginated_and_private(tenant: TenantHandle,

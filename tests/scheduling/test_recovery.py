@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 from redis import Redis
@@ -15,6 +16,7 @@ from models import Database, MessageRecord
 from mq.settings import Settings
 from scheduler.delayed import Rebuilder
 from scheduler.records import record_envelope
+from scheduler.recurring import Recurring
 from tests.conftest import REDIS_URL, TenantHandle
 
 
@@ -101,3 +103,24 @@ def test_messages_of_a_deleted_topic_are_dropped(tenant: TenantHandle, parts: Pa
     parts.rebuilder.rebuild()
     assert parts.redis.zscore(parts.keys.delayed(), record.id) is None
     assert parts.redis.hget(parts.keys.delayed_payloads(), record.id) is None
+
+
+def test_deleting_a_schedule_cancels_runs_parked_ahead(tenant: TenantHandle,
+                                                       parts: Parts) -> None:
+    topic = tenant.create_queue()
+    created = tenant.admin.post("/publish/scheduled", {"topic": topic["name"],
+                                                       "cron": "*/1 * * * * *",
+                                                       "payload": 1}).json
+    recurring = Recurring(parts.redis, parts.keys, parts.database, parts.delays)
+    assert recurring.fire_due() >= 1  # the next run, parked ahead of its time
+    run_id = f"{created['schedule_id']}:{_ms(created['next_run_at'])}"
+    run = parts.record(tenant.id, run_id)
+    assert run.status == "scheduled" and run.headers["X-MQ-Schedule-Id"] == \
+        created["schedule_id"]
+    assert tenant.admin.delete(f"/schedules/{created['schedule_id']}").status_code == 204
+    assert parts.record(tenant.id, run_id).status == "cancelled"
+    assert parts.redis.zscore(parts.keys.delayed(), run.id) is None
+
+
+def _ms(value: str) -> int:
+    return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
