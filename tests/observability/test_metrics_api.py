@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import OPERATOR_TOKEN
 from tests.observability.conftest import parse_exposition, value
 
@@ -103,6 +105,15 @@ def test_prometheus_counts_publishes_and_http_requests(client, tenant):
     assert http - value(before, "mq_http_requests_total", method="POST", route=route,
                         status="201") >= 2
     assert not any("message_id" in labels for _, labels, _ in after)
+
+
+@pytest.fixture(autouse=True)
+def _no_subscriptions_left(tenant):
+    """Delete this test's subscriptions: their webhook does not answer, and workers of later
+    tests in the run would keep trying it."""
+    yield
+    for item in tenant.admin.get("/subscriptions").json["items"]:
+        tenant.admin.delete(f"/subscriptions/{item['id']}")
 
 
 def _webhook_subscription(topic: str, group: str) -> dict:

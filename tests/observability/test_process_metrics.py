@@ -4,6 +4,7 @@ structured delivery logs (real `mq worker` / `mq scheduler` processes, a real we
 from __future__ import annotations
 
 import json
+import uuid
 
 from tests.delivery.conftest import publish_many, wait_until
 from tests.observability.conftest import scrape, value
@@ -19,33 +20,36 @@ def _start(processes, kind, **env):
 
 def test_worker_counts_outcomes_and_latency_and_the_api_reports_rates(
         tenant, subscriptions, webhook, processes):
-    tenant.create_queue("orders")
-    sub = subscriptions.create("orders", "billing", webhook.url("/hook"),
+    # Names of their own: histograms are labelled by topic, and every worker of the test run
+    # serves every tenant's subscriptions.
+    orders, audit = f"orders-{uuid.uuid4().hex[:8]}", f"audit-{uuid.uuid4().hex[:8]}"
+    tenant.create_queue(orders)
+    sub = subscriptions.create(orders, "billing", webhook.url("/hook"),
                                retry_delay_ms=100, max_retry_attempts=3)
-    tenant.create_queue("audit")
-    doomed = subscriptions.create("audit", "archive", webhook.url("/down"),
+    tenant.create_queue(audit)
+    doomed = subscriptions.create(audit, "archive", webhook.url("/down"),
                                   retry_delay_ms=100, max_retry_attempts=1)
     webhook.script("/hook", [500, 500])  # two failed attempts, then every answer is 200
     webhook.always("/down", 500)
     _, scheduler_port = _start(processes, "scheduler")
     _, port = _start(processes, "worker")
-    publish_many(tenant, "orders", 10)
-    publish_many(tenant, "audit", 2)
+    publish_many(tenant, orders, 10)
+    publish_many(tenant, audit, 2)
     webhook.wait_for("/hook", 12)
     webhook.wait_for("/down", 4)
-    labels = {"topic": "orders", "tenant_id": tenant.id, "type": "http"}
+    labels = {"topic": orders, "tenant_id": tenant.id, "type": "http"}
     samples = wait_until(lambda: (s := scrape(port)) and value(
         s, "mq_messages_total", status="consumed", **labels) == 10 and s)
 
     assert value(samples, "mq_messages_total", status="failed", **labels) == 2
     assert value(samples, "mq_messages_total", status="dead_letter", **labels) == 0
-    latency = {"topic": "orders", "handler_type": "http"}
+    latency = {"topic": orders, "handler_type": "http"}
     assert value(samples, "mq_message_latency_seconds_count", **latency) == 10
     assert value(samples, "mq_message_latency_seconds_bucket", le="10.0", **latency) == 10
     assert value(samples, "mq_message_latency_seconds_sum", **latency) > 0
     assert value(samples, "mq_handler_duration_seconds_count", **latency) == 12
     assert not any("message_id" in ls for _, ls, _ in samples)
-    audit = {"topic": "audit", "tenant_id": tenant.id, "type": "http"}
+    audit = {"topic": audit, "tenant_id": tenant.id, "type": "http"}
     samples = wait_until(lambda: (s := scrape(port)) and value(
         s, "mq_messages_total", status="dead_letter", **audit) == 2 and s)
     assert value(samples, "mq_messages_total", status="failed", **audit) == 4
