@@ -34,9 +34,9 @@ MESSAGE_LATENCY = Histogram(
 HANDLER_DURATION = Histogram(
     "mq_handler_duration_seconds", "Time spent in the handler per delivery attempt",
     ["topic", "handler_type"], buckets=LATENCY_BUCKETS)
-DELIVERY_ATTEMPTS = Histogram(
-    "mq_delivery_attempt", "Attempt number of each finished delivery attempt",
-    ["topic", "handler_type"], buckets=(1, 2, 3, 5, 10, 25, 100))
+RETRIED_ATTEMPTS = Counter(
+    "mq_delivery_retries", "Delivery attempts after the first (every attempt is counted in "
+    "mq_messages_total as consumed or failed)", ["topic", "handler_type"])
 PUBLISH_LATENCY = Histogram(
     "mq_publish_duration_seconds", "Time to accept a publish request (record + stream append)",
     ["topic", "tenant_id"], buckets=LATENCY_BUCKETS)

@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
 from dramatiq import Middleware
 
-from broker.delivery import entry_ms
+from broker.delivery import Route, entry_ms
 from broker.envelope import FIELD, Envelope
 from broker.rates import LATENCY_SAMPLES, Rates, Tally
 from broker.redis_streams import RedisStreamsBroker, StreamProxy
@@ -30,6 +31,14 @@ log = logging.getLogger("workers.deliveries")
 FLUSH_S = 1.0
 #: Delivery outcome (see `StreamProxy.outcome`) -> `mq_messages_total` status.
 STATUS_OF_OUTCOME = {"success": "consumed", "failed": "failed", "filtered": "filtered"}
+
+
+@dataclass(frozen=True)
+class _Series:
+    messages: Any
+    duration: Any
+    latency: Any
+    retries: Any
 
 
 class WorkerMetrics(Middleware):
@@ -44,6 +53,7 @@ class WorkerMetrics(Middleware):
         self.stop = threading.Event()
         self.flusher: threading.Thread | None = None
         self.port: int | None = None
+        self.series: dict[tuple[str, str, str, str], _Series] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
@@ -78,25 +88,37 @@ class WorkerMetrics(Middleware):
         route = self.broker.route(proxy.subscription_id)
         if route is None:
             return
-        handler_type = str(route.handler_config.get("type", "unknown"))
-        metrics.MESSAGES.labels(route.topic_name, handler_type, status, route.tenant_id).inc()
+        series = self._series(route, status)
+        series.messages.inc()
         info = proxy.attempt_info
         now = time.time()
         if status in ("consumed", "failed"):
             if info.get("processing_time_ms") is not None:
-                metrics.HANDLER_DURATION.labels(route.topic_name, handler_type).observe(
-                    info["processing_time_ms"] / 1000)
-            metrics.DELIVERY_ATTEMPTS.labels(route.topic_name, handler_type).observe(
-                int(info.get("attempt", 1)))
+                series.duration.observe(info["processing_time_ms"] / 1000)
+            if int(info.get("attempt", 1)) > 1:
+                series.retries.inc()
         latency_ms = None
         if status == "consumed":
             latency_ms = max(0.0, now * 1000 - entry_ms(proxy.args[2]))
-            metrics.MESSAGE_LATENCY.labels(route.topic_name, handler_type).observe(
-                latency_ms / 1000)
+            series.latency.observe(latency_ms / 1000)
         if status in ("consumed", "failed"):
             self._tally(proxy.subscription_id, now, ok=status == "consumed", latency_ms=latency_ms)
         if log_it and (status in ("failed", "dead_letter") or log.isEnabledFor(logging.DEBUG)):
             self._log(proxy, route.topic_name, status)
+
+    def _series(self, route: Route, status: str) -> _Series:
+        """The labelled children of one subscription and status, looked up once: a label
+        lookup costs as much as the observation itself."""
+        handler_type = str(route.handler_config.get("type", "unknown"))
+        key = (route.topic_name, handler_type, status, route.tenant_id)
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = _Series(
+                messages=metrics.MESSAGES.labels(*key),
+                duration=metrics.HANDLER_DURATION.labels(route.topic_name, handler_type),
+                latency=metrics.MESSAGE_LATENCY.labels(route.topic_name, handler_type),
+                retries=metrics.RETRIED_ATTEMPTS.labels(route.topic_name, handler_type))
+        return series
 
     def _tally(self, subscription_id: str, now: float, *, ok: bool,
                latency_ms: float | None) -> None:

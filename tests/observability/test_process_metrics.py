@@ -48,6 +48,7 @@ def test_worker_counts_outcomes_and_latency_and_the_api_reports_rates(
     assert value(samples, "mq_message_latency_seconds_bucket", le="10.0", **latency) == 10
     assert value(samples, "mq_message_latency_seconds_sum", **latency) > 0
     assert value(samples, "mq_handler_duration_seconds_count", **latency) == 12
+    assert value(samples, "mq_delivery_retries_total", **latency) == 2  # one per failure
     assert not any("message_id" in ls for _, ls, _ in samples)
     audit = {"topic": audit, "tenant_id": tenant.id, "type": "http"}
     samples = wait_until(lambda: (s := scrape(port)) and value(
