@@ -28,7 +28,9 @@ from dramatiq.middleware import SkipMessage
 from broker.delivery import ACTOR_NAME, DEFAULT_POOL, Route
 from broker.envelope import FIELD, Envelope
 from broker.redis_streams import RedisStreamsBroker, StreamProxy
+from handlers import pipeline
 from handlers.base import Delivery, HandlerFailure, PermanentFailure
+from handlers.pipeline import Filtered
 from handlers.registry import HandlerRegistry
 from workers.records import RecordWriter
 
@@ -175,8 +177,12 @@ class DeliveryActor:
             correlation_id=envelope.correlation_id, trace_id=envelope.trace_id)
         started = time.perf_counter()
         try:
+            prepared = pipeline.apply(route.handler_config, route.message_filter, delivery)
+            if isinstance(prepared, Filtered):
+                proxy.outcome = "filtered"
+                return
             handler = self.middleware.handlers.get(str(route.handler_config.get("type", "")))
-            result = handler.deliver(route.handler_config, delivery)
+            result = handler.deliver(route.handler_config, prepared)
         except HandlerFailure as failure:
             self._failed(proxy, route, attempt, started, failure)
         except Exception as exc:  # a handler bug counts as a retryable failure
