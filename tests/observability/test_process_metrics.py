@@ -132,3 +132,18 @@ def _consumer(tenant, subscription_id, **expected):
     items = tenant.admin.get("/metrics/consumers").json["items"]
     found = next(i for i in items if i["id"] == subscription_id)
     return found if all(found[k] == v for k, v in expected.items()) else None
+
+
+def test_filtered_messages_are_counted_as_filtered(tenant, subscriptions, webhook, processes):
+    topic = f"payments-{uuid.uuid4().hex[:8]}"
+    tenant.create_queue(topic)
+    subscriptions.create(topic, "big", webhook.url("/big"),
+                         message_filter={"payload.amount": [{"numeric": [">", 100]}]})
+    _, port = _start(processes, "worker")
+    publish_many(tenant, topic, 5, payload=lambda i: {"amount": 50 if i < 2 else 500})
+    webhook.wait_for("/big", 3)
+    labels = {"topic": topic, "tenant_id": tenant.id, "type": "http"}
+    samples = wait_until(lambda: (s := scrape(port)) and value(
+        s, "mq_messages_total", status="filtered", **labels) == 2 and s)
+    assert value(samples, "mq_messages_total", status="consumed", **labels) == 3
+    assert value(samples, "mq_message_latency_seconds_count", topic=topic) == 3
