@@ -27,6 +27,7 @@ import os
 import random
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,9 +58,12 @@ def mq_sender(system: MQSystem) -> Callable[[float], str]:
     target = PublishTarget.of(system.topic)
 
     def send(due: float) -> str:
+        """Returns the id the handler notes (carried in the payload, as in `bench/deliver.py`)."""
+        noted = uuid.uuid4().hex
         with system.database.session() as session:
-            return publish_at(session, delays, target, system.principal, {"payload": {}},
-                              datetime.fromtimestamp(due, UTC)).message_id
+            publish_at(session, delays, target, system.principal, {"payload": {"id": noted},
+                       "message_id": noted}, datetime.fromtimestamp(due, UTC))
+        return noted
 
     return send
 
