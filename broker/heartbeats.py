@@ -56,3 +56,30 @@ def live_processes(redis: RedisClient, keys: Keys) -> list[dict[str, Any]]:
     if stale:
         redis.hdel(keys.processes, *stale)
     return live
+
+
+#: KEYS lock; ARGV owner, ttl ms. Renews the lock if `owner` holds it, else tries to take it.
+_HOLD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+
+
+class Leadership:
+    """A lease on one Redis key: the holder is the leader until it stops renewing.
+
+    Every job of the scheduler is atomic or locked on its own, so leadership decides nothing
+    but what `GET /status` shows; with two schedulers, exactly one reports `leader: true`.
+    """
+
+    def __init__(self, redis: RedisClient, key: str, owner: str, *, ttl_ms: int) -> None:
+        self.key = key
+        self.owner = owner
+        self.ttl_ms = ttl_ms
+        self._hold = redis.register_script(_HOLD)
+
+    def renew(self) -> bool:
+        """Take or keep the lease; True while this process is the leader."""
+        return bool(self._hold(keys=[self.key], args=[self.owner, self.ttl_ms]))

@@ -1,4 +1,4 @@
-"""Housekeeping jobs: stream retention and the outbox sweep.
+"""Housekeeping jobs: stream retention, dead-letter retention and the outbox sweep.
 
 Both run under a Redis lock with expiry, so that of two schedulers one does the work.
 
@@ -8,6 +8,10 @@ each group's smallest pending id (read, not acknowledged) and each group's last 
 (what follows it is unread). The bound is computed and applied in one Lua script, so no group
 reads or is created in between. A paused or slow subscription thus keeps its entries; the
 stream's length cap (`STREAM_MAX_LEN`) still applies to everything.
+
+Dead-letter retention trims each subscription's dead-letter listing (`Keys.dead_letters`) to
+the `retention_ms` of its dead-letter topic (a week when that topic does not exist yet); its
+entries are also messages of that topic, which the topic's own retention trims.
 
 The outbox sweep hands over records that were committed but never reached their stream (a
 publishing process died between the two writes, see `api.publishing`): records `published`
@@ -21,11 +25,12 @@ import time
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.orm import aliased
 
 from broker.connection import RedisClient
 from broker.envelope import Envelope
 from broker.keys import Keys
-from models import Database, MessageRecord, Topic
+from models import Database, MessageRecord, Subscription, Topic
 from models.base import utcnow
 from scheduler.records import record_envelope
 
@@ -34,6 +39,7 @@ log = logging.getLogger(__name__)
 LOCK_MS = 120_000
 OUTBOX_AGE = timedelta(seconds=30)
 OUTBOX_PAGE = 500
+DEAD_LETTER_RETENTION_MS = 7 * 24 * 3600 * 1000
 
 #: KEYS stream; ARGV retention cut-off id. Returns how many entries were trimmed.
 _TRIM = """
@@ -85,6 +91,7 @@ class Housekeeping:
             now_ms = int(time.time() * 1000)
             removed = sum(self.trim_topic(topic_id, partitions, now_ms - retention_ms)
                           for topic_id, partitions, retention_ms in topics)
+            removed += self.trim_dead_letters(now_ms)
         finally:
             self._unlock("retention")
         if removed:
@@ -94,6 +101,23 @@ class Housekeeping:
     def trim_topic(self, topic_id: str, partitions: int, cutoff_ms: int) -> int:
         return sum(int(self._trim(keys=[key], args=[f"{max(0, cutoff_ms)}-0"]))
                    for key in self.keys.streams(topic_id, partitions))
+
+    def trim_dead_letters(self, now_ms: int) -> int:
+        """Trim every subscription's dead-letter listing to its dead-letter topic's retention."""
+        dead_letter_topic = aliased(Topic)
+        with self.database.session() as session:
+            rows = session.execute(
+                select(Subscription.id, dead_letter_topic.retention_ms)
+                .outerjoin(dead_letter_topic,
+                           (dead_letter_topic.tenant_id == Subscription.tenant_id)
+                           & (dead_letter_topic.name == Subscription.dead_letter_queue))
+            ).all()
+        pipe = self.redis.pipeline(transaction=False)
+        for subscription_id, retention_ms in rows:
+            cutoff = max(0, now_ms - (retention_ms or DEAD_LETTER_RETENTION_MS))
+            pipe.xtrim(self.keys.dead_letters(subscription_id), minid=f"{cutoff}-0",
+                       approximate=False)
+        return sum(pipe.execute()) if rows else 0
 
     def sweep_outbox(self, *, age: timedelta = OUTBOX_AGE) -> int:
         """Hand over records that never reached their stream; returns how many."""

@@ -19,7 +19,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from broker.connection import connect
 from broker.delivery import DEFAULT_POOL
-from broker.heartbeats import Heartbeat, live_processes
+from broker.heartbeats import Heartbeat, Leadership, live_processes
 from broker.keys import Keys
 from broker.redis_streams import release_due_retries
 from broker.scripts import Scripts
@@ -42,6 +42,8 @@ class Jobs:
         self.keys = Keys(settings.redis_namespace)
         self.scripts = Scripts(self.redis)  # type: ignore[arg-type]
         self.heartbeat = Heartbeat(self.redis, self.keys, "scheduler", ttl_s=3 * HEARTBEAT_S)
+        self.leadership = Leadership(self.redis, self.keys.lock("scheduler-leader"),
+                                     self.heartbeat.id, ttl_ms=int(3 * HEARTBEAT_S * 1000))
         self.pools = {DEFAULT_POOL}
 
     def release_retries(self) -> None:
@@ -51,7 +53,7 @@ class Jobs:
                 log.debug("released %d retries of pool %s", moved, pool)
 
     def beat(self) -> None:
-        self.heartbeat.beat(leader=True)
+        self.heartbeat.beat(leader=self.leadership.renew())
         for process in live_processes(self.redis, self.keys):
             self.pools.update(process.get("pools") or ())
 

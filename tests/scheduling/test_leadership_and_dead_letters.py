@@ -1,0 +1,65 @@
+"""Scheduler leadership lease and dead-letter retention, against real Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from redis import Redis
+
+from broker.heartbeats import Leadership
+from broker.keys import Keys
+from models import Database
+from scheduler.housekeeping import DEAD_LETTER_RETENTION_MS, Housekeeping
+from tests.conftest import REDIS_URL
+
+DAY_MS = 24 * 3600 * 1000
+
+
+def test_one_leader_at_a_time_and_a_standby_takes_over(redis_namespace):
+    redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    key = Keys(redis_namespace).lock(f"leader-{uuid.uuid4().hex[:6]}")
+    first = Leadership(redis, key, "first", ttl_ms=300)
+    second = Leadership(redis, key, "second", ttl_ms=300)
+    assert first.renew() is True
+    assert second.renew() is False
+    assert first.renew() is True  # renewing keeps it
+    time.sleep(0.45)  # the first stops renewing: its lease runs out
+    assert second.renew() is True
+    assert first.renew() is False
+
+
+def _subscribe(tenant, topic: str, **fields) -> str:
+    response = tenant.admin.post("/subscriptions", {
+        "topic": topic, "consumer_group": f"g-{uuid.uuid4().hex[:6]}",
+        "handler_config": {"type": "http", "url": "http://127.0.0.1:9/hook"}, **fields})
+    assert response.status_code == 201, response.json
+    return response.json["id"]
+
+
+def test_dead_letter_listings_keep_their_dead_letter_topics_retention(tenant, settings):
+    tenant.create_queue("orders")
+    tenant.create_queue("orders.deadletter", retention_ms=2 * DAY_MS)
+    with_topic = _subscribe(tenant, "orders")
+    without_topic = _subscribe(tenant, "orders", dead_letter_queue="orders.failed")
+    keys = Keys(settings.redis_namespace)
+    redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    now_ms = int(time.time() * 1000)
+    ages_ms = {"old": 10 * DAY_MS, "middle": 3 * DAY_MS, "new": 1000}
+    for subscription_id in (with_topic, without_topic):
+        for name, age in ages_ms.items():
+            redis.xadd(keys.dead_letters(subscription_id), {"name": name},
+                       id=f"{now_ms - age}-0")
+    database = Database(settings.database_url)
+    housekeeping = Housekeeping(redis, keys, database, stream_cap=settings.stream_max_len)
+    try:
+        housekeeping.trim_dead_letters(now_ms)
+    finally:
+        database.dispose()
+
+    def names(subscription_id: str) -> list[str]:
+        return [fields["name"] for _, fields in redis.xrange(keys.dead_letters(subscription_id))]
+
+    assert names(with_topic) == ["new"]  # the dead-letter topic keeps two days
+    assert DEAD_LETTER_RETENTION_MS > 3 * DAY_MS
+    assert names(without_topic) == ["middle", "new"]  # no such topic yet: a week
