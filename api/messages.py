@@ -16,6 +16,7 @@ from api.fields import Timestamp
 from api.scheduling import delay_set
 from api.services import services
 from models import ConsumptionRecord, MessageRecord, Subscription, Topic
+from models.base import utcnow
 from mq.errors import MessageNotFound
 
 PREFIX = "/messages"
@@ -69,6 +70,7 @@ class MessageById(MethodView):
         session = services().db_session()
         record = find_message(session, principal().tenant_id, message_id)
         topic = session.get(Topic, record.topic_id)
+        deliveries = _deliveries(session, record)
         return {
             "message_id": record.message_id,
             "topic": topic.name if topic else None,
@@ -77,13 +79,13 @@ class MessageById(MethodView):
             "key": record.message_key,
             "headers": record.headers,
             "payload": record.payload,
-            "status": record.status,
+            "status": _message_status(record, deliveries),
             "published_at": record.published_at,
             "scheduled_at": record.scheduled_at,
             "expires_at": record.expires_at,
             "correlation_id": record.correlation_id,
             "trace_id": record.trace_id,
-            "deliveries": _deliveries(session, record),
+            "deliveries": deliveries,
         }
 
     @tenant_access("admin", "producer")
@@ -93,6 +95,15 @@ class MessageById(MethodView):
         """Cancel a scheduled message (`409 CONFLICT` once it was released)."""
         session = services().db_session()
         cancel(session, delay_set(), find_message(session, principal().tenant_id, message_id))
+
+
+def _message_status(record: MessageRecord, deliveries: list[dict[str, Any]]) -> str:
+    """`expired` once a published message's `ttl_ms` ran out before any delivery succeeded."""
+    expired = record.expires_at is not None and record.expires_at <= utcnow()
+    delivered = any(d["status"] == "delivered" for d in deliveries)
+    if record.status == "published" and expired and not delivered:
+        return "expired"
+    return record.status
 
 
 def _deliveries(session: Session, record: MessageRecord) -> list[dict[str, Any]]:

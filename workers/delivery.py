@@ -98,7 +98,7 @@ class DeliveryMiddleware(Middleware):
 
     def after_ack(self, broker: dramatiq.Broker, message: Any) -> None:
         proxy: StreamProxy = message
-        if proxy.outcome in ("success", "failed"):
+        if proxy.outcome in ("success", "failed", "expired"):
             self._record(proxy, proxy.outcome)
 
     def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:

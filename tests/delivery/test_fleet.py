@@ -48,8 +48,9 @@ def test_fan_out_to_three_groups_and_load_sharing_inside_one(
 
 def test_expired_messages_are_not_delivered(tenant, subscriptions, webhook, processes):
     tenant.create_queue("orders")
-    subscriptions.create("orders", "billing", webhook.url("/e"))
-    tenant.admin.post("/publish", {"topic": "orders", "payload": "stale", "ttl_ms": 100})
+    sub = subscriptions.create("orders", "billing", webhook.url("/e"))
+    stale = tenant.admin.post("/publish", {"topic": "orders", "payload": "stale",
+                                           "ttl_ms": 100}).json
     fresh = tenant.admin.post("/publish", {"topic": "orders", "payload": "fresh"}).json
     time.sleep(0.3)
     processes.worker()
@@ -58,6 +59,18 @@ def test_expired_messages_are_not_delivered(tenant, subscriptions, webhook, proc
     assert [r.headers["x-mq-message-id"] for r in webhook.received("/e")] == [
         fresh["message_id"]]
     assert got[0].json == "fresh"
+    expired = wait_until(lambda: _status_when(tenant, stale["message_id"], "expired"))
+    assert expired["status"] == "expired"
+    assert [d["subscription_id"] for d in expired["deliveries"]] == [sub["id"]]
+    assert tenant.admin.get(f"/messages/{fresh['message_id']}").json["status"] == "published"
+
+
+def _status_when(tenant, message_id: str, delivery_status: str) -> dict | None:
+    """The message once its delivery to every subscription has `delivery_status`."""
+    message = tenant.admin.get(f"/messages/{message_id}").json
+    deliveries = message["deliveries"]
+    done = deliveries and all(d["status"] == delivery_status for d in deliveries)
+    return message if done else None
 
 
 def test_private_webhook_address_refused_at_delivery(tenant, subscriptions, webhook, processes):
