@@ -1,4 +1,5 @@
-"""Scheduler leadership lease and dead-letter retention, against real Redis and PostgreSQL."""
+"""Scheduler leadership, dead-letter retention and consumer reaping, on real Redis and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import uuid
 from redis import Redis
 
 from broker.heartbeats import Leadership
-from broker.keys import Keys
+from broker.keys import Keys, group_name
 from models import Database
 from scheduler.housekeeping import DEAD_LETTER_RETENTION_MS, Housekeeping
+from scheduler.janitor import reap_consumers
 from tests.conftest import REDIS_URL
 
 DAY_MS = 24 * 3600 * 1000
@@ -63,3 +65,22 @@ def test_dead_letter_listings_keep_their_dead_letter_topics_retention(tenant, se
     assert names(with_topic) == ["new"]  # the dead-letter topic keeps two days
     assert DEAD_LETTER_RETENTION_MS > 3 * DAY_MS
     assert names(without_topic) == ["middle", "new"]  # no such topic yet: a week
+
+
+def test_reaping_removes_idle_consumers_that_hold_nothing(tenant, settings):
+    topic = tenant.create_queue("orders")
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    response = tenant.admin.post("/subscriptions", {
+        "topic": "orders", "consumer_group": group,
+        "handler_config": {"type": "http", "url": "http://127.0.0.1:9/hook"}})
+    assert response.status_code == 201, response.json
+    redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    keys = Keys(settings.redis_namespace)
+    stream, redis_group = keys.stream(topic["id"], 0), group_name(tenant.id, group)
+    tenant.admin.post("/publish", {"topic": "orders", "payload": 1})
+    redis.xgroup_createconsumer(stream, redis_group, "idle-and-empty")
+    redis.xreadgroup(redis_group, "holds-one", {stream: ">"}, count=1)
+    time.sleep(0.05)
+    assert reap_consumers(settings, redis, keys, idle_ms=10) >= 1
+    left = {c["name"]: c["pending"] for c in redis.xinfo_consumers(stream, redis_group)}
+    assert left == {"holds-one": 1}  # a consumer with pending entries is never removed
