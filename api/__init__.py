@@ -81,6 +81,7 @@ def _register_blueprints(api: MQApi) -> None:
         publish,
         queues,
         scheduling,
+        schemas,
         subscriptions,
         tenants,
     )
@@ -90,6 +91,7 @@ def _register_blueprints(api: MQApi) -> None:
     api.register_blueprint(monitoring.blp, url_prefix=BASE)
     api.register_blueprint(metrics.blp, url_prefix=BASE + metrics.PREFIX)
     api.register_blueprint(dead_letters.blp, url_prefix=BASE + dead_letters.PREFIX)
+    api.register_blueprint(schemas.blp, url_prefix=BASE + schemas.PREFIX)
 
 
 def _start_request() -> None:

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal
 from api.metrics import record_published
+from api.schemas import validate_payload
 from broker.envelope import Envelope
 from broker.streams import TopicStreams
 from models import MessageRecord, Topic
@@ -74,11 +75,14 @@ class PublishTarget:
     partition_count: int
     max_message_bytes: int
     allowed_producers: tuple[str, ...]
+    schema_subject: str | None = None
+    schema_definition: Any = None
 
     @classmethod
     def of(cls, topic: Topic) -> PublishTarget:
         return cls(topic.id, topic.tenant_id, topic.name, topic.status, topic.partition_count,
-                   topic.max_message_bytes, tuple(topic.allowed_producers or ()))
+                   topic.max_message_bytes, tuple(topic.allowed_producers or ()),
+                   topic.schema_subject, topic.schema_definition)
 
 
 @dataclass
@@ -137,6 +141,7 @@ def publish(
 def _prepare(topic: PublishTarget, caller: Principal, message: dict[str, Any],
              index: int | None) -> _Prepared:
     payload = message.get("payload")
+    validate_payload(topic, payload, index)
     size = len(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode())
     if size > topic.max_message_bytes:
         raise PayloadTooLarge(

@@ -16,6 +16,7 @@ from api.auth import principal, tenant_access
 from api.fields import StrictBoolean, Timestamp, name_field, strict_int
 from api.pagination import PageArgs, paginate
 from api.quotas import check_count, tenant_quotas
+from api.schemas import check_subject_reference
 from api.services import services
 from broker.control import announce
 from broker.keys import group_name
@@ -159,6 +160,8 @@ class Queues(MethodView):
                 select(func.count()).select_from(Topic).where(Topic.tenant_id == tenant_id)) or 0)
         # The contract's example: "orders" is displayed as "Orders" unless told otherwise.
         body.setdefault("display_name", body["name"][:1].upper() + body["name"][1:])
+        if body.get("schema_subject"):
+            check_subject_reference(session, tenant_id, body["schema_subject"])
         topic = Topic(tenant_id=tenant_id, **body)
         session.add(topic)
         try:
@@ -204,6 +207,8 @@ class QueueByName(MethodView):
         session = services().db_session()
         topic = find_topic(session, principal().tenant_id, name)
         _check_update(topic, body)
+        if body.get("schema_subject"):
+            check_subject_reference(session, topic.tenant_id, body["schema_subject"])
         old_partitions = topic.partition_count
         for field_name, value in body.items():
             setattr(topic, field_name, value)

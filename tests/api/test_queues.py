@@ -58,6 +58,9 @@ def test_create_with_every_field_set(tenant):
         "allowed_producers": ["svc-a"], "allowed_consumers": ["svc-b", "svc-c"],
         "status": "paused",
     }
+    # a topic may only name a subject registered in the tenant's schema registry
+    tenant.admin.post("/schemas", {"subject": "orders-value", "format": "json",
+                                   "definition": {"type": "object"}})
     response = tenant.admin.post("/queues", fields)
     assert response.status_code == 201, response.json
     assert {k: response.json[k] for k in fields} == fields

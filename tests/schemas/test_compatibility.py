@@ -1,0 +1,120 @@
+"""Compatibility rules per format and mode (pure functions, no service needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from handlers.schema_check import SchemaDefinitionError
+from handlers.schema_registry import check_definition, incompatibilities, payload_checker
+
+
+def avro(*fields: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "record", "name": "Order", "fields": list(fields)}
+
+
+def obj(properties: dict[str, Any], required: list[str] = (), **extra: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(required), **extra}
+
+
+PROTO_V1 = 'syntax = "proto3";\nmessage Order { string id = 1; int32 qty = 2; }'
+PROTO_ADDED = 'syntax = "proto3";\nmessage Order { string id = 1; int32 qty = 2; string note = 3; }'
+PROTO_RETYPED = 'syntax = "proto3";\nmessage Order { string id = 1; string qty = 2; }'
+
+ID = {"name": "id", "type": "string"}
+QTY_INT = {"name": "qty", "type": "int"}
+QTY_LONG = {"name": "qty", "type": "long"}
+NOTE = {"name": "note", "type": "string"}
+NOTE_DEFAULT = {"name": "note", "type": "string", "default": ""}
+
+# (format, mode, previous, new, compatible?)
+CASES = [
+    # Avro: a field added without a default breaks BACKWARD (new reader lacks data for it)
+    ("avro", "BACKWARD", avro(ID), avro(ID, NOTE), False),
+    ("avro", "BACKWARD", avro(ID), avro(ID, NOTE_DEFAULT), True),
+    ("avro", "BACKWARD", avro(ID, QTY_INT), avro(ID, QTY_LONG), True),  # int promotes to long
+    ("avro", "BACKWARD", avro(ID, QTY_LONG), avro(ID, QTY_INT), False),
+    # FORWARD: the old reader must read new data; removing a field it needs without default
+    ("avro", "FORWARD", avro(ID, NOTE), avro(ID), False),
+    ("avro", "FORWARD", avro(ID, NOTE_DEFAULT), avro(ID), True),
+    ("avro", "FORWARD", avro(ID), avro(ID, NOTE), True),
+    ("avro", "FORWARD", avro(ID, QTY_INT), avro(ID, QTY_LONG), False),
+    ("avro", "FULL", avro(ID), avro(ID, NOTE_DEFAULT), True),
+    ("avro", "FULL", avro(ID), avro(ID, NOTE), False),
+    ("avro", "FULL", avro(ID, QTY_INT), avro(ID, QTY_LONG), False),
+    ("avro", "NONE", avro(ID), {"type": "array", "items": "int"}, True),
+    # JSON Schema
+    ("json", "BACKWARD", obj({"a": {"type": "string"}}),
+     obj({"a": {"type": "string"}, "b": {"type": "integer"}}, ["b"]), False),
+    ("json", "BACKWARD", obj({"a": {"type": "string"}}),
+     obj({"a": {"type": "string"}, "b": {"type": "integer"}}), True),
+    ("json", "BACKWARD", obj({"a": {"type": "integer"}}), obj({"a": {"type": "number"}}), True),
+    ("json", "BACKWARD", obj({"a": {"type": "number"}}), obj({"a": {"type": "integer"}}), False),
+    ("json", "FORWARD", obj({"a": {"type": "string"}}, ["a"]), obj({"a": {"type": "string"}}),
+     False),
+    ("json", "FORWARD", obj({"a": {"type": "string"}}), obj({"a": {"type": "string"}}, ["a"]),
+     True),
+    ("json", "FORWARD", obj({"a": {"type": "string"}}, additionalProperties=False),
+     obj({"a": {"type": "string"}, "b": {"type": "string"}}), False),
+    ("json", "FULL", obj({"a": {"type": "string"}}),
+     obj({"a": {"type": "string"}, "b": {"type": "string"}}), True),
+    ("json", "FULL", obj({"a": {"type": "string"}}, ["a"]), obj({"a": {"type": "string"}}),
+     False),
+    ("json", "NONE", obj({"a": {"type": "string"}}), obj({"a": {"type": "integer"}}, ["a"]),
+     True),
+    # Protobuf: field numbers keep their types; added/removed fields are fine
+    ("protobuf", "BACKWARD", PROTO_V1, PROTO_ADDED, True),
+    ("protobuf", "BACKWARD", PROTO_V1, PROTO_RETYPED, False),
+    ("protobuf", "FORWARD", PROTO_ADDED, PROTO_V1, True),
+    ("protobuf", "FORWARD", PROTO_V1, PROTO_RETYPED, False),
+    ("protobuf", "FULL", PROTO_V1, PROTO_ADDED, True),
+    ("protobuf", "FULL", PROTO_V1, PROTO_RETYPED, False),
+    ("protobuf", "NONE", PROTO_V1, PROTO_RETYPED, True),
+]
+
+
+@pytest.mark.parametrize(("fmt", "mode", "previous", "new", "compatible"), CASES)
+def test_compatibility_rules(fmt, mode, previous, new, compatible):
+    problems = incompatibilities(fmt, mode, previous, new)
+    assert (problems == []) is compatible, problems
+    if not compatible:
+        assert all(p.startswith(("BACKWARD:", "FORWARD:")) for p in problems)
+
+
+def test_avro_recursive_types_and_unions_resolve():
+    node = {"type": "record", "name": "Node", "fields": [
+        {"name": "value", "type": ["null", "int"]},
+        {"name": "next", "type": ["null", "Node"], "default": None}]}
+    widened = {"type": "record", "name": "Node", "fields": [
+        {"name": "value", "type": ["null", "long"]},
+        {"name": "next", "type": ["null", "Node"], "default": None}]}
+    assert incompatibilities("avro", "BACKWARD", node, widened) == []
+    assert incompatibilities("avro", "FORWARD", node, widened) != []
+
+
+@pytest.mark.parametrize(("fmt", "definition"), [
+    ("json", {"type": "nope"}),
+    ("json", [1, 2]),
+    ("avro", {"type": "record", "name": "R"}),
+    ("avro", {"type": "unknown_type"}),
+    ("protobuf", "message {"),
+    ("protobuf", {"not": "text"}),
+    ("protobuf", 'syntax = "proto3";'),
+])
+def test_invalid_definitions_are_refused(fmt, definition):
+    with pytest.raises(SchemaDefinitionError):
+        check_definition(fmt, definition)
+
+
+def test_payload_checkers_name_the_first_error_path():
+    json_check = payload_checker("json", obj({"a": {"type": "integer"}}, ["a"]))
+    assert json_check({"a": 1}) is None
+    assert json_check({"a": "x"}).path == "/a"
+    avro_check = payload_checker("avro", avro(ID, QTY_INT))
+    assert avro_check({"id": "x", "qty": 1}) is None
+    assert "qty" in avro_check({"id": "x", "qty": "many"}).path
+    proto_check = payload_checker("protobuf", PROTO_V1)
+    assert proto_check({"id": "x", "qty": 2}) is None
+    assert proto_check({"id": "x", "color": "red"}).path == "/color"
+    assert proto_check([1]).path == "/"
