@@ -273,7 +273,11 @@ def _check_compatible(latest: Schema, body: dict[str, Any]) -> None:
         problems = [] if mode == "NONE" else [
             f"format {body['format']} differs from the subject's {latest.format}"]
     else:
-        problems = incompatibilities(body["format"], mode, latest.definition, body["definition"])
+        try:
+            problems = incompatibilities(body["format"], mode, latest.definition,
+                                         body["definition"])
+        except SchemaDefinitionError as exc:
+            raise InvalidRequest(str(exc), {"definition": [str(exc)]}) from None
     if problems:
         raise SchemaIncompatible(
             f"version {latest.version + 1} of '{latest.subject}' breaks {mode} compatibility: "

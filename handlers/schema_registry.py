@@ -163,10 +163,13 @@ def incompatibilities(fmt: str, mode: str, previous: Any, new: Any) -> list[str]
         return []
     check = _READER_CHECKS[fmt]
     problems: list[str] = []
-    if mode in ("BACKWARD", "FULL"):
-        problems += [f"BACKWARD: {p}" for p in check(new, previous)]
-    if mode in ("FORWARD", "FULL"):
-        problems += [f"FORWARD: {p}" for p in check(previous, new)]
+    try:
+        if mode in ("BACKWARD", "FULL"):
+            problems += [f"BACKWARD: {p}" for p in check(new, previous)]
+        if mode in ("FORWARD", "FULL"):
+            problems += [f"FORWARD: {p}" for p in check(previous, new)]
+    except RecursionError:
+        raise SchemaDefinitionError("the schema is nested too deeply to compare") from None
     return problems
 
 

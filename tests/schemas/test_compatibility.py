@@ -118,3 +118,11 @@ def test_payload_checkers_name_the_first_error_path():
     assert proto_check({"id": "x", "qty": 2}) is None
     assert proto_check({"id": "x", "color": "red"}).path == "/color"
     assert proto_check([1]).path == "/"
+
+
+def test_schemas_too_deep_to_compare_are_refused_not_crashed():
+    deep: dict[str, Any] = {"type": "object"}
+    for _ in range(3000):
+        deep = {"type": "object", "properties": {"a": deep}}
+    with pytest.raises(SchemaDefinitionError):
+        incompatibilities("json", "FULL", deep, deep)
