@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from api.auth import principal, tenant_access
 from api.delayed import cancel
 from api.fields import Timestamp
+from api.formats import shown_payload
 from api.scheduling import delay_set
 from api.services import services
 from models import ConsumptionRecord, MessageRecord, Subscription, Topic
@@ -71,14 +72,15 @@ class MessageById(MethodView):
         record = find_message(session, principal().tenant_id, message_id)
         topic = session.get(Topic, record.topic_id)
         deliveries = _deliveries(session, record)
+        payload, headers = shown_payload(record, topic)
         return {
             "message_id": record.message_id,
             "topic": topic.name if topic else None,
             "partition": record.partition_id,
             "offset": record.offset_value,
             "key": record.message_key,
-            "headers": record.headers,
-            "payload": record.payload,
+            "headers": headers,
+            "payload": payload,
             "status": _message_status(record, deliveries),
             "published_at": record.published_at,
             "scheduled_at": record.scheduled_at,

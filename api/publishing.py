@@ -34,14 +34,18 @@ from sqlalchemy.orm import Session
 from api.auth import Principal
 from api.metrics import record_published
 from api.schemas import validate_payload
+from api.services import services
+from broker.codec import PLAIN, Codec, EncodingError, topic_codec
 from broker.envelope import Envelope
 from broker.streams import TopicStreams
 from models import MessageRecord, Topic
 from models.base import new_id, utcnow
+from mq.crypto import cached_keyring
 from mq.errors import (
     Conflict,
     Forbidden,
     PayloadTooLarge,
+    SerializationError,
     TopicNotActive,
     TopicNotFound,
     ValidationError,
@@ -75,6 +79,7 @@ class PublishTarget:
     partition_count: int
     max_message_bytes: int
     allowed_producers: tuple[str, ...]
+    codec: Codec = PLAIN
     schema_subject: str | None = None
     schema_definition: Any = None
 
@@ -82,7 +87,7 @@ class PublishTarget:
     def of(cls, topic: Topic) -> PublishTarget:
         return cls(topic.id, topic.tenant_id, topic.name, topic.status, topic.partition_count,
                    topic.max_message_bytes, tuple(topic.allowed_producers or ()),
-                   topic.schema_subject, topic.schema_definition)
+                   topic_codec(topic), topic.schema_subject, topic.schema_definition)
 
 
 @dataclass
@@ -172,9 +177,11 @@ def _prepare(topic: PublishTarget, caller: Principal, message: dict[str, Any],
         "published_at": now,
         "expires_at": expires_at,
     }
+    if not topic.codec.plain:
+        row["payload"], row["headers"] = _encode(topic, row, index)
     envelope = Envelope(
         message_id=row["message_id"],
-        payload=payload,
+        payload=row["payload"],
         published_ms=int(now.timestamp() * 1000),
         key=row["message_key"],
         headers=row["headers"],
@@ -184,6 +191,20 @@ def _prepare(topic: PublishTarget, caller: Principal, message: dict[str, Any],
         expires_ms=int(expires_at.timestamp() * 1000) if expires_at else None,
     )
     return _Prepared(row, envelope)
+
+
+def _encode(topic: PublishTarget, row: dict[str, Any],
+            index: int | None) -> tuple[Any, dict[str, Any]]:
+    """The payload and headers as the topic stores them (see `broker.codec`)."""
+    settings = services().settings
+    keyring = cached_keyring(settings.mq_master_key, settings.mq_old_master_keys)
+    try:
+        return topic.codec.encode(keyring, topic.tenant_id, row["message_id"], row["payload"],
+                                  row["headers"])
+    except EncodingError as exc:
+        raise SerializationError(
+            f"the payload cannot be encoded as {topic.codec.message_format}: {exc}",
+            _at(index, "payload", str(exc))) from None
 
 
 def _partition(topic: PublishTarget, message: dict[str, Any], index: int | None) -> int:

@@ -14,10 +14,12 @@ from sqlalchemy.orm import Session
 
 from api.auth import principal, tenant_access
 from api.fields import StrictBoolean, Timestamp, name_field, strict_int
+from api.formats import CODEC_FIELDS, check_codec
 from api.pagination import PageArgs, paginate
 from api.quotas import check_count, tenant_quotas
 from api.schemas import check_subject_reference
 from api.services import services
+from broker.codec import avro_schema_of
 from broker.control import announce
 from broker.keys import group_name
 from handlers.schema_check import SchemaDefinitionError, checked_schema
@@ -62,6 +64,8 @@ class TopicFields(Schema):
     @validates_schema
     def check_schema_definition(self, data: dict[str, Any], **_: Any) -> None:
         definition = data.get("schema_definition")
+        if data.get("message_format") == "avro" and avro_schema_of(definition) is not None:
+            return  # an Avro schema: it drives the encoding (`api.formats`)
         if definition is not None:
             try:
                 checked_schema(definition)
@@ -160,6 +164,7 @@ class Queues(MethodView):
                 select(func.count()).select_from(Topic).where(Topic.tenant_id == tenant_id)) or 0)
         # The contract's example: "orders" is displayed as "Orders" unless told otherwise.
         body.setdefault("display_name", body["name"][:1].upper() + body["name"][1:])
+        check_codec(body)
         if body.get("schema_subject"):
             check_subject_reference(session, tenant_id, body["schema_subject"])
         topic = Topic(tenant_id=tenant_id, **body)
@@ -207,6 +212,7 @@ class QueueByName(MethodView):
         session = services().db_session()
         topic = find_topic(session, principal().tenant_id, name)
         _check_update(topic, body)
+        check_codec({**{f: getattr(topic, f) for f in CODEC_FIELDS}, **body})
         if body.get("schema_subject"):
             check_subject_reference(session, topic.tenant_id, body["schema_subject"])
         old_partitions = topic.partition_count

@@ -49,6 +49,7 @@ class Route:
     dead_letter_topic: str = ""
     dead_letter_expired: bool = False
     pool: str = DEFAULT_POOL
+    avro_schema: Any = None  # the topic's Avro schema, to decode `avro` payloads
 
     def streams(self, keys: Keys) -> list[str]:
         return keys.streams(self.topic_id, self.partition_count)

@@ -60,6 +60,7 @@ class Settings:
 
     mq_operator_token: str | None = None
     mq_master_key: str | None = None
+    mq_old_master_keys: tuple[str, ...] = ()
     mq_function_modules: tuple[str, ...] = ()
     mq_db_targets: dict[str, str] = field(default_factory=dict)
     mq_webhook_allow_private: bool = False

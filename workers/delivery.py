@@ -25,6 +25,7 @@ from dramatiq import Middleware
 from dramatiq.errors import Retry
 from dramatiq.middleware import SkipMessage
 
+from broker.codec import DecodingError, decode
 from broker.delivery import ACTOR_NAME, DEFAULT_POOL, Route
 from broker.envelope import FIELD, Envelope
 from broker.redis_streams import RedisStreamsBroker, StreamProxy
@@ -32,6 +33,7 @@ from handlers import pipeline
 from handlers.base import Delivery, HandlerFailure, PermanentFailure
 from handlers.pipeline import Filtered
 from handlers.registry import HandlerRegistry
+from mq.crypto import DecryptError, Keyring, cached_keyring
 from workers.records import RecordWriter
 
 log = logging.getLogger(__name__)
@@ -169,11 +171,18 @@ class DeliveryActor:
         if envelope.expires_ms is not None and envelope.expires_ms < time.time() * 1000:
             self._expired(proxy, route)
             return
+        try:
+            payload, headers = decode(self._keyring(), route.tenant_id, envelope.message_id,
+                                      envelope.payload, envelope.headers, route.avro_schema)
+        except (DecryptError, DecodingError) as exc:
+            reason = "decrypt" if isinstance(exc, DecryptError) else "permanent"
+            self._failed(proxy, route, attempt, time.perf_counter(),
+                         PermanentFailure(f"cannot decode the message: {exc}", reason=reason))
         delivery = Delivery(
             subscription_id=subscription_id, message_id=envelope.message_id,
             topic=route.topic_name, partition=partition, offset=offset,
-            payload=envelope.payload, published_ms=envelope.published_ms, attempt=attempt,
-            key=envelope.key, headers=envelope.headers,
+            payload=payload, published_ms=envelope.published_ms, attempt=attempt,
+            key=envelope.key, headers=headers,
             correlation_id=envelope.correlation_id, trace_id=envelope.trace_id)
         started = time.perf_counter()
         try:
@@ -193,6 +202,10 @@ class DeliveryActor:
             proxy.attempt_info.update(processing_time_ms=_ms_since(started),
                                       response_status=result.status,
                                       response_excerpt=result.excerpt)
+
+    def _keyring(self) -> Keyring | None:
+        settings = self.broker.settings
+        return cached_keyring(settings.mq_master_key, settings.mq_old_master_keys)
 
     def _failed(self, proxy: StreamProxy, route: Route, attempt: int, started: float,
                 failure: HandlerFailure) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
+from broker.codec import avro_schema_of
 from broker.delivery import DEFAULT_POOL, Route
 from broker.keys import group_name
 from broker.redis_streams import RedisStreamsBroker
@@ -42,6 +43,7 @@ def to_route(sub: Subscription, topic: Topic) -> Route:
         dead_letter_topic=sub.dead_letter_queue or topic.name + DEAD_LETTER_SUFFIX,
         dead_letter_expired=bool(sub.dead_letter_expired),
         pool=DEFAULT_POOL,
+        avro_schema=avro_schema_of(topic.schema_definition),
     )
 
 

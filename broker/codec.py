@@ -1,0 +1,229 @@
+"""Message formats, compression and encryption at rest for a topic's messages.
+
+A topic with the defaults (`json`, no compression, no encryption) stores payloads and headers
+as they are. Any other topic stores, in the stream envelope and in the `message_records` JSON
+columns alike:
+
+- payload: `{"$mq": {"f": <format>, "z": <compression>, "e": <encryption>, "d": <data>}}`
+  where the bytes are: the payload encoded in the format (`json` UTF-8, `msgpack`, `avro`
+  schemaless with the topic's Avro schema), then compressed (`gzip` or `zstd`), then, when
+  encrypted, sealed with AES-256-GCM (`mq.crypto`, associated data = the message id);
+  `d` is the base64 text of those bytes, or the `mq.crypto` token when encrypted.
+- headers, when encrypted: `{"$mq": <token>}` of their JSON (associated data = the message id
+  followed by `/headers`). The message key stays clear: it routes to a partition.
+
+The marker is self-describing, so decoding needs only the keyring and, for Avro, the schema.
+Dead-letter entries keep the encoded form (the payload stays ciphertext at rest); the API
+decodes when it shows a message to its tenant.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import io
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import fastavro
+import msgpack
+import zstandard
+from fastavro.validation import ValidationError as AvroValidationError
+
+from mq.crypto import DecryptError, Keyring
+
+MARKER = "$mq"
+FORMATS = ("json", "msgpack", "avro")
+COMPRESSIONS = ("none", "gzip", "zstd")
+AES_GCM = "aes-256-gcm"
+_HEADERS_AAD = b"/headers"
+
+
+class EncodingError(Exception):
+    """A payload that cannot be encoded in the topic's format."""
+
+
+class DecodingError(Exception):
+    """A stored payload that cannot be decoded (corrupt, or of an unknown format)."""
+
+
+def parse_avro_schema(definition: Any) -> Any:
+    """The parsed Avro schema, or ValueError if `definition` is not one."""
+    if not isinstance(definition, dict) or "type" not in definition:
+        raise ValueError("not an Avro schema")
+    if definition.get("$schema") or definition["type"] not in (
+            "record", "enum", "array", "map", "fixed", "string", "int", "long", "float",
+            "double", "boolean", "null", "bytes"):
+        raise ValueError("not an Avro schema")
+    try:
+        return fastavro.parse_schema(definition)
+    except Exception as exc:  # fastavro raises several types for bad schemas
+        raise ValueError(f"invalid Avro schema: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Codec:
+    """How one topic's messages are stored; `plain` ones are stored unchanged."""
+
+    message_format: str = "json"
+    compression: str = "none"
+    encryption: str = "none"
+    avro_schema: Any = None  # the Avro schema definition (dict) for `avro`
+
+    @property
+    def plain(self) -> bool:
+        return (self.message_format, self.compression, self.encryption) == ("json", "none",
+                                                                           "none")
+
+    def encode(self, keyring: Keyring | None, tenant_id: str, message_id: str, payload: Any,
+               headers: dict[str, str]) -> tuple[Any, dict[str, Any]]:
+        """(stored payload, stored headers); EncodingError if the payload does not fit."""
+        if self.plain:
+            return payload, headers
+        data = _compress(self.compression, _serialize(self, payload))
+        marker: dict[str, Any] = {"f": self.message_format, "z": self.compression}
+        if self.encryption == AES_GCM:
+            if keyring is None:
+                raise EncodingError("the topic is encrypted but no master key is configured")
+            marker.update(e=AES_GCM, d=keyring.encrypt(tenant_id, message_id.encode(), data))
+            if headers:
+                sealed = keyring.encrypt(tenant_id, message_id.encode() + _HEADERS_AAD,
+                                         json.dumps(headers).encode())
+                headers = {MARKER: sealed}
+        else:
+            marker["d"] = base64.b64encode(data).decode()
+        return {MARKER: marker}, headers
+
+
+PLAIN = Codec()
+
+
+def is_encoded(payload: Any) -> bool:
+    return isinstance(payload, dict) and len(payload) == 1 and isinstance(payload.get(MARKER),
+                                                                          dict)
+
+
+def decode(keyring: Keyring | None, tenant_id: str, message_id: str, payload: Any,
+           headers: dict[str, Any] | None, avro_schema: Any = None) -> tuple[Any, dict[str, Any]]:
+    """The plaintext payload and headers of a stored message (unchanged if not encoded).
+
+    DecryptError when a ciphertext fails authentication; DecodingError when it is corrupt.
+    """
+    headers = dict(headers or {})
+    if isinstance(headers.get(MARKER), str):
+        clear = _open(keyring, tenant_id, message_id.encode() + _HEADERS_AAD, headers[MARKER])
+        headers = json.loads(clear)
+    if not is_encoded(payload):
+        return payload, headers
+    marker = payload[MARKER]
+    if marker.get("e") == AES_GCM:
+        data = _open(keyring, tenant_id, message_id.encode(), str(marker.get("d")))
+    else:
+        try:
+            data = base64.b64decode(str(marker.get("d")), validate=True)
+        except (binascii.Error, ValueError):
+            raise DecodingError("the stored payload is not base64") from None
+    try:
+        raw = _decompress(str(marker.get("z", "none")), data)
+        return _deserialize(str(marker.get("f")), raw, avro_schema), headers
+    except DecodingError:
+        raise
+    except Exception as exc:  # corrupt data surfaces as many exception types
+        raise DecodingError(f"the stored payload cannot be decoded: {exc}") from None
+
+
+def _open(keyring: Keyring | None, tenant_id: str, associated: bytes, token: str) -> bytes:
+    if keyring is None:
+        raise DecryptError("no master key is configured to decrypt this message")
+    return keyring.decrypt(tenant_id, associated, token)
+
+
+def _check_finite(value: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise EncodingError(f"{value} cannot be encoded")
+    if isinstance(value, dict):
+        for item in value.values():
+            _check_finite(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_finite(item)
+
+
+def _serialize(codec: Codec, payload: Any) -> bytes:
+    _check_finite(payload)
+    match codec.message_format:
+        case "json":
+            return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        case "msgpack":
+            try:
+                return msgpack.packb(payload, use_bin_type=True)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise EncodingError(f"cannot be encoded as msgpack: {exc}") from None
+        case "avro":
+            return _avro_bytes(codec.avro_schema, payload)
+    raise EncodingError(f"message format '{codec.message_format}' is not supported")
+
+
+def _avro_bytes(definition: Any, payload: Any) -> bytes:
+    if definition is None:
+        raise EncodingError("the topic has no Avro schema")
+    schema = parse_avro_schema(definition)
+    try:
+        fastavro.validation.validate(payload, schema, raise_errors=True)
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, schema, payload)
+    except (AvroValidationError, TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise EncodingError(f"does not match the topic's Avro schema: {exc}") from None
+    return out.getvalue()
+
+
+def _deserialize(message_format: str, raw: bytes, avro_schema: Any) -> Any:
+    match message_format:
+        case "json":
+            return json.loads(raw)
+        case "msgpack":
+            return msgpack.unpackb(raw, raw=False)
+        case "avro":
+            if avro_schema is None:
+                raise DecodingError("no Avro schema to decode the stored payload")
+            schema = parse_avro_schema(avro_schema)
+            return fastavro.schemaless_reader(io.BytesIO(raw), schema, schema)
+    raise DecodingError(f"unknown stored format '{message_format}'")
+
+
+def _compress(compression: str, data: bytes) -> bytes:
+    if compression == "gzip":
+        return gzip.compress(data, mtime=0)
+    if compression == "zstd":
+        return zstandard.ZstdCompressor().compress(data)
+    return data
+
+
+def _decompress(compression: str, data: bytes) -> bytes:
+    if compression == "gzip":
+        return gzip.decompress(data)
+    if compression == "zstd":
+        return zstandard.ZstdDecompressor().decompress(data)
+    if compression != "none":
+        raise DecodingError(f"unknown stored compression '{compression}'")
+    return data
+
+
+def avro_schema_of(definition: Any) -> Any:
+    """`definition` if it is an Avro schema, else None."""
+    try:
+        parse_avro_schema(definition)
+    except ValueError:
+        return None
+    return definition
+
+
+def topic_codec(topic: Any) -> Codec:
+    """The codec of a topic (anything with the topic model's format fields)."""
+    return Codec(message_format=topic.message_format or "json",
+                 compression=topic.compression_type or "none",
+                 encryption=topic.encryption or "none",
+                 avro_schema=avro_schema_of(topic.schema_definition))

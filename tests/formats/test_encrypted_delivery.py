@@ -1,0 +1,71 @@
+"""End to end through a real worker: handlers get plaintext; tampered ciphertext dead-letters."""
+
+from __future__ import annotations
+
+import json
+
+from redis import Redis
+
+from broker.keys import Keys
+from tests.conftest import REDIS_URL
+from tests.delivery.conftest import wait_until
+from tests.formats.test_topics_and_publish import SECRET, _stream_entries
+
+
+def test_handler_receives_plaintext_of_encrypted_and_compressed_topics(
+        tenant, subscriptions, webhook, processes, settings):
+    vault = tenant.create_queue("vault", encryption="aes-256-gcm", compression_type="gzip")
+    tenant.create_queue("packed", message_format="msgpack", compression_type="zstd",
+                        encryption="aes-256-gcm")
+    subscriptions.create("vault", "billing", webhook.url("/vault"), handler={"envelope": True})
+    subscriptions.create("packed", "billing", webhook.url("/packed"))
+    processes.worker()
+    published = tenant.admin.post("/publish", {"topic": "vault", "payload": {"card": SECRET},
+                                               "headers": {"x-card": SECRET}})
+    assert published.status_code == 201, published.json
+    assert tenant.admin.post("/publish", {"topic": "packed",
+                                          "payload": [1, {"n": 2.5}]}).status_code == 201
+
+    [got] = webhook.wait_for("/vault", 1)
+    assert got.json["payload"] == {"card": SECRET}
+    assert got.json["headers"] == {"x-card": SECRET}
+    assert got.json["message_id"] == published.json["message_id"]
+    assert webhook.wait_for("/packed", 1)[0].json == [1, {"n": 2.5}]
+    assert all(SECRET not in entry for entry in _stream_entries(settings, vault["id"]))
+
+
+def test_tampered_ciphertext_is_dead_lettered_with_reason_decrypt(
+        tenant, subscriptions, webhook, processes, settings):
+    topic = tenant.create_queue("vault", encryption="aes-256-gcm")
+    tenant.create_queue("vault.deadletter")
+    sub = subscriptions.create("vault", "billing", webhook.url("/vault"))
+    subscriptions.create("vault.deadletter", "ops", webhook.url("/dlq"))
+    published = tenant.admin.post("/publish", {"topic": "vault", "payload": {"card": SECRET}})
+    assert published.status_code == 201
+    _tamper(settings, topic["id"])
+    processes.worker()
+
+    letter = webhook.wait_for("/dlq", 1)[0].json
+    assert letter["failure_reason"] == "decrypt"
+    assert letter["message_id"] == published.json["message_id"]
+    assert SECRET not in json.dumps(letter)
+    assert webhook.received("/vault") == []  # never garbage to the handler
+    listed = wait_until(lambda: tenant.admin.get(
+        f"/subscriptions/{sub['id']}/dead-letters").json["items"])
+    assert [item["failure_reason"] for item in listed] == ["decrypt"]
+
+
+def _tamper(settings, topic_id: str) -> None:
+    """Replace the one stream entry with a copy whose ciphertext has one character changed."""
+    redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        stream = Keys(settings.redis_namespace).stream(topic_id, 0)
+        [(entry_id, fields)] = redis.xrange(stream)
+        body = json.loads(fields["m"])
+        kid, nonce, sealed = body["p"]["$mq"]["d"].split(".")
+        sealed = ("A" if sealed[0] != "A" else "B") + sealed[1:]
+        body["p"]["$mq"]["d"] = ".".join((kid, nonce, sealed))
+        redis.xdel(stream, entry_id)
+        redis.xadd(stream, {"m": json.dumps(body)})
+    finally:
+        redis.close()
