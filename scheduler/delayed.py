@@ -34,6 +34,7 @@ from broker.delays import DelaySet
 from broker.keys import Keys
 from models import Database, MessageRecord
 from models.base import utcnow
+from mq.crypto import cached_keyring
 from mq.settings import Settings
 from scheduler.housekeeping import Housekeeping
 from scheduler.records import due_ms, record_envelope
@@ -203,7 +204,9 @@ class DelayedJobs:
         delays = DelaySet(self.redis, keys, stream_cap=settings.stream_max_len)
         self.releaser = Releaser(settings, self.database, stop)
         self.rebuilder = Rebuilder(self.redis, keys, self.database, delays)
-        self.recurring = Recurring(self.redis, keys, self.database, delays)
+        self.recurring = Recurring(self.redis, keys, self.database, delays,
+                                   keyring=cached_keyring(settings.mq_master_key,
+                                                          settings.mq_old_master_keys))
         self.housekeeping = Housekeeping(self.redis, keys, self.database,
                                          stream_cap=settings.stream_max_len)
 

@@ -17,12 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import zlib
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from broker.codec import EncodingError, topic_codec
 from broker.connection import RedisClient
 from broker.delays import DelaySet
 from broker.envelope import Envelope
@@ -30,6 +32,7 @@ from broker.keys import Keys
 from models import Database, MessageRecord, Schedule, Topic
 from models.base import new_id, utcnow
 from mq.cron import cron_trigger, next_run
+from mq.crypto import Keyring
 from mq.errors import ValidationError
 
 log = logging.getLogger(__name__)
@@ -42,8 +45,9 @@ SCHEDULE_HEADER = "X-MQ-Schedule-Id"
 
 
 class Recurring:
-    def __init__(self, redis: RedisClient, keys: Keys, database: Database, delays: DelaySet
-                 ) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys, database: Database, delays: DelaySet,
+                 *, keyring: Keyring | None = None) -> None:
+        self.keyring = keyring
         self.redis = redis
         self.keys = keys
         self.database = database
@@ -88,6 +92,14 @@ class Recurring:
                  partitions: int) -> int:
         row, envelope = _message(schedule, run_at, run_ms, partitions)
         with self.database.session() as session:
+            topic = session.get(Topic, schedule.topic_id)
+            if topic is not None and not topic_codec(topic).plain:
+                try:
+                    row, envelope = self._encoded(topic, row, envelope)
+                except EncodingError as exc:  # e.g. encrypted, but the master key is gone
+                    log.warning("schedule run %s skipped: cannot be encoded for topic %s: %s",
+                                row["message_id"], topic.name, exc)
+                    return 0
             try:
                 session.execute(insert(MessageRecord.__table__), [row])
                 session.commit()
@@ -95,6 +107,14 @@ class Recurring:
                 return 0
         self.delays.park(row["id"], run_ms, schedule.topic_id, row["partition_id"], envelope)
         return 1
+
+    def _encoded(self, topic: Topic, row: dict[str, Any], envelope: Envelope
+                 ) -> tuple[dict[str, Any], Envelope]:
+        """The run's message as its topic stores it (format, compression, encryption)."""
+        payload, headers = topic_codec(topic).encode(
+            self.keyring, row["tenant_id"], row["message_id"], row["payload"], row["headers"])
+        return ({**row, "payload": payload, "headers": headers},
+                replace(envelope, payload=payload, headers=headers))
 
 
 def _message(schedule: Schedule, run_at: datetime, run_ms: int, partitions: int
