@@ -32,10 +32,11 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
+from api.formats import publish_codec
 from api.metrics import record_published
 from api.schemas import validate_payload
 from api.services import services
-from broker.codec import PLAIN, Codec, EncodingError, topic_codec
+from broker.codec import PLAIN, Codec, EncodingError
 from broker.envelope import Envelope
 from broker.streams import TopicStreams
 from models import MessageRecord, Topic
@@ -87,7 +88,7 @@ class PublishTarget:
     def of(cls, topic: Topic) -> PublishTarget:
         return cls(topic.id, topic.tenant_id, topic.name, topic.status, topic.partition_count,
                    topic.max_message_bytes, tuple(topic.allowed_producers or ()),
-                   topic_codec(topic), topic.schema_subject, topic.schema_definition)
+                   publish_codec(topic), topic.schema_subject, topic.schema_definition)
 
 
 @dataclass
@@ -302,9 +303,12 @@ def _record_offsets(session: Session, offsets: list[tuple[str, str]]) -> None:
     lost offset write only makes the outbox sweep hand the record over again (a duplicate).
     """
     records = MessageRecord.__table__
-    if session.get_bind().dialect.name == "postgresql":
+    on_postgresql = session.get_bind().dialect.name == "postgresql"
+    if on_postgresql:
         session.execute(text("SET LOCAL synchronous_commit TO OFF"))
-        # One statement for the whole batch: UPDATE ... FROM (VALUES ...).
+    if on_postgresql and len(offsets) > 1:
+        # One statement for a batch: UPDATE ... FROM (VALUES ...). (Not for single messages:
+        # a VALUES list is compiled anew every time, the plain UPDATE comes from the cache.)
         rows = values(column("record_id", String), column("offset", String),
                       name="offsets").data(offsets)
         session.execute(update(records).where(records.c.id == rows.c.record_id)
