@@ -8,7 +8,8 @@ columns alike:
   where the bytes are: the payload encoded in the format (`json` UTF-8, `msgpack`, `avro`
   schemaless with the topic's Avro schema), then compressed (`gzip` or `zstd`), then, when
   encrypted, sealed with AES-256-GCM (`mq.crypto`, associated data = the message id);
-  `d` is the base64 text of those bytes, or the `mq.crypto` token when encrypted.
+  `d` is the base64 text of those bytes, or the `mq.crypto` token when encrypted; `s`, for
+  Avro written with a schema-registry version, is that schema's id (readers use that version).
 - headers, when encrypted: `{"$mq": <token>}` of their JSON (associated data = the message id
   followed by `/headers`). The message key stays clear: it routes to a partition.
 
@@ -25,6 +26,7 @@ import gzip
 import io
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +74,7 @@ class Codec:
     compression: str = "none"
     encryption: str = "none"
     avro_schema: Any = None  # the Avro schema definition (dict) for `avro`
+    schema_id: str | None = None  # the registry schema `avro_schema` came from, if any
 
     @property
     def plain(self) -> bool:
@@ -85,6 +88,8 @@ class Codec:
             return payload, headers
         data = _compress(self.compression, _serialize(self, payload))
         marker: dict[str, Any] = {"f": self.message_format, "z": self.compression}
+        if self.schema_id is not None:
+            marker["s"] = self.schema_id
         if self.encryption == AES_GCM:
             if keyring is None:
                 raise EncodingError("the topic is encrypted but no master key is configured")
@@ -107,9 +112,12 @@ def is_encoded(payload: Any) -> bool:
 
 
 def decode(keyring: Keyring | None, tenant_id: str, message_id: str, payload: Any,
-           headers: dict[str, Any] | None, avro_schema: Any = None) -> tuple[Any, dict[str, Any]]:
+           headers: dict[str, Any] | None, avro_schema: Any = None,
+           schemas: Callable[[str], Any] | None = None) -> tuple[Any, dict[str, Any]]:
     """The plaintext payload and headers of a stored message (unchanged if not encoded).
 
+    `schemas` maps a registry schema id to its definition: an Avro payload written with a
+    registered schema (`s` in the marker) is read with that very version.
     DecryptError when a ciphertext fails authentication; DecodingError when it is corrupt.
     """
     headers = dict(headers or {})
@@ -119,6 +127,8 @@ def decode(keyring: Keyring | None, tenant_id: str, message_id: str, payload: An
     if not is_encoded(payload):
         return payload, headers
     marker = payload[MARKER]
+    if marker.get("s") and schemas is not None:
+        avro_schema = schemas(str(marker["s"]))
     if marker.get("e") == AES_GCM:
         data = _open(keyring, tenant_id, message_id.encode(), str(marker.get("d")))
     else:

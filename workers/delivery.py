@@ -17,6 +17,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,7 +69,9 @@ class DeliveryMiddleware(Middleware):
     """Gates deliveries on the subscription's current state and records every attempt."""
 
     def __init__(self, broker: RedisStreamsBroker, records: RecordWriter,
-                 handlers: HandlerRegistry) -> None:
+                 handlers: HandlerRegistry,
+                 schemas: Callable[[str], Any] | None = None) -> None:
+        self.schemas = schemas  # registry schema id -> definition, for Avro payloads
         self.broker = broker
         self.records = records
         self.handlers = handlers
@@ -173,7 +176,8 @@ class DeliveryActor:
             return
         try:
             payload, headers = decode(self._keyring(), route.tenant_id, envelope.message_id,
-                                      envelope.payload, envelope.headers, route.avro_schema)
+                                      envelope.payload, envelope.headers, route.avro_schema,
+                                      self.middleware.schemas)
         except (DecryptError, DecodingError) as exc:
             reason = "decrypt" if isinstance(exc, DecryptError) else "permanent"
             self._failed(proxy, route, attempt, time.perf_counter(),

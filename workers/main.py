@@ -29,6 +29,7 @@ from workers.delivery import DeliveryMiddleware, declare_actor
 from workers.metrics import WorkerMetrics
 from workers.records import RecordWriter
 from workers.registry import SubscriptionRegistry
+from workers.schemas import SchemaDefinitions
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def run_process(settings: Settings, *, pools: list[str], threads: int) -> int:
                                 max_connections=threads + 6)
     database = Database(settings.database_url, pool_size=2)
     handlers = HandlerRegistry(settings)
-    delivery = DeliveryMiddleware(broker, records, handlers)
+    delivery = DeliveryMiddleware(broker, records, handlers, SchemaDefinitions(database))
     broker.add_middleware(delivery)
     broker.add_middleware(WorkerMetrics(broker, settings))
     declare_actor(broker, delivery)
