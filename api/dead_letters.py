@@ -10,6 +10,7 @@ from marshmallow import Schema, fields, validate, validates_schema
 from marshmallow import ValidationError as InvalidFields
 
 from api.auth import principal, tenant_access
+from api.formats import shown_dead_letters
 from api.services import services
 from api.subscriptions import find_subscription
 from broker import dead_letters
@@ -82,7 +83,7 @@ class DeadLetters(MethodView):
         items, cursor = dead_letters.list_entries(services().redis, services().keys,
                                                   subscription.id, limit=args["limit"],
                                                   after=args["cursor"])
-        return {"items": items, "next_cursor": cursor}
+        return {"items": shown_dead_letters(items, subscription.topic_id), "next_cursor": cursor}
 
     @tenant_access(*ROLES)
     @blp.response(200, DeadLetterPurgeOut)

@@ -8,7 +8,16 @@ from typing import Any
 from api.auth import principal
 from api.schemas import find_schema, parse_subject_reference
 from api.services import services
-from broker.codec import AES_GCM, Codec, DecodingError, avro_schema_of, decode, topic_codec
+from broker.codec import (
+    AES_GCM,
+    MARKER,
+    Codec,
+    DecodingError,
+    avro_schema_of,
+    decode,
+    is_encoded,
+    topic_codec,
+)
 from models import Schema, Topic
 from mq.crypto import DecryptError, cached_keyring
 from mq.errors import ValidationError
@@ -80,3 +89,29 @@ def shown_payload(record: Any, topic: Any) -> tuple[Any, dict[str, Any]]:
                       record.headers, schema, registry_definition)
     except (DecryptError, DecodingError):
         return record.payload, record.headers or {}
+
+
+def shown_dead_letters(entries: list[dict[str, Any]], topic_id: str) -> list[dict[str, Any]]:
+    """Dead-letter entries with their payload and headers decoded (they are kept encoded at
+    rest); an entry that cannot be decoded, e.g. dead-lettered for `decrypt`, is shown as kept.
+    """
+    if not any(is_encoded(e.get("payload")) or MARKER in (e.get("headers") or {})
+               for e in entries):
+        return entries
+    topic = services().db_session().get(Topic, topic_id)
+    if topic is None:
+        return entries
+    settings = services().settings
+    keyring = cached_keyring(settings.mq_master_key, settings.mq_old_master_keys)
+    schema = avro_schema_of(topic.schema_definition)
+    shown = []
+    for entry in entries:
+        try:
+            payload, headers = decode(keyring, topic.tenant_id, entry["message_id"],
+                                      entry.get("payload"), entry.get("headers"), schema,
+                                      registry_definition)
+        except (DecryptError, DecodingError):
+            shown.append(entry)
+        else:
+            shown.append({**entry, "payload": payload, "headers": headers})
+    return shown

@@ -50,6 +50,9 @@ class Route:
     dead_letter_expired: bool = False
     pool: str = DEFAULT_POOL
     avro_schema: Any = None  # the topic's Avro schema, to decode `avro` payloads
+    #: The topic owner's tenant, whose key encrypted its messages (a public topic's
+    #: subscription may belong to another tenant).
+    topic_tenant_id: str = ""
 
     def streams(self, keys: Keys) -> list[str]:
         return keys.streams(self.topic_id, self.partition_count)

@@ -175,7 +175,8 @@ class DeliveryActor:
             self._expired(proxy, route)
             return
         try:
-            payload, headers = decode(self._keyring(), route.tenant_id, envelope.message_id,
+            payload, headers = decode(self._keyring(), route.topic_tenant_id or route.tenant_id,
+                                      envelope.message_id,
                                       envelope.payload, envelope.headers, route.avro_schema,
                                       self.middleware.schemas)
         except (DecryptError, DecodingError) as exc:

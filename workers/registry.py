@@ -44,6 +44,7 @@ def to_route(sub: Subscription, topic: Topic) -> Route:
         dead_letter_expired=bool(sub.dead_letter_expired),
         pool=DEFAULT_POOL,
         avro_schema=avro_schema_of(topic.schema_definition),
+        topic_tenant_id=topic.tenant_id,
     )
 
 

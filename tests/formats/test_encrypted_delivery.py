@@ -69,3 +69,26 @@ def _tamper(settings, topic_id: str) -> None:
         redis.xadd(stream, {"m": json.dumps(body)})
     finally:
         redis.close()
+
+
+def test_dead_letters_stay_encrypted_at_rest_and_list_in_plaintext(
+        tenant, subscriptions, webhook, processes, settings):
+    tenant.create_queue("vault", encryption="aes-256-gcm")
+    tenant.create_queue("vault.deadletter")
+    sub = subscriptions.create("vault", "billing", webhook.url("/vault"))
+    webhook.always("/vault", 404)  # a permanent failure: dead-lettered at once
+    processes.worker()
+    published = tenant.admin.post("/publish", {"topic": "vault", "payload": {"card": SECRET},
+                                               "headers": {"x-card": SECRET}})
+    assert published.status_code == 201
+
+    listed = wait_until(lambda: tenant.admin.get(
+        f"/subscriptions/{sub['id']}/dead-letters").json["items"])
+    assert listed[0]["payload"] == {"card": SECRET}
+    assert listed[0]["headers"] == {"x-card": SECRET}
+    redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        raw = redis.xrange(Keys(settings.redis_namespace).dead_letters(sub["id"]))
+    finally:
+        redis.close()
+    assert raw and all(SECRET not in json.dumps(fields) for _, fields in raw)
