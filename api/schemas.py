@@ -101,6 +101,7 @@ class Schemas(MethodView):
             session.rollback()
             raise Conflict(f"another version of '{body['subject']}' was registered at the same "
                            "time; retry the request") from None
+        services().cache.invalidate()  # cached topics bound to the subject see the new version
         return row
 
     @tenant_access()
