@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
-from api.publishing import PublishTarget, _forget_records, _prepare, check_producer
+from api.publishing import PublishTarget, check_producer, forget_records, prepare_message
 from broker.delays import DelaySet
 from models import MessageRecord
 from mq.errors import Conflict
@@ -41,7 +41,7 @@ def publish_at(session: Session, delays: DelaySet, topic: PublishTarget, caller:
                message: dict[str, Any], deliver_at: datetime) -> Scheduled:
     """Record `message` as scheduled for `deliver_at` and park it (see module docstring)."""
     check_producer(topic, caller)
-    prepared = _prepare(topic, caller, message, None)
+    prepared = prepare_message(topic, caller, message, None)
     if message.get("message_id"):
         known = _existing(session, topic.tenant_id, prepared.message_id)
         if known is not None:
@@ -66,7 +66,7 @@ def publish_at(session: Session, delays: DelaySet, topic: PublishTarget, caller:
     try:
         delays.park(prepared.row["id"], due_ms, topic.id, prepared.row["partition_id"], envelope)
     except RedisError:
-        _forget_records(session, [prepared.row["id"]])
+        forget_records(session, [prepared.row["id"]])
         raise
     return Scheduled(prepared.message_id, "scheduled", deliver_at, duplicate=False)
 

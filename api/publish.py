@@ -96,7 +96,7 @@ class BatchOut(Schema):
 
 def _publish_one(topic_name: str, message: dict[str, Any]) -> Response:
     session = services().db_session()
-    topic = _publish_target(topic_name)
+    topic = publish_target(topic_name)
     take_publish_rate(topic.tenant_id, 1)
     check_stored_bytes(topic.tenant_id)
     [result] = publish(session, services().streams, topic, principal(), [message], batch=False)
@@ -104,10 +104,10 @@ def _publish_one(topic_name: str, message: dict[str, Any]) -> Response:
     body = {"message_id": result.message_id, "topic": topic_name, "partition": result.partition,
             "offset": result.offset, "timestamp": iso(result.published_at),
             "duplicate": result.duplicate}
-    return _json(body, 200 if result.duplicate else 201)
+    return json_response(body, 200 if result.duplicate else 201)
 
 
-def _publish_target(name: str) -> PublishTarget:
+def publish_target(name: str) -> PublishTarget:
     """The caller's topic `name`, from the process cache when it is current."""
     svc, tenant_id = services(), principal().tenant_id
     return svc.cache.get_or_load(
@@ -125,14 +125,14 @@ def _original_topic(message_id: str) -> str | None:
 
 def _publish_batch(topic_name: str, messages: list[dict[str, Any]]) -> Response:
     session = services().db_session()
-    topic = _publish_target(topic_name)
+    topic = publish_target(topic_name)
     take_publish_rate(topic.tenant_id, len(messages))
     check_stored_bytes(topic.tenant_id)
     results = publish(session, services().streams, topic, principal(), messages, batch=True)
-    return _json(_batch_answer(results), 200 if all(r.duplicate for r in results) else 201)
+    return json_response(_batch_answer(results), 200 if all(r.duplicate for r in results) else 201)
 
 
-def _json(body: dict[str, Any], status: int) -> Response:
+def json_response(body: dict[str, Any], status: int) -> Response:
     response = jsonify(body)
     response.status_code = status
     return response

@@ -124,7 +124,8 @@ def publish(
 ) -> list[Published]:
     """Publish `messages` (already schema-checked) to `topic`, in order; see module docstring."""
     check_producer(topic, caller)
-    prepared = [_prepare(topic, caller, m, i if batch else None) for i, m in enumerate(messages)]
+    prepared = [prepare_message(topic, caller, m, i if batch else None)
+                for i, m in enumerate(messages)]
     if batch:
         _check_batch_size(prepared)
     supplied = [m["message_id"] for m in messages if m.get("message_id")]
@@ -144,7 +145,7 @@ def publish(
             for p in prepared]
 
 
-def _prepare(topic: PublishTarget, caller: Principal, message: dict[str, Any],
+def prepare_message(topic: PublishTarget, caller: Principal, message: dict[str, Any],
              index: int | None) -> _Prepared:
     payload = message.get("payload")
     validate_payload(topic, payload, index)
@@ -272,7 +273,7 @@ def _store_and_append(session: Session, streams: TopicStreams, topic: PublishTar
         offsets = streams.append_many(topic.id,
                                       [(i.row["partition_id"], i.envelope) for i in items])
     except RedisError:
-        _forget_records(session, [item.row["id"] for item in items])
+        forget_records(session, [item.row["id"] for item in items])
         raise
     _record_offsets(session, [(item.row["id"], offset) for item, offset in
                               zip(items, offsets, strict=True)])
@@ -283,7 +284,7 @@ def _store_and_append(session: Session, streams: TopicStreams, topic: PublishTar
     }
 
 
-def _forget_records(session: Session, record_ids: list[str]) -> None:
+def forget_records(session: Session, record_ids: list[str]) -> None:
     """Delete the records of messages Redis refused (best effort; see module docstring)."""
     records = MessageRecord.__table__
     try:

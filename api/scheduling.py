@@ -18,8 +18,8 @@ from api.auth import principal, tenant_access
 from api.delayed import MAX_DELAY, cancel, publish_at
 from api.fields import Timestamp, iso, strict_int
 from api.pagination import PageArgs, paginate
-from api.publish import MessageFields, _json, _publish_target
-from api.publishing import _prepare, check_producer
+from api.publish import MessageFields, json_response, publish_target
+from api.publishing import check_producer, prepare_message
 from api.quotas import check_stored_bytes, take_publish_rate
 from api.services import services
 from broker.delays import DelaySet
@@ -91,14 +91,14 @@ def delay_set() -> DelaySet:
 
 
 def _publish_delayed(body: dict[str, Any], deliver_at: datetime) -> Response:
-    topic = _publish_target(body.pop("topic"))
+    topic = publish_target(body.pop("topic"))
     take_publish_rate(topic.tenant_id, 1)
     check_stored_bytes(topic.tenant_id)
     result = publish_at(services().db_session(), delay_set(), topic, principal(), body,
                         deliver_at)
     answer = {"message_id": result.message_id, "status": result.status,
               "deliver_at": iso(result.deliver_at), "duplicate": result.duplicate}
-    return _json(answer, 200 if result.duplicate else 202)
+    return json_response(answer, 200 if result.duplicate else 202)
 
 
 def _create_schedule(body: dict[str, Any]) -> Response:
@@ -111,17 +111,17 @@ def _create_schedule(body: dict[str, Any]) -> Response:
     if first is None:
         raise ValidationError("the cron expression never fires",
                               {"cron": ["no future run time"]})
-    topic, caller = _publish_target(body["topic"]), principal()
+    topic, caller = publish_target(body["topic"]), principal()
     check_producer(topic, caller)
     message = {k: v for k, v in body.items() if k not in _NOT_MESSAGE}
-    _prepare(topic, caller, message, None)  # size and partition checks, as at publish time
+    prepare_message(topic, caller, message, None)  # size and partition checks, as at publish time
     session = services().db_session()
     schedule = Schedule(tenant_id=topic.tenant_id, topic_id=topic.id, name=body.get("name"),
                         cron=" ".join(body["cron"].split()), timezone=timezone,
                         message=message, next_run_at=first)
     session.add(schedule)
     session.commit()
-    return _json({"schedule_id": schedule.id, "next_run_at": iso(first)}, 201)
+    return json_response({"schedule_id": schedule.id, "next_run_at": iso(first)}, 201)
 
 
 @blp.route("/publish/delayed")
