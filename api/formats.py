@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from api.auth import principal
-from api.schemas import find_schema, parse_subject_reference
 from api.services import services
 from broker.codec import (
     AES_GCM,
     MARKER,
+    SCHEMA_FORMATS,
     Codec,
     DecodingError,
     avro_schema_of,
@@ -19,22 +18,24 @@ from broker.codec import (
     topic_codec,
 )
 from models import Schema, Topic
+from models.registry import referenced_schema
 from mq.crypto import DecryptError, cached_keyring
 from mq.errors import ValidationError
 
-PROTOBUF_UNAVAILABLE = "protobuf needs a registered schema; not available in this edition"
-
 
 def check_codec(fields: dict[str, Any]) -> None:
-    """422 for a format without what it needs, or encryption without a master key.
+    """422 for a format without the schema it needs, or encryption without a master key.
 
     `fields` are the topic's fields after the create or update is applied.
     """
     message_format = fields.get("message_format") or "json"
-    if message_format == "protobuf":
-        raise ValidationError(PROTOBUF_UNAVAILABLE, {"message_format": [PROTOBUF_UNAVAILABLE]})
+    if message_format == "protobuf" and _registered(fields.get("schema_subject"),
+                                                    "protobuf") is None:
+        problem = ("message_format protobuf needs a schema_subject registered with format "
+                   "protobuf (its first message is the payload type)")
+        raise ValidationError(problem, {"message_format": [problem]})
     if message_format == "avro" and avro_schema_of(fields.get("schema_definition")) is None \
-            and _registered_avro(fields.get("schema_subject")) is None:
+            and _registered(fields.get("schema_subject"), "avro") is None:
         problem = ("message_format avro needs an Avro schema: in schema_definition, or a "
                    "schema_subject registered with format avro")
         raise ValidationError(problem, {"message_format": [problem]})
@@ -49,25 +50,19 @@ def check_codec(fields: dict[str, Any]) -> None:
 CODEC_FIELDS = ("message_format", "schema_definition", "schema_subject", "encryption")
 
 
-def _registered_avro(reference: str | None) -> Schema | None:
-    """The registry version a topic's `schema_subject` names, if it is an Avro schema."""
-    parsed = parse_subject_reference(reference) if reference else None
-    if parsed is None:
-        return None
-    row = find_schema(services().db_session(), principal().tenant_id, *parsed)
-    return row if row is not None and row.format == "avro" else None
+def _registered(reference: str | None, fmt: str) -> Schema | None:
+    """The registry version a topic's `schema_subject` names, if it has format `fmt`."""
+    row = referenced_schema(services().db_session(), principal().tenant_id, reference)
+    return row if row is not None and row.format == fmt else None
 
 
 def publish_codec(topic: Topic) -> Codec:
-    """The codec a publish uses: an Avro topic bound to a registry subject writes with the
-    subject's version it names (the latest unless pinned) and records that schema's id."""
-    codec = topic_codec(topic)
-    if codec.message_format != "avro" or codec.avro_schema is not None:
-        return codec
-    row = _registered_avro(topic.schema_subject)
-    if row is None:
-        return codec
-    return dataclasses.replace(codec, avro_schema=row.definition, schema_id=row.id)
+    """The codec a publish uses: a topic bound to a registry subject writes with the version
+    it names (the latest unless pinned) when its format needs a schema."""
+    if topic.message_format not in SCHEMA_FORMATS:
+        return topic_codec(topic)
+    return topic_codec(topic, referenced_schema(services().db_session(), topic.tenant_id,
+                                                topic.schema_subject))
 
 
 def registry_definition(schema_id: str) -> Any:

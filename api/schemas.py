@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from api.auth import principal, tenant_access
 from api.pagination import PageArgs, paginate
 from api.services import services
+from broker.codec import avro_schema_of
 from handlers.schema_check import SchemaDefinitionError
 from handlers.schema_registry import (
     FORMATS,
@@ -29,6 +30,7 @@ from handlers.schema_registry import (
     payload_checker,
 )
 from models import Schema
+from models.registry import find_schema, latest_schema, referenced_schema, version_number
 from mq.errors import Conflict, NotFound, SchemaIncompatible, SchemaValidationError
 from mq.errors import ValidationError as InvalidRequest
 
@@ -85,7 +87,7 @@ class Schemas(MethodView):
         except SchemaDefinitionError as exc:
             raise InvalidRequest(str(exc), {"definition": [str(exc)]}) from None
         session = services().db_session()
-        latest = _latest(session, principal().tenant_id, body["subject"])
+        latest = latest_schema(session, principal().tenant_id, body["subject"])
         if latest is not None and latest.format == body["format"] \
                 and _same(latest.definition, body["definition"]):
             return latest, 200
@@ -142,7 +144,7 @@ class SubjectVersion(MethodView):
     @blp.doc(security=[{"bearer": []}])
     def get(self, subject: str, version: str) -> Schema:
         """One version of a subject; `latest` is the newest."""
-        number = None if version == "latest" else _version_number(version)
+        number = None if version == "latest" else version_number(version)
         if version != "latest" and number is None:
             raise NotFound(f"schema '{subject}' has no version '{version[:20]}'")
         row = find_schema(services().db_session(), principal().tenant_id, subject, number)
@@ -165,30 +167,9 @@ class SchemaById(MethodView):
         return row
 
 
-def find_schema(session: Session, tenant_id: str, subject: str,
-                version: int | None) -> Schema | None:
-    """A version of the tenant's `subject` (the latest when `version` is None), or None."""
-    if version is None:
-        return _latest(session, tenant_id, subject)
-    return session.scalar(select(Schema).where(
-        Schema.tenant_id == tenant_id, Schema.subject == subject, Schema.version == version))
-
-
-def parse_subject_reference(reference: str) -> tuple[str, int | None] | None:
-    """`"subject"` → (subject, None); `"subject:3"` → (subject, 3); anything else → None."""
-    subject, _, version = reference.partition(":")
-    if not subject or len(subject) > 255 or not all(c.isalnum() or c in "._-" for c in subject):
-        return None
-    if not _:
-        return subject, None
-    number = _version_number(version)
-    return (subject, number) if number is not None else None
-
-
 def check_subject_reference(session: Session, tenant_id: str, reference: str) -> None:
     """Raise a 422 unless `reference` names an existing subject (and version) of the tenant."""
-    parsed = parse_subject_reference(reference)
-    if parsed is None or find_schema(session, tenant_id, *parsed) is None:
+    if referenced_schema(session, tenant_id, reference) is None:
         problem = "not a registered subject (\"subject\" or \"subject:version\")"
         raise InvalidRequest(f"schema_subject '{reference[:255]}' is not registered",
                              {"schema_subject": [problem]})
@@ -227,14 +208,13 @@ def _topic_checker(topic: SchemaBound) -> PayloadCheck | None:
         # An Avro topic's inline definition is its Avro schema; any other is a JSON Schema.
         codec = getattr(topic, "codec", None)
         is_avro = codec is not None and codec.message_format == "avro" \
-            and codec.avro_schema is not None
+            and avro_schema_of(topic.schema_definition) is not None
         fmt = "avro" if is_avro else "json"
         key = f"inline-{fmt}:" + json.dumps(topic.schema_definition, sort_keys=True)
         return _cached(key, lambda: payload_checker(fmt, topic.schema_definition))
     if not topic.schema_subject:
         return None
-    parsed = parse_subject_reference(topic.schema_subject)
-    row = find_schema(services().db_session(), topic.tenant_id, *parsed) if parsed else None
+    row = referenced_schema(services().db_session(), topic.tenant_id, topic.schema_subject)
     if row is None:  # the subject was named when the topic was saved; refuse rather than skip
         raise SchemaValidationError(
             f"the topic's schema subject '{topic.schema_subject}' is not registered",
@@ -258,12 +238,6 @@ def _cached(key: str, build: Any) -> PayloadCheck:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _latest(session: Session, tenant_id: str, subject: str) -> Schema | None:
-    return session.scalar(select(Schema).where(Schema.tenant_id == tenant_id,
-                                               Schema.subject == subject)
-                          .order_by(Schema.version.desc()).limit(1))
-
-
 def _same(stored: Any, given: Any) -> bool:
     return json.dumps(stored, sort_keys=True) == json.dumps(given, sort_keys=True)
 
@@ -283,12 +257,6 @@ def _check_compatible(latest: Schema, body: dict[str, Any]) -> None:
         raise SchemaIncompatible(
             f"version {latest.version + 1} of '{latest.subject}' breaks {mode} compatibility: "
             f"{problems[0]}", {"definition": problems[:50]})
-
-
-def _version_number(text: str) -> int | None:
-    if not text.isascii() or not text.isdigit() or len(text) > 9 or int(text) < 1:
-        return None
-    return int(text)
 
 
 def _subject_not_found(subject: str) -> NotFound:

@@ -6,14 +6,17 @@ columns alike:
 
 - payload: `{"$mq": {"f": <format>, "z": <compression>, "e": <encryption>, "d": <data>}}`
   where the bytes are: the payload encoded in the format (`json` UTF-8, `msgpack`, `avro`
-  schemaless with the topic's Avro schema), then compressed (`gzip` or `zstd`), then, when
+  schemaless with the topic's Avro schema, `protobuf` wire format of the first message of the
+  topic's registered `.proto`, see `mq.protobuf`), then compressed (`gzip` or `zstd`), then, when
   encrypted, sealed with AES-256-GCM (`mq.crypto`, associated data = the message id);
   `d` is the base64 text of those bytes, or the `mq.crypto` token when encrypted; `s`, for
-  Avro written with a schema-registry version, is that schema's id (readers use that version).
+  Avro or protobuf written with a schema-registry version, is that schema's id (readers use that
+  very version).
 - headers, when encrypted: `{"$mq": <token>}` of their JSON (associated data = the message id
   followed by `/headers`). The message key stays clear: it routes to a partition.
 
-The marker is self-describing, so decoding needs only the keyring and, for Avro, the schema.
+The marker is self-describing, so decoding needs only the keyring and, for Avro and protobuf,
+the writer's schema.
 Dead-letter entries keep the encoded form (the payload stays ciphertext at rest); the API
 decodes when it shows a message to its tenant.
 """
@@ -27,7 +30,7 @@ import io
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import fastavro
@@ -35,10 +38,12 @@ import msgpack
 import zstandard
 from fastavro.validation import ValidationError as AvroValidationError
 
+from mq import protobuf
 from mq.crypto import DecryptError, Keyring
 
 MARKER = "$mq"
-FORMATS = ("json", "msgpack", "avro")
+FORMATS = ("json", "msgpack", "avro", "protobuf")
+SCHEMA_FORMATS = ("avro", "protobuf")  # formats that encode with a schema
 COMPRESSIONS = ("none", "gzip", "zstd")
 AES_GCM = "aes-256-gcm"
 _HEADERS_AAD = b"/headers"
@@ -73,8 +78,8 @@ class Codec:
     message_format: str = "json"
     compression: str = "none"
     encryption: str = "none"
-    avro_schema: Any = None  # the Avro schema definition (dict) for `avro`
-    schema_id: str | None = None  # the registry schema `avro_schema` came from, if any
+    schema: Any = None  # the writer's schema: an Avro definition, or `.proto` text
+    schema_id: str | None = None  # the registry schema `schema` came from, if any
 
     @property
     def plain(self) -> bool:
@@ -112,12 +117,13 @@ def is_encoded(payload: Any) -> bool:
 
 
 def decode(keyring: Keyring | None, tenant_id: str, message_id: str, payload: Any,
-           headers: dict[str, Any] | None, avro_schema: Any = None,
+           headers: dict[str, Any] | None, schema: Any = None,
            schemas: Callable[[str], Any] | None = None) -> tuple[Any, dict[str, Any]]:
     """The plaintext payload and headers of a stored message (unchanged if not encoded).
 
-    `schemas` maps a registry schema id to its definition: an Avro payload written with a
-    registered schema (`s` in the marker) is read with that very version.
+    `schema` is the topic's inline Avro schema, if any; `schemas` maps a registry schema id to
+    its definition: a payload written with a registered schema (`s` in the marker) is read
+    with that very version.
     DecryptError when a ciphertext fails authentication; DecodingError when it is corrupt.
     """
     headers = dict(headers or {})
@@ -128,7 +134,7 @@ def decode(keyring: Keyring | None, tenant_id: str, message_id: str, payload: An
         return payload, headers
     marker = payload[MARKER]
     if marker.get("s") and schemas is not None:
-        avro_schema = schemas(str(marker["s"]))
+        schema = schemas(str(marker["s"]))
     if marker.get("e") == AES_GCM:
         data = _open(keyring, tenant_id, message_id.encode(), str(marker.get("d")))
     else:
@@ -138,7 +144,7 @@ def decode(keyring: Keyring | None, tenant_id: str, message_id: str, payload: An
             raise DecodingError("the stored payload is not base64") from None
     try:
         raw = _decompress(str(marker.get("z", "none")), data)
-        return _deserialize(str(marker.get("f")), raw, avro_schema), headers
+        return _deserialize(str(marker.get("f")), raw, schema), headers
     except DecodingError:
         raise
     except Exception as exc:  # corrupt data surfaces as many exception types
@@ -173,7 +179,9 @@ def _serialize(codec: Codec, payload: Any) -> bytes:
             except (TypeError, ValueError, OverflowError) as exc:
                 raise EncodingError(f"cannot be encoded as msgpack: {exc}") from None
         case "avro":
-            return _avro_bytes(codec.avro_schema, payload)
+            return _avro_bytes(codec.schema, payload)
+        case "protobuf":
+            return _protobuf_bytes(codec.schema, payload)
     raise EncodingError(f"message format '{codec.message_format}' is not supported")
 
 
@@ -190,17 +198,28 @@ def _avro_bytes(definition: Any, payload: Any) -> bytes:
     return out.getvalue()
 
 
-def _deserialize(message_format: str, raw: bytes, avro_schema: Any) -> Any:
+def _protobuf_bytes(definition: Any, payload: Any) -> bytes:
+    if definition is None:
+        raise EncodingError("the topic has no protobuf schema")
+    try:
+        return protobuf.encode(protobuf.compiled(definition), payload)
+    except (protobuf.ProtoSchemaError, protobuf.ProtoPayloadError) as exc:
+        raise EncodingError(f"does not match the topic's protobuf schema: {exc}") from None
+
+
+def _deserialize(message_format: str, raw: bytes, schema: Any) -> Any:
+    if message_format in SCHEMA_FORMATS and schema is None:
+        raise DecodingError(f"no {message_format} schema to decode the stored payload")
     match message_format:
         case "json":
             return json.loads(raw)
         case "msgpack":
             return msgpack.unpackb(raw, raw=False)
         case "avro":
-            if avro_schema is None:
-                raise DecodingError("no Avro schema to decode the stored payload")
-            schema = parse_avro_schema(avro_schema)
-            return fastavro.schemaless_reader(io.BytesIO(raw), schema, schema)
+            parsed = parse_avro_schema(schema)
+            return fastavro.schemaless_reader(io.BytesIO(raw), parsed, parsed)
+        case "protobuf":
+            return protobuf.decode(protobuf.compiled(schema), raw)
     raise DecodingError(f"unknown stored format '{message_format}'")
 
 
@@ -231,9 +250,20 @@ def avro_schema_of(definition: Any) -> Any:
     return definition
 
 
-def topic_codec(topic: Any) -> Codec:
-    """The codec of a topic (anything with the topic model's format fields)."""
-    return Codec(message_format=topic.message_format or "json",
-                 compression=topic.compression_type or "none",
-                 encryption=topic.encryption or "none",
-                 avro_schema=avro_schema_of(topic.schema_definition))
+def topic_codec(topic: Any, registered: Any = None) -> Codec:
+    """The codec a topic writes with (`topic`: anything with the topic model's format fields).
+
+    `registered` is the schema-registry version the topic's `schema_subject` names (anything
+    with `format`, `definition` and `id`), if any: a protobuf topic, and an Avro topic without
+    an inline Avro schema, write with that version and record its id.
+    """
+    message_format = topic.message_format or "json"
+    codec = Codec(message_format=message_format,
+                  compression=topic.compression_type or "none",
+                  encryption=topic.encryption or "none",
+                  schema=avro_schema_of(topic.schema_definition)
+                  if message_format == "avro" else None)
+    if codec.message_format in SCHEMA_FORMATS and codec.schema is None \
+            and registered is not None and registered.format == codec.message_format:
+        return replace(codec, schema=registered.definition, schema_id=registered.id)
+    return codec

@@ -4,9 +4,9 @@ and whether a payload matches a registered schema. Knows nothing of HTTP or stor
 Formats:
 - `json`: a JSON Schema, vetted by `handlers.schema_check.checked_schema`.
 - `avro`: an Avro schema (JSON: an object, array or type name), parsed by `fastavro`.
-- `protobuf`: `.proto` source text, parsed by `proto_schema_parser`. Payloads are JSON objects
-  whose keys must be fields of the file's first message; compatibility compares fields by
-  number (a field number may not change its type or name; see `_protobuf_problems`).
+- `protobuf`: `.proto` source text, compiled by protoc (`mq.protobuf`); the file's first message
+  is the payload type, and payloads are its proto3 JSON form. Compatibility follows the wire
+  rules of the protobuf language guide, message by message (see `_protobuf_problems`).
 
 Compatibility, in reader/writer terms (the reader must be able to read what the writer wrote):
 `BACKWARD` = the new version reads data written with the previous one; `FORWARD` = the previous
@@ -18,19 +18,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import fastavro
 from fastavro.validation import ValidationError as AvroValidationError
-from proto_schema_parser import ast as proto_ast
-from proto_schema_parser.parser import Parser as ProtoParser
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from handlers.schema_check import SchemaDefinitionError, checked_schema, schema_validator
+from mq.protobuf import ProtoSchema, ProtoSchemaError, compiled, payload_problem
 
 FORMATS = ("json", "avro", "protobuf")
 MODES = ("BACKWARD", "FORWARD", "FULL", "NONE")
-MAX_PROTO_CHARS = 200_000
 
 AVRO_PROMOTIONS = {
     "int": {"int", "long", "float", "double"},
@@ -104,54 +102,11 @@ def _check_avro_shapes(parsed: Any) -> None:
                 pending.append(node["type"])
 
 
-class _RaisingListener:
-    """An ANTLR error listener that turns the first syntax error into an exception."""
-
-    def syntaxError(self, recognizer: Any, symbol: Any, line: int, column: int,
-                    msg: str, e: Any) -> None:
-        raise SchemaDefinitionError(f"not a .proto file: line {line}:{column} {msg[:200]}")
-
-    def reportAmbiguity(self, *args: Any) -> None:
-        pass
-
-    def reportAttemptingFullContext(self, *args: Any) -> None:
-        pass
-
-    def reportContextSensitivity(self, *args: Any) -> None:
-        pass
-
-
-def _raise_on_errors(recognizer: Any) -> None:
-    recognizer.removeErrorListeners()
-    recognizer.addErrorListener(_RaisingListener())
-
-
-def _parsed_proto(definition: Any) -> proto_ast.File:
-    if not isinstance(definition, str) or not definition.strip():
-        raise SchemaDefinitionError("a protobuf schema is the text of a .proto file")
-    if len(definition) > MAX_PROTO_CHARS:
-        raise SchemaDefinitionError(f"a .proto file may have at most {MAX_PROTO_CHARS} characters")
-    return _parse_proto_text(definition)
-
-
-@lru_cache(maxsize=128)
-def _parse_proto_text(text: str) -> proto_ast.File:
+def _parsed_proto(definition: Any) -> ProtoSchema:
     try:
-        parser = ProtoParser(setup_lexer=_raise_on_errors, setup_parser=_raise_on_errors)
-        parsed = parser.parse(text)
-    except SchemaDefinitionError:
-        raise
-    except RecursionError:
-        raise SchemaDefinitionError("the .proto file is nested too deeply") from None
-    except Exception as exc:  # the parser's own AST building may reject odd input
-        raise SchemaDefinitionError(f"not a .proto file: {str(exc)[:200]}") from None
-    if not _proto_messages(parsed):
-        raise SchemaDefinitionError("a .proto file for messages must define a message")
-    return parsed
-
-
-def _proto_messages(parsed: proto_ast.File) -> list[proto_ast.Message]:
-    return [e for e in parsed.file_elements if isinstance(e, proto_ast.Message)]
+        return compiled(definition)
+    except ProtoSchemaError as exc:
+        raise SchemaDefinitionError(str(exc)) from None
 
 
 # --- compatibility ----------------------------------------------------------------------------
@@ -327,24 +282,91 @@ def _as_set(value: Any) -> set[str]:
     return {value} if isinstance(value, str) else {v for v in value if isinstance(v, str)}
 
 
+# Wire-compatible field types (protobuf language guide, "Updating a message type"): a value
+# written as one type of a group reads as any other of the group.
+_PROTO_WIRE_GROUPS = [
+    {FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_INT64,
+     FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_BOOL, FieldDescriptor.TYPE_ENUM},
+    {FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SINT64},
+    {FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_SFIXED32},
+    {FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64},
+    {FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES},
+]
+
+
 def _protobuf_problems(reader_definition: Any, writer_definition: Any) -> list[str]:
-    """Protobuf wire compatibility of the first message, field by field (by number): a field
-    number both sides use must keep its type. Added and removed fields are compatible (proto3
-    fields are optional). Nested messages and imports are not compared."""
-    reader = _first_message_fields(reader_definition)
-    writer = _first_message_fields(writer_definition)
-    problems = []
-    for number, (name, kind) in sorted(writer.items()):
-        if number in reader and reader[number][1] != kind:
-            problems.append(f"field {number} ({name}): type {kind} changed to "
-                            f"{reader[number][1]}")
+    """Whether a reader of one `.proto` reads what a writer of the other wrote: the payload type
+    (the first message) keeps its name; in every message both define, a field number both use
+    keeps a wire-compatible type (int32/uint32/int64/uint64/bool/enum, sint32/sint64,
+    fixed32/sfixed32, fixed64/sfixed64, string/bytes; messages and enums keep their type name)
+    and stays repeated or singular; a `required` (proto2) reader field exists in the writer.
+    Added and removed fields are compatible (unknown fields are skipped, absent ones default);
+    names may change (the wire carries numbers)."""
+    reader, writer = _parsed_proto(reader_definition), _parsed_proto(writer_definition)
+    if reader.message.full_name != writer.message.full_name:
+        return [f"the payload type changed from {writer.message.full_name} to "
+                f"{reader.message.full_name}"]
+    reader_messages = _proto_messages(reader.message.file.message_types_by_name.values())
+    problems: list[str] = []
+    for name, written in _proto_messages(
+            writer.message.file.message_types_by_name.values()).items():
+        if name in reader_messages:
+            problems += _proto_field_problems(reader_messages[name], written)
     return problems
 
 
-def _first_message_fields(definition: Any) -> dict[int, tuple[str, str]]:
-    message = _proto_messages(_parsed_proto(definition))[0]
-    return {f.number: (f.name, f"{f.cardinality or ''} {f.type}".strip())
-            for f in message.elements if isinstance(f, proto_ast.Field)}
+def _proto_messages(top_level: Any) -> dict[str, Descriptor]:
+    """Every message of a file by full name, nested ones included (so are a map's entries:
+    `map<K, V>` is a repeated message with fields `key` = 1 and `value` = 2)."""
+    found: dict[str, Descriptor] = {}
+    pending = list(top_level)
+    while pending:
+        message = pending.pop()
+        found[message.full_name] = message
+        pending.extend(message.nested_types)
+    return found
+
+
+def _proto_field_problems(reader: Descriptor, writer: Descriptor) -> list[str]:
+    problems = []
+    for field in writer.fields:
+        read = reader.fields_by_number.get(field.number)
+        if read is not None:
+            problem = _proto_field_change(read, field)
+            if problem:
+                problems.append(f"{reader.full_name} field {field.number} ({field.name}): "
+                                f"{problem}")
+    for field in reader.fields:
+        if field.is_required and field.number not in writer.fields_by_number:
+            problems.append(f"{reader.full_name} field {field.number} ({field.name}): required "
+                            "by the reader but not written")
+    return problems
+
+
+def _proto_field_change(reader: FieldDescriptor, writer: FieldDescriptor) -> str | None:
+    if reader.is_repeated != writer.is_repeated:
+        return "changed between repeated and singular"
+    reader_type, writer_type = _proto_type(reader), _proto_type(writer)
+    if reader_type == writer_type:
+        return None
+    if reader.type == writer.type == FieldDescriptor.TYPE_MESSAGE \
+            or reader.type == writer.type == FieldDescriptor.TYPE_ENUM \
+            or not any({reader.type, writer.type} <= group for group in _PROTO_WIRE_GROUPS):
+        return f"type {writer_type} cannot be read as {reader_type}"
+    return None
+
+
+def _proto_type(field: FieldDescriptor) -> str:
+    """`int32`, `string`, …, or the full name of a message or enum type."""
+    named = field.message_type or field.enum_type
+    if named is not None:
+        return named.full_name
+    return _PROTO_TYPE_NAMES[field.type]
+
+
+_PROTO_TYPE_NAMES = {number: name.removeprefix("TYPE_").lower()
+                     for name, number in vars(FieldDescriptor).items()
+                     if name.startswith("TYPE_") and isinstance(number, int)}
 
 
 _READER_CHECKS: dict[str, Callable[[Any, Any], list[str]]] = {
@@ -404,24 +426,11 @@ def _avro_checker(definition: Any) -> PayloadCheck:
 
 
 def _protobuf_checker(definition: Any) -> PayloadCheck:
-    """Payloads of protobuf topics are JSON objects (the proto3 JSON mapping); every key must
-    be a field of the first message, by its name or its lowerCamelCase JSON name."""
-    message = _proto_messages(_parsed_proto(definition))[0]
-    names = set()
-    for element in message.elements:
-        if isinstance(element, proto_ast.Field):
-            names.add(element.name)
-            head, *rest = element.name.split("_")
-            names.add(head + "".join(part.title() for part in rest))
+    """Payloads of protobuf topics are the proto3 JSON form of the file's first message."""
+    schema = _parsed_proto(definition)
 
     def check(payload: Any) -> PayloadProblem | None:
-        if not isinstance(payload, dict):
-            return PayloadProblem(f"a {message.name} message is a JSON object (at /)", "/")
-        unknown = sorted(set(payload) - names)
-        if unknown:
-            path = f"/{unknown[0]}"
-            return PayloadProblem(f"{unknown[0]!r} is not a field of {message.name} (at {path})",
-                                  path)
-        return None
+        problem = payload_problem(schema, payload)
+        return PayloadProblem(str(problem), problem.path) if problem is not None else None
 
     return check

@@ -24,13 +24,14 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from broker.codec import EncodingError, topic_codec
+from broker.codec import PLAIN, Codec, EncodingError, topic_codec
 from broker.connection import RedisClient
 from broker.delays import DelaySet
 from broker.envelope import Envelope
 from broker.keys import Keys
 from models import Database, MessageRecord, Schedule, Topic
 from models.base import new_id, utcnow
+from models.registry import referenced_schema
 from mq.cron import cron_trigger, next_run
 from mq.crypto import Keyring
 from mq.errors import ValidationError
@@ -93,9 +94,12 @@ class Recurring:
         row, envelope = _message(schedule, run_at, run_ms, partitions)
         with self.database.session() as session:
             topic = session.get(Topic, schedule.topic_id)
-            if topic is not None and not topic_codec(topic).plain:
+            codec = topic_codec(topic, referenced_schema(session, topic.tenant_id,
+                                                         topic.schema_subject)) \
+                if topic is not None else PLAIN
+            if not codec.plain:
                 try:
-                    row, envelope = self._encoded(topic, row, envelope)
+                    row, envelope = self._encoded(codec, row, envelope)
                 except EncodingError as exc:  # e.g. encrypted, but the master key is gone
                     log.warning("schedule run %s skipped: cannot be encoded for topic %s: %s",
                                 row["message_id"], topic.name, exc)
@@ -108,10 +112,10 @@ class Recurring:
         self.delays.park(row["id"], run_ms, schedule.topic_id, row["partition_id"], envelope)
         return 1
 
-    def _encoded(self, topic: Topic, row: dict[str, Any], envelope: Envelope
+    def _encoded(self, codec: Codec, row: dict[str, Any], envelope: Envelope
                  ) -> tuple[dict[str, Any], Envelope]:
         """The run's message as its topic stores it (format, compression, encryption)."""
-        payload, headers = topic_codec(topic).encode(
+        payload, headers = codec.encode(
             self.keyring, row["tenant_id"], row["message_id"], row["payload"], row["headers"])
         return ({**row, "payload": payload, "headers": headers},
                 replace(envelope, payload=payload, headers=headers))

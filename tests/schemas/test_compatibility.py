@@ -22,6 +22,19 @@ PROTO_V1 = 'syntax = "proto3";\nmessage Order { string id = 1; int32 qty = 2; }'
 PROTO_ADDED = 'syntax = "proto3";\nmessage Order { string id = 1; int32 qty = 2; string note = 3; }'
 PROTO_RETYPED = 'syntax = "proto3";\nmessage Order { string id = 1; string qty = 2; }'
 
+
+def proto(order_fields: str, first: str = "Order") -> str:
+    """A .proto whose first message is `first`, with a nested Item and a top-level enum."""
+    return ('syntax = "proto3";\npackage shop;\n'
+            f"message {first} {{\n  {order_fields}\n"
+            "  message Item { string sku = 1; int32 qty = 2; }\n}\n"
+            "enum Status { NEW = 0; PAID = 1; }\n")
+
+
+PROTO2_ID = 'syntax = "proto2";\nmessage Order { optional string id = 1; }'
+PROTO2_REQUIRED = PROTO2_ID.replace("id = 1;", "id = 1; required int32 n = 2;")
+ORDER = proto("string id = 1; repeated Item items = 2; Status status = 3;")
+
 ID = {"name": "id", "type": "string"}
 QTY_INT = {"name": "qty", "type": "int"}
 QTY_LONG = {"name": "qty", "type": "long"}
@@ -71,6 +84,32 @@ CASES = [
     ("protobuf", "FULL", PROTO_V1, PROTO_ADDED, True),
     ("protobuf", "FULL", PROTO_V1, PROTO_RETYPED, False),
     ("protobuf", "NONE", PROTO_V1, PROTO_RETYPED, True),
+    # Wire-compatible groups: int32 ↔ int64 ↔ uint64 ↔ bool ↔ enum, string ↔ bytes, …
+    ("protobuf", "FULL", PROTO_V1, PROTO_V1.replace("int32 qty", "int64 qty"), True),
+    ("protobuf", "FULL", PROTO_V1, PROTO_V1.replace("string id", "bytes id"), True),
+    ("protobuf", "FULL", ORDER, ORDER.replace("Status status", "int32 status"), True),
+    ("protobuf", "BACKWARD", PROTO_V1, PROTO_V1.replace("int32 qty", "sint32 qty"), False),
+    ("protobuf", "BACKWARD", PROTO_V1, PROTO_V1.replace("int32 qty", "fixed32 qty"), False),
+    ("protobuf", "BACKWARD", PROTO_V1, PROTO_V1.replace("int32 qty", "double qty"), False),
+    # Renamed fields keep their numbers: the wire does not see names
+    ("protobuf", "FULL", PROTO_V1, PROTO_V1.replace("qty", "quantity"), True),
+    # Nested messages are compared too, and message-typed fields keep their type
+    ("protobuf", "BACKWARD", ORDER, ORDER.replace("int32 qty = 2", "string qty = 2"), False),
+    ("protobuf", "BACKWARD", ORDER, ORDER.replace("int32 qty = 2", "int32 qty = 3"), True),
+    ("protobuf", "BACKWARD", ORDER, ORDER.replace("repeated Item items", "repeated Status items"),
+     False),
+    ("protobuf", "BACKWARD", ORDER, ORDER.replace("repeated Item", "Item"), False),
+    # Map values are the value field of an entry message
+    ("protobuf", "BACKWARD", proto("map<string, int32> counts = 1;"),
+     proto("map<string, string> counts = 1;"), False),
+    ("protobuf", "BACKWARD", proto("map<string, int32> counts = 1;"),
+     proto("map<string, int64> counts = 1;"), True),
+    # The payload type is the first message: it may not become another one
+    ("protobuf", "BACKWARD", ORDER, proto("string id = 1;", first="Invoice"), False),
+    ("protobuf", "NONE", ORDER, proto("string id = 1;", first="Invoice"), True),
+    # proto2: a reader's required field must be written
+    ("protobuf", "BACKWARD", PROTO2_ID, PROTO2_REQUIRED, False),
+    ("protobuf", "FORWARD", PROTO2_ID, PROTO2_REQUIRED, True),
 ]
 
 
@@ -101,6 +140,11 @@ def test_avro_recursive_types_and_unions_resolve():
     ("protobuf", "message {"),
     ("protobuf", {"not": "text"}),
     ("protobuf", 'syntax = "proto3";'),
+    ("protobuf", 'syntax = "proto3";\nmessage A { Missing m = 1; }'),
+    ("protobuf", 'syntax = "proto3";\nmessage A { int32 a = 1; string b = 1; }'),
+    ("protobuf", 'syntax = "proto3";\nimport "other.proto";\nmessage A { int32 a = 1; }'),
+    ("protobuf", 'syntax = "proto3";\nimport "../../etc/passwd";\nmessage A { int32 a = 1; }'),
+    ("protobuf", "x" * 200_001),
 ])
 def test_invalid_definitions_are_refused(fmt, definition):
     with pytest.raises(SchemaDefinitionError):
@@ -118,6 +162,36 @@ def test_payload_checkers_name_the_first_error_path():
     assert proto_check({"id": "x", "qty": 2}) is None
     assert proto_check({"id": "x", "color": "red"}).path == "/color"
     assert proto_check([1]).path == "/"
+
+
+@pytest.mark.parametrize(("payload", "path"), [
+    ({"id": "o-1", "items": [{"sku": "a", "qty": 2}], "status": "PAID"}, None),
+    ({"id": "o-1", "items": [{"sku": "a", "qty": 2}], "status": 1}, None),  # enum by number
+    ({"id": 7}, "/id"),
+    ({"status": "LOST"}, "/status"),
+    ({"items": [{"sku": "a"}, {"sku": "b", "qty": "many"}]}, "/items/1/qty"),
+    ({"items": [{"sku": "a"}, {"colour": "red"}]}, "/items/1/colour"),
+    ({"items": {"sku": "a"}}, "/items"),
+    ({"items": [{"sku": "a"}, 5]}, "/items/1"),
+    ({"id": "o-1", "note": "x"}, "/note"),
+    ("an order", "/"),
+])
+def test_protobuf_checker_names_the_first_bad_field(payload, path):
+    problem = payload_checker("protobuf", ORDER)(payload)
+    assert (problem.path if problem else None) == path
+    if problem is not None:
+        assert problem.path in problem.message
+
+
+def test_protobuf_errors_name_the_line():
+    with pytest.raises(SchemaDefinitionError, match=r"line 3:\d+: .*Missing.* is not defined"):
+        check_definition("protobuf", 'syntax = "proto3";\n\nmessage A { Missing m = 1; }')
+
+
+def test_protobuf_compatibility_names_the_field():
+    [problem] = incompatibilities("protobuf", "BACKWARD", ORDER,
+                                  ORDER.replace("int32 qty = 2", "string qty = 2"))
+    assert problem == "BACKWARD: shop.Order.Item field 2 (qty): type int32 cannot be read as string"
 
 
 def test_schemas_too_deep_to_compare_are_refused_not_crashed():
