@@ -66,12 +66,22 @@ end
 return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 """
 
+#: KEYS lock; ARGV owner. Deletes the lock only if `owner` holds it.
+_DROP = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
-class Leadership:
-    """A lease on one Redis key: the holder is the leader until it stops renewing.
 
-    Every job of the scheduler is atomic or locked on its own, so leadership decides nothing
-    but what `GET /status` shows; with two schedulers, exactly one reports `leader: true`.
+class Lease:
+    """A lease on one Redis key: the holder keeps it while it renews, and a holder that dies
+    loses it when `ttl_ms` runs out.
+
+    The scheduler holds one for leadership — every job of the scheduler is atomic or locked on
+    its own, so leadership decides nothing but what `GET /status` shows — and one while it
+    rebuilds the delay set.
     """
 
     def __init__(self, redis: RedisClient, key: str, owner: str, *, ttl_ms: int) -> None:
@@ -79,7 +89,12 @@ class Leadership:
         self.owner = owner
         self.ttl_ms = ttl_ms
         self._hold = redis.register_script(_HOLD)
+        self._drop = redis.register_script(_DROP)
 
     def renew(self) -> bool:
-        """Take or keep the lease; True while this process is the leader."""
+        """Take or keep the lease; True while this process holds it."""
         return bool(self._hold(keys=[self.key], args=[self.owner, self.ttl_ms]))
+
+    def release(self) -> None:
+        """Give the lease up, if this process still holds it."""
+        self._drop(keys=[self.key], args=[self.owner])

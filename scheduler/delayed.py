@@ -12,10 +12,12 @@ the two leaves a `scheduled` record whose message is in the stream; the release 
 if Redis loses the markers too would the rebuild publish such a message a second time
 (at-least-once, never lost).
 
-The rebuild (at start and every `REBUILD_S`, under a Redis lock with expiry so that one
-scheduler does it at a time) parks again every `scheduled` record that is neither waiting nor
-released: the database is the source of truth, and Redis may lose the set. It also drops
-waiting messages whose record is gone (their topic or tenant was deleted).
+The rebuild (at start and every `REBUILD_S`, under a Redis lease so that one scheduler does
+it at a time) parks again every `scheduled` record that is neither waiting nor released: the
+database is the source of truth, and Redis may lose the set. It also drops waiting messages
+whose record is gone (their topic or tenant was deleted). While another scheduler holds the
+lease the rebuild is tried again every second, so one that died mid-rebuild holds a restarted
+scheduler up for `REBUILD_LEASE_MS` at most.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
+import uuid
 from collections.abc import Iterable
 
 from redis.exceptions import RedisError
@@ -31,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from broker.connection import RedisClient, connect
 from broker.delays import DelaySet
+from broker.heartbeats import Lease
 from broker.keys import Keys
 from models import Database, MessageRecord
 from models.base import utcnow
@@ -45,7 +50,8 @@ log = logging.getLogger(__name__)
 MAX_SLEEP_MS = 1000
 REBUILD_S = 30.0
 HOUSEKEEPING_S = 60.0
-REBUILD_LOCK_MS = 60_000
+REBUILD_LEASE_MS = 10_000  # renewed after every page
+REBUILD_RETRY_S = 1.0
 REBUILD_PAGE = 1000
 
 
@@ -130,18 +136,23 @@ class Rebuilder:
         self.keys = keys
         self.database = database
         self.delays = delays
+        self.lease = Lease(redis, keys.lock("delay-rebuild"), uuid.uuid4().hex,
+                           ttl_ms=REBUILD_LEASE_MS)
 
-    def rebuild(self) -> int:
-        """One pass under the rebuild lock; returns how many messages were parked again."""
-        lock = self.keys.lock("delay-rebuild")
-        if not self.redis.set(lock, "1", nx=True, px=REBUILD_LOCK_MS):
-            return 0
+    def rebuild(self) -> int | None:
+        """One pass under the rebuild lease: how many messages were parked again, or None if
+        another scheduler holds the lease."""
+        if not self.lease.renew():
+            return None
         try:
-            parked = sum(self._rebuild_page(page) for page in self._scheduled_pages())
+            parked = 0
+            for page in self._scheduled_pages():
+                parked += self._rebuild_page(page)
+                self.lease.renew()
             self._drop_orphans()
             return parked
         finally:
-            self.redis.delete(lock)
+            self.lease.release()
 
     def _drop_orphans(self) -> None:
         """Waiting messages whose record is gone (topic or tenant deleted) are dropped."""
@@ -209,12 +220,18 @@ class DelayedJobs:
                                                           settings.mq_old_master_keys))
         self.housekeeping = Housekeeping(self.redis, keys, self.database,
                                          stream_cap=settings.stream_max_len)
+        self._next_rebuild = 0.0
 
     def start(self) -> None:
         self.releaser.start()
 
     def rebuild(self) -> None:
-        self.rebuilder.rebuild()
+        """Called every `REBUILD_RETRY_S`: rebuilds once every `REBUILD_S`, and sooner again
+        when the lease was busy."""
+        if time.monotonic() < self._next_rebuild:
+            return
+        if self.rebuilder.rebuild() is not None:
+            self._next_rebuild = time.monotonic() + REBUILD_S
 
     def fire_schedules(self) -> None:
         self.recurring.fire_due()

@@ -19,12 +19,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from broker.connection import connect
 from broker.delivery import DEFAULT_POOL
-from broker.heartbeats import Heartbeat, Leadership, live_processes
+from broker.heartbeats import Heartbeat, Lease, live_processes
 from broker.keys import Keys
 from broker.redis_streams import release_due_retries
 from broker.scripts import Scripts
 from mq.settings import Settings
-from scheduler.delayed import HOUSEKEEPING_S, REBUILD_S, DelayedJobs
+from scheduler.delayed import HOUSEKEEPING_S, REBUILD_RETRY_S, DelayedJobs
 from scheduler.janitor import reap_consumers
 from scheduler.metrics import GaugeExporter
 
@@ -42,7 +42,7 @@ class Jobs:
         self.keys = Keys(settings.redis_namespace)
         self.scripts = Scripts(self.redis)  # type: ignore[arg-type]
         self.heartbeat = Heartbeat(self.redis, self.keys, "scheduler", ttl_s=3 * HEARTBEAT_S)
-        self.leadership = Leadership(self.redis, self.keys.lock("scheduler-leader"),
+        self.leadership = Lease(self.redis, self.keys.lock("scheduler-leader"),
                                      self.heartbeat.id, ttl_ms=int(3 * HEARTBEAT_S * 1000))
         self.pools = {DEFAULT_POOL}
 
@@ -78,8 +78,8 @@ def run(settings: Settings) -> int:
     GaugeExporter(settings, jobs.redis, jobs.keys).schedule(scheduler)
     delayed = DelayedJobs(settings, stop)
     delayed.start()
-    scheduler.add_job(delayed.rebuild, "interval", seconds=REBUILD_S, id="rebuild-delay-set",
-                      next_run_time=datetime.now(UTC))
+    scheduler.add_job(delayed.rebuild, "interval", seconds=REBUILD_RETRY_S,
+                      id="rebuild-delay-set", next_run_time=datetime.now(UTC))
     scheduler.add_job(delayed.fire_schedules, "interval", seconds=0.2, id="recurring-schedules")
     scheduler.add_job(delayed.trim_retention, "interval", seconds=HOUSEKEEPING_S,
                       id="trim-retention", next_run_time=datetime.now(UTC))

@@ -8,7 +8,7 @@ import uuid
 
 from redis import Redis
 
-from broker.heartbeats import Leadership
+from broker.heartbeats import Lease
 from broker.keys import Keys, group_name
 from models import Database
 from scheduler.housekeeping import DEAD_LETTER_RETENTION_MS, Housekeeping
@@ -21,8 +21,8 @@ DAY_MS = 24 * 3600 * 1000
 def test_one_leader_at_a_time_and_a_standby_takes_over(redis_namespace):
     redis = Redis.from_url(REDIS_URL, decode_responses=True)
     key = Keys(redis_namespace).lock(f"leader-{uuid.uuid4().hex[:6]}")
-    first = Leadership(redis, key, "first", ttl_ms=300)
-    second = Leadership(redis, key, "second", ttl_ms=300)
+    first = Lease(redis, key, "first", ttl_ms=300)
+    second = Lease(redis, key, "second", ttl_ms=300)
     assert first.renew() is True
     assert second.renew() is False
     assert first.renew() is True  # renewing keeps it
