@@ -19,14 +19,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import grpc_tools
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
-from grpc_tools import _protoc_compiler
 
 MAX_PROTO_CHARS = 200_000
-WELL_KNOWN_TYPES = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
 _FILE_NAME = "schema.proto"
 _compiler_lock = threading.Lock()
 
@@ -84,11 +81,15 @@ def _compile(text: str) -> ProtoSchema:
 def _descriptor_set(text: str) -> bytes:
     """protoc's FileDescriptorSet (with imports) for `text`. protoc is asked twice: once for
     the errors as data (`get_protos` raises them), once for the descriptor set, which only
-    `run_main` writes, to a file."""
+    `run_main` writes, to a file. Imported here: only processes that compile pay for protoc."""
+    import grpc_tools
+    from grpc_tools import _protoc_compiler
+
+    well_known_types = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
     with _compiler_lock, tempfile.TemporaryDirectory() as folder:
         with open(os.path.join(folder, _FILE_NAME), "w", encoding="utf-8") as source:
             source.write(text)
-        includes = [folder.encode(), WELL_KNOWN_TYPES.encode()]
+        includes = [folder.encode(), well_known_types.encode()]
         try:
             _protoc_compiler.get_protos(_FILE_NAME.encode(), includes)
         except _protoc_compiler.ProtocErrors as exc:
@@ -120,10 +121,9 @@ def _describe(errors: list[Any]) -> str:
 
 def encode(schema: ProtoSchema, payload: Any) -> bytes:
     """The wire bytes of a JSON payload; `ProtoPayloadError` if it does not fit."""
-    problem = payload_problem(schema, payload)
-    if problem is not None:
-        raise problem
-    message = json_format.ParseDict(payload, schema.message_class()())
+    message = _parsed(schema, schema.message, payload)
+    if message is None:
+        raise payload_problem(schema, payload) or ProtoPayloadError("cannot be encoded", "/")
     return message.SerializeToString(deterministic=True)
 
 
@@ -145,11 +145,24 @@ def payload_problem(schema: ProtoSchema, payload: Any) -> ProtoPayloadError | No
         return ProtoPayloadError(f"a {schema.message.name} message is a JSON object (at /)", "/")
     try:
         json_format.ParseDict(payload, schema.message_class()())
-    except (json_format.ParseError, TypeError, ValueError, RecursionError) as exc:
+    except _PARSE_ERRORS as exc:
         path = _first_bad_path(schema, schema.message, payload, "")
         reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         return ProtoPayloadError(f"{reason} (at {path})", path)
     return None
+
+
+_PARSE_ERRORS = (json_format.ParseError, TypeError, ValueError, AttributeError, RecursionError)
+
+
+def _parsed(schema: ProtoSchema, descriptor: Descriptor, value: Any) -> Message | None:
+    """The message `value` is the JSON form of, or None."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        return json_format.ParseDict(value, schema.message_class(descriptor)())
+    except _PARSE_ERRORS:
+        return None
 
 
 def _first_bad_path(schema: ProtoSchema, descriptor: Descriptor, value: dict[str, Any],
@@ -181,11 +194,7 @@ def _inside_field(schema: ProtoSchema, field: FieldDescriptor, value: Any, where
 
 
 def _parses(schema: ProtoSchema, descriptor: Descriptor, value: dict[str, Any]) -> bool:
-    try:
-        json_format.ParseDict(value, schema.message_class(descriptor)())
-    except (json_format.ParseError, TypeError, ValueError, RecursionError):
-        return False
-    return True
+    return _parsed(schema, descriptor, value) is not None
 
 
 def _field_named(descriptor: Descriptor, key: str) -> FieldDescriptor | None:

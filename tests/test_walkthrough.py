@@ -39,10 +39,10 @@ class Step:
     shown: dict[str, Any] = field(default_factory=dict)
 
 
-def walkthrough_section() -> str:
+def walkthrough_section(title: str = "Walk-through") -> str:
     readme = (ROOT / "README.md").read_text()
-    match = re.search(r"^## Walk-through\n(.*?)(?=^## )", readme, re.M | re.S)
-    assert match, "README.md has no '## Walk-through' section"
+    match = re.search(rf"^## {title}\n(.*?)(?=^## )", readme, re.M | re.S)
+    assert match, f"README.md has no '## {title}' section"
     return match.group(1)
 
 
@@ -133,20 +133,8 @@ def api(settings: Settings) -> Iterator[str]:
             process.kill()
 
 
-@pytest.mark.e2e
-def test_readme_walkthrough_works_as_written(api: str, settings: Settings) -> None:
-    created = mq("tenants", "create", f"walk-{uuid.uuid4().hex[:8]}", "--json",
-                 env=child_env(DATABASE_URL=settings.database_url))
-    assert created.returncode == 0, created.stderr
-    key = json.loads(created.stdout)["admin_key"]
-
-    exports, steps = parse_steps(walkthrough_section(), {"MQ_KEY": key})
-    assert set(exports) == {"MQ_KEY", "API"}
-    # The README reads the key from the file `mq dev` writes it to.
-    assert exports["MQ_KEY"] == f"$(cat {STATE_DIR / KEY_FILE})"
-    assert exports["API"] == "http://127.0.0.1:3010/api/v1/mq"
-    assert [step.method for step in steps] == ["POST", "POST", "GET", "GET"]
-    base = exports["API"]
+def run_steps(steps: list[Step], key: str, base: str, api: str) -> list[Any]:
+    """Each step against the real API: the status and the fields the README shows."""
     answers = []
     for step in steps:
         url = step.url.replace(base, f"{api}/api/v1/mq")
@@ -158,6 +146,27 @@ def test_readme_walkthrough_works_as_written(api: str, settings: Settings) -> No
             if name not in GENERATED:
                 assert value in list(find_field(body, name)), (name, value, body)
         answers.append(body)
+    return answers
+
+
+def new_tenant_key(settings: Settings) -> str:
+    created = mq("tenants", "create", f"walk-{uuid.uuid4().hex[:8]}", "--json",
+                 env=child_env(DATABASE_URL=settings.database_url))
+    assert created.returncode == 0, created.stderr
+    return json.loads(created.stdout)["admin_key"]
+
+
+@pytest.mark.e2e
+def test_readme_walkthrough_works_as_written(api: str, settings: Settings) -> None:
+    key = new_tenant_key(settings)
+    exports, steps = parse_steps(walkthrough_section(), {"MQ_KEY": key})
+    assert set(exports) == {"MQ_KEY", "API"}
+    # The README reads the key from the file `mq dev` writes it to.
+    assert exports["MQ_KEY"] == f"$(cat {STATE_DIR / KEY_FILE})"
+    assert exports["API"] == "http://127.0.0.1:3010/api/v1/mq"
+    assert [step.method for step in steps] == ["POST", "POST", "GET", "GET"]
+    base = exports["API"]
+    answers = run_steps(steps, key, base, api)
 
     queue, published, message, stats = answers
     publish = steps[1]
@@ -180,6 +189,19 @@ def test_readme_walkthrough_works_as_written(api: str, settings: Settings) -> No
     assert again.json()["offset"] == published["offset"]
     after = httpx.get(steps[3].url.replace(base, f"{api}/api/v1/mq"), headers=steps[3].headers)
     assert after.json()["stats"]["length"] == 1
+
+
+@pytest.mark.e2e
+def test_readme_typed_payloads_work_as_written(api: str, settings: Settings) -> None:
+    key = new_tenant_key(settings)
+    base = "http://127.0.0.1:3010/api/v1/mq"
+    _, steps = parse_steps(walkthrough_section("Typed payloads"), {"MQ_KEY": key, "API": base})
+    assert [step.status for step in steps] == [201, 201, 422, 201, 200]
+    schema, queue, refused, published, message = run_steps(steps, key, base, api)
+    assert queue["schema_subject"] == schema["subject"]
+    assert "(at /cents)" in refused["error"]["details"]["payload"][0]
+    assert message["payload"] == {**steps[3].body["payload"], "note": ""}
+    assert published["message_id"] == message["message_id"]
 
 
 def test_walkthrough_parser_reads_statuses_and_fields() -> None:

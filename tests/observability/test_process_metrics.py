@@ -143,7 +143,8 @@ def test_filtered_messages_are_counted_as_filtered(tenant, subscriptions, webhoo
     publish_many(tenant, topic, 5, payload=lambda i: {"amount": 50 if i < 2 else 500})
     webhook.wait_for("/big", 3)
     labels = {"topic": topic, "tenant_id": tenant.id, "type": "http"}
+    # The webhook answers before the worker counts the delivery: wait for both counters.
     samples = wait_until(lambda: (s := scrape(port)) and value(
-        s, "mq_messages_total", status="filtered", **labels) == 2 and s)
-    assert value(samples, "mq_messages_total", status="consumed", **labels) == 3
+        s, "mq_messages_total", status="filtered", **labels) == 2 and value(
+        s, "mq_messages_total", status="consumed", **labels) == 3 and s)
     assert value(samples, "mq_message_latency_seconds_count", topic=topic) == 3

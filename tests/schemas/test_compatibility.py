@@ -5,9 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from handlers.schema_check import SchemaDefinitionError
 from handlers.schema_registry import check_definition, incompatibilities, payload_checker
+from mq import protobuf
 
 
 def avro(*fields: dict[str, Any]) -> dict[str, Any]:
@@ -200,3 +204,27 @@ def test_schemas_too_deep_to_compare_are_refused_not_crashed():
         deep = {"type": "object", "properties": {"a": deep}}
     with pytest.raises(SchemaDefinitionError):
         incompatibilities("json", "FULL", deep, deep)
+
+
+ORDER_FIELD_NAMES = st.sampled_from(["id", "items", "status", "sku", "qty", "x"])
+ORDER_LIKE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(max_size=8) | st.sampled_from(["PAID", "NEW", "1e3", "-0"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(ORDER_FIELD_NAMES, inner,
+                                                                max_size=4),
+    max_leaves=12)
+
+
+@given(ORDER_LIKE)
+@hypothesis_settings(max_examples=300, deadline=None)
+def test_protobuf_checker_and_encoder_never_raise_anything_else(payload):
+    """Any JSON value: the checker answers a problem or None, and the encoder agrees with it
+    (encodes exactly what the checker accepts)."""
+    schema = protobuf.compiled(ORDER)
+    problem = payload_checker("protobuf", ORDER)(payload)
+    try:
+        protobuf.encode(schema, payload)
+    except protobuf.ProtoPayloadError as exc:
+        assert problem is not None and exc.path == problem.path
+    else:
+        assert problem is None
