@@ -4,8 +4,9 @@ POST of the payload (or, with `handler_config.envelope`, the envelope) as JSON t
 the subscription's `headers` and the `X-MQ-*` headers; `X-MQ-Signature` is
 `sha256=<hex HMAC-SHA256 of "<X-MQ-Timestamp>.<body>">` keyed by `handler_config.secret`.
 2xx is success; 408, 429, 5xx, timeouts and network errors are retried; any other answer is
-permanent. The URL is checked again at delivery time (a name may resolve to a private address
-later), and such a delivery fails as permanent.
+permanent. The URL is checked again at delivery time, and the connection pool resolves each
+host once and connects only to checked addresses (`CheckedNetworkBackend`): a name that comes
+to resolve to a private address fails the delivery as permanent, whatever DNS answered before.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
+import httpcore
 import httpx
 
 from handlers.base import (
@@ -26,7 +29,13 @@ from handlers.base import (
     RetryableFailure,
     excerpt,
 )
-from handlers.urls import WebhookURLError, check_webhook_url
+from handlers.urls import (
+    Resolver,
+    WebhookURLError,
+    check_webhook_url,
+    connectable_addresses,
+    system_resolver,
+)
 from mq.settings import Settings
 
 DEFAULT_TIMEOUT_MS = 30_000
@@ -35,14 +44,54 @@ RETRYABLE_STATUSES = frozenset({408, 429})
 MAX_CONNECTIONS = 100
 
 
-class HttpHandler:
-    """One pooled HTTP client per worker process, shared by its threads."""
+class CheckedNetworkBackend(httpcore.SyncBackend):
+    """Connects only where webhooks may go: the host is resolved here, once per connection, and
+    every address is checked before one is connected to (no second lookup that a rebinding
+    DNS server could answer differently). TLS and `Host` still use the name."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, allow_private: bool, resolver: Resolver) -> None:
+        self.allow_private = allow_private
+        self.resolver = resolver
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        addresses = connectable_addresses(host, port, allow_private=self.allow_private,
+                                          resolver=self.resolver)
+        failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+        for address in addresses:
+            try:
+                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+        raise failure or httpcore.ConnectError(f"no address to connect to for '{host}'")
+
+
+def checked_transport(limits: httpx.Limits, allow_private: bool,
+                      resolver: Resolver = system_resolver) -> httpx.HTTPTransport:
+    """httpx's transport with its connection pool built on `CheckedNetworkBackend` (httpx
+    takes no network backend; httpcore's pool, which it wraps, does)."""
+    transport = httpx.HTTPTransport(limits=limits)
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=httpx.create_ssl_context(),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=CheckedNetworkBackend(allow_private, resolver))
+    return transport
+
+
+class HttpHandler:
+    """One pooled HTTP client per worker process, shared by its threads. Webhooks connect
+    directly: an egress proxy from the environment is not used (its address is not the one
+    to check)."""
+
+    def __init__(self, settings: Settings, resolver: Resolver = system_resolver) -> None:
         self.allow_private = settings.mq_webhook_allow_private
+        limits = httpx.Limits(max_connections=MAX_CONNECTIONS,
+                              max_keepalive_connections=MAX_CONNECTIONS)
         self.client = httpx.Client(
-            limits=httpx.Limits(max_connections=MAX_CONNECTIONS,
-                                max_keepalive_connections=MAX_CONNECTIONS),
+            transport=checked_transport(limits, self.allow_private, resolver),
             follow_redirects=False,
             headers={"User-Agent": "mq-webhooks/1"},
         )
@@ -50,7 +99,7 @@ class HttpHandler:
     def deliver(self, config: dict[str, Any], delivery: Delivery) -> HandlerResult:
         url = str(config.get("url", ""))
         try:
-            check_webhook_url(url, allow_private=self.allow_private, require_resolution=True)
+            check_webhook_url(url, allow_private=self.allow_private, resolver=None)
         except WebhookURLError as exc:
             raise PermanentFailure(f"webhook URL refused: {exc}") from None
         body = json.dumps(_body(config, delivery), ensure_ascii=False,
@@ -59,6 +108,8 @@ class HttpHandler:
         timeout = max(1, int(config.get("timeout_ms") or DEFAULT_TIMEOUT_MS)) / 1000
         try:
             response = self.client.post(url, content=body, headers=headers, timeout=timeout)
+        except WebhookURLError as exc:  # raised by the connection: see CheckedNetworkBackend
+            raise PermanentFailure(f"webhook URL refused: {exc}") from None
         except httpx.TimeoutException as exc:
             raise RetryableFailure(f"timed out after {timeout:g}s: {type(exc).__name__}") \
                 from None

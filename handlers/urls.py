@@ -3,9 +3,10 @@
 A webhook URL names a host the service will connect to from inside its own network, so
 unless the operator allows it (`MQ_WEBHOOK_ALLOW_PRIVATE`), hosts that resolve to loopback,
 private, link-local, reserved, shared (CGNAT), multicast or cloud-metadata addresses are
-refused. The API checks at subscription time; the delivery checks again when it connects,
-because a name may resolve elsewhere later (DNS rebinding), and uses the addresses this module
-returns so that the address checked is the address connected to.
+refused. The API checks at subscription time; the delivery checks again as it connects
+(`connectable_addresses`, called by the webhook handler's connection pool), because a name may
+resolve elsewhere later (DNS rebinding): the name is resolved once, and the address checked is
+the address connected to.
 """
 
 from __future__ import annotations
@@ -92,15 +93,14 @@ def check_webhook_url(
     url: str,
     *,
     allow_private: bool,
-    resolver: Resolver = system_resolver,
-    require_resolution: bool = False,
+    resolver: Resolver | None = system_resolver,
 ) -> WebhookTarget:
     """Check `url` and resolve its host; raises `WebhookURLError` when it may not be used.
 
-    With `allow_private` only the syntax is checked and nothing is resolved. Otherwise every
-    address the host resolves to must be public. A name that does not resolve passes unless
-    `require_resolution` (the delivery sets it: it cannot connect anyway); the API lets it
-    pass because the name may be created after the subscription.
+    With `allow_private` only the syntax is checked and nothing is resolved. Otherwise the
+    host may not be a metadata or localhost name, and every address it resolves to must be
+    public. A name that does not resolve passes: it may be created after the subscription.
+    With `resolver=None` nothing is resolved (the connection checks the addresses).
     """
     parts = parse_webhook_url(url)
     scheme = parts.scheme.lower()
@@ -108,9 +108,31 @@ def check_webhook_url(
     port = parts.port or (443 if scheme == "https" else 80)
     if allow_private:
         return WebhookTarget(url, scheme, host, port, ())
+    _check_host_name(host)
+    addresses = _resolve(host, port, resolver, required=False) if resolver else []
+    _check_addresses(host, addresses)
+    return WebhookTarget(url, scheme, host, port, tuple(addresses))
+
+
+def connectable_addresses(host: str, port: int, *, allow_private: bool,
+                          resolver: Resolver = system_resolver) -> list[str]:
+    """The addresses to connect to for `host`, all of them checked; `WebhookURLError` if the
+    name does not resolve or any address is one webhooks may not reach."""
+    host = host.rstrip(".").lower()
+    if not allow_private:
+        _check_host_name(host)
+    addresses = _resolve(host, port, resolver, required=True)
+    if not allow_private:
+        _check_addresses(host, addresses)
+    return addresses
+
+
+def _check_host_name(host: str) -> None:
     if host in METADATA_HOSTS or host == "localhost" or host.endswith(".localhost"):
         raise WebhookURLError(f"host '{host}' is not allowed for webhooks")
-    addresses = _resolve(host, port, resolver, require_resolution)
+
+
+def _check_addresses(host: str, addresses: Sequence[str]) -> None:
     for address in addresses:
         if is_forbidden_address(address):
             where = address if address == host else f"'{host}' resolves to {address}, which"
@@ -118,10 +140,9 @@ def check_webhook_url(
                 f"{where} is a loopback, private, link-local or reserved address, which"
                 " webhooks may not reach"
             )
-    return WebhookTarget(url, scheme, host, port, tuple(addresses))
 
 
-def _resolve(host: str, port: int, resolver: Resolver, required: bool) -> list[str]:
+def _resolve(host: str, port: int, resolver: Resolver, *, required: bool) -> list[str]:
     literal = _ip_literal(host)
     if literal is not None:
         return [str(literal)]

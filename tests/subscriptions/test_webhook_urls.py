@@ -7,7 +7,12 @@ import dataclasses
 import pytest
 
 from api import create_app
-from handlers.urls import WebhookURLError, check_webhook_url, is_forbidden_address
+from handlers.urls import (
+    WebhookURLError,
+    check_webhook_url,
+    connectable_addresses,
+    is_forbidden_address,
+)
 from tests.conftest import make_tenant
 from tests.subscriptions.helpers import body
 
@@ -83,15 +88,14 @@ def test_names_are_judged_by_what_they_resolve_to():
         ("hooks.example.com", 8443, ("93.184.216.34",))
 
 
-def test_unresolvable_names_fail_only_when_resolution_is_required():
+def test_unresolvable_names_pass_the_check_but_cannot_be_connected_to():
     def nowhere(host, port):
         raise OSError("Name or service not known")
 
     target = check_webhook_url("http://nowhere.example/x", allow_private=False, resolver=nowhere)
     assert target.addresses == ()
     with pytest.raises(WebhookURLError, match="does not resolve"):
-        check_webhook_url("http://nowhere.example/x", allow_private=False, resolver=nowhere,
-                          require_resolution=True)
+        connectable_addresses("nowhere.example", 80, allow_private=False, resolver=nowhere)
 
 
 @pytest.mark.parametrize(("address", "forbidden"), [
