@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import String, bindparam, column, delete, insert, select, text, update, values
+from sqlalchemy import bindparam, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -41,6 +41,7 @@ from broker.envelope import Envelope
 from broker.streams import TopicStreams
 from models import MessageRecord, Topic
 from models.base import new_id, utcnow
+from models.bulk import copy_rows
 from mq.crypto import cached_keyring
 from mq.errors import (
     Conflict,
@@ -254,9 +255,8 @@ def _existing(session: Session, tenant_id: str, message_ids: list[str]) -> dict[
 
 def _store_and_append(session: Session, streams: TopicStreams, topic: PublishTarget,
                       items: list[_Prepared]) -> dict[str, Published]:
-    records = MessageRecord.__table__
     try:
-        session.execute(insert(records), [item.row for item in items])
+        _insert_records(session, [item.row for item in items])
         session.commit()
     except IntegrityError:
         # A concurrent request published one of these message ids first: answer from its record.
@@ -284,6 +284,16 @@ def _store_and_append(session: Session, streams: TopicStreams, topic: PublishTar
     }
 
 
+def _insert_records(session: Session, rows: list[dict[str, Any]]) -> None:
+    """A batch by COPY (a fraction of the CPU of a multi-row INSERT); a single message by the
+    cached INSERT statement, which costs less than setting up a COPY."""
+    records = MessageRecord.__table__
+    if len(rows) == 1:
+        session.execute(insert(records), rows)
+    else:
+        copy_rows(session, records, rows)
+
+
 def forget_records(session: Session, record_ids: list[str]) -> None:
     """Delete the records of messages Redis refused (best effort; see module docstring)."""
     records = MessageRecord.__table__
@@ -308,12 +318,11 @@ def _record_offsets(session: Session, offsets: list[tuple[str, str]]) -> None:
     if on_postgresql:
         session.execute(text("SET LOCAL synchronous_commit TO OFF"))
     if on_postgresql and len(offsets) > 1:
-        # One statement for a batch: UPDATE ... FROM (VALUES ...). (Not for single messages:
-        # a VALUES list is compiled anew every time, the plain UPDATE comes from the cache.)
-        rows = values(column("record_id", String), column("offset", String),
-                      name="offsets").data(offsets)
-        session.execute(update(records).where(records.c.id == rows.c.record_id)
-                        .values(offset_value=rows.c.offset))
+        # One statement for a batch, with the ids and offsets as two array parameters: its
+        # text never changes, so it is compiled once (a VALUES list would be compiled anew,
+        # row by row, for every batch).
+        record_ids, stream_offsets = zip(*offsets, strict=True)
+        session.execute(_SET_OFFSETS, {"ids": list(record_ids), "offsets": list(stream_offsets)})
     else:
         session.execute(
             update(records).where(records.c.id == bindparam("record_id"))
@@ -321,3 +330,9 @@ def _record_offsets(session: Session, offsets: list[tuple[str, str]]) -> None:
             [{"record_id": record_id, "offset": offset} for record_id, offset in offsets],
         )
     session.commit()
+
+
+_SET_OFFSETS = text(
+    "UPDATE message_records SET offset_value = given.offset_value "
+    "FROM unnest(CAST(:ids AS varchar[]), CAST(:offsets AS varchar[])) "
+    "AS given(id, offset_value) WHERE message_records.id = given.id")

@@ -13,7 +13,6 @@ everything after the worker stops, or when the worker process is gone.
 
 from __future__ import annotations
 
-import io
 import logging
 import multiprocessing
 import os
@@ -31,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models import ConsumptionRecord, Database, MessageRecord, Subscription
+from models.bulk import copy_rows
 
 log = logging.getLogger(__name__)
 
@@ -152,14 +152,14 @@ def write_batch(database: Database, batch: list[Row]) -> list[Row]:
             if consumptions:
                 consumptions = _existing_subscriptions(session, consumptions)
             if consumptions:
-                _insert_consumptions(session, consumptions)
+                copy_rows(session, ConsumptionRecord.__table__, consumptions)
                 session.execute(_SET_LAST_CONSUMED, _last_consumed(consumptions))
             if messages:
                 session.execute(insert(MessageRecord.__table__), messages)
             session.commit()
         return []
     except Exception as exc:  # the writer must outlive any failure
-        if _is_integrity_error(exc):
+        if isinstance(exc, IntegrityError):  # retrying cannot help
             log.exception("dropping a batch of %d records that no longer fit", len(batch))
             return []
         log.warning("writing %d records failed; will retry", len(batch), exc_info=True)
@@ -173,39 +173,6 @@ def _existing_subscriptions(session: Session, rows: list[dict[str, Any]]) -> lis
     return [row for row in rows if row["subscription_id"] in alive]
 
 
-def _is_integrity_error(exc: BaseException) -> bool:
-    """A constraint violation (retrying cannot help), through SQLAlchemy or from COPY."""
-    if isinstance(exc, IntegrityError):
-        return True
-    return str(getattr(exc, "pgcode", "") or "").startswith("23")
-
-
-def _insert_consumptions(session: Session, rows: list[dict[str, Any]]) -> None:
-    """COPY on PostgreSQL (a quarter of the CPU of a multi-row INSERT, measured: this runs
-    beside the deliveries of the same process), a bulk INSERT elsewhere (SQLite)."""
-    if session.get_bind().dialect.name != "postgresql":
-        session.execute(insert(ConsumptionRecord.__table__), rows)
-        return
-    columns = list(rows[0])
-    text = io.StringIO()
-    for row in rows:
-        text.write("\t".join(_copy_value(row[column]) for column in columns))
-        text.write("\n")
-    text.seek(0)
-    cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.copy_expert(f"COPY consumption_records ({', '.join(columns)}) FROM STDIN", text)
-    finally:
-        cursor.close()
-
-
-def _copy_value(value: Any) -> str:
-    """One value in COPY's text format."""
-    if value is None:
-        return "\\N"
-    text = value.isoformat() if isinstance(value, datetime) else str(value)
-    return (text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
-            .replace("\r", "\\r"))
 
 
 _SUBSCRIPTIONS = Subscription.__table__

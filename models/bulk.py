@@ -1,0 +1,63 @@
+"""Bulk inserts: COPY on PostgreSQL, a multi-row INSERT elsewhere (SQLite)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Table, insert
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+
+def copy_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert `rows` (dicts with the same keys: column names) into `table`, in the session's
+    transaction.
+
+    On PostgreSQL this is COPY, which costs a fraction of the CPU of a multi-row INSERT (no
+    statement to compile, no parameters to process: a quarter, measured in the workers'
+    records writer). Errors surface as SQLAlchemy's (a duplicate key is an `IntegrityError`)
+    either way.
+    """
+    if not rows:
+        return
+    dialect = session.get_bind().dialect
+    if dialect.name != "postgresql":
+        session.execute(insert(table), rows)
+        return
+    columns = list(rows[0])
+    as_json = [isinstance(table.c[name].type, JSON) for name in columns]
+    text = io.StringIO()
+    for row in rows:
+        text.write("\t".join(_copy_value(row[name], is_json)
+                             for name, is_json in zip(columns, as_json, strict=True)))
+        text.write("\n")
+    text.seek(0)
+    statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.copy_expert(statement, text)
+    except dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, dialect.loaded_dbapi.Error) from None
+    finally:
+        cursor.close()
+
+
+def _copy_value(value: Any, is_json: bool) -> str:
+    """One value in COPY's text format (a JSON column's value as JSON text, `null` included)."""
+    if is_json:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    elif value is None:
+        return "\\N"
+    else:
+        text = value.isoformat() if isinstance(value, datetime) else str(value)
+    if not _NEEDS_ESCAPE.search(text):
+        return text
+    return (text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+            .replace("\r", "\\r"))
+
+
+_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
