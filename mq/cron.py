@@ -8,7 +8,7 @@ day names before they reach the trigger; names (`mon`-`sun`) mean the same in bo
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
@@ -60,8 +60,10 @@ def crontab_weekdays(field: str) -> str:
 
 
 def next_run(trigger: CronTrigger, after: datetime) -> datetime | None:
-    """The first run strictly after `after` (missed runs before it are skipped: coalesced)."""
-    return trigger.get_next_fire_time(None, after)
+    """The first run strictly after `after` (missed runs before it are skipped: coalesced).
+    APScheduler answers the first run at or after its `now`: a run at exactly `after` (a run
+    fired ahead of its time, `after` being that run) would come back as its own successor."""
+    return trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
 
 
 def _zone(name: str) -> ZoneInfo:

@@ -1,15 +1,19 @@
 """Recurring schedules: each due run publishes one message, once, whichever scheduler runs it.
 
-A run is claimed with `SET NX` on `lock:cron:<schedule id>:<run ms>` (expiring after a day),
-and its message id is `<schedule id>:<run ms>`, unique per tenant in the database: two
-schedulers never publish the same run twice. The message takes the delayed path (a
-`scheduled` record, parked in the delay set due at the run time, so it is released at once
-and marked `published` by the releaser), with the schedule id in the `X-MQ-Schedule-Id`
-header. Runs are parked up to `LOOKAHEAD` before their time, so that the releaser publishes
-them on time. After a run the next one is computed from the later of the run and now: a
-scheduler that was down fires the earliest missed run once and skips the rest (coalescing),
-never a burst. A crash between the
-claim and the record loses that one run (at most once per run).
+A run is claimed with `SET NX` on `lock:cron:<schedule id>:<run ms>`, and its message id is
+`<schedule id>:<run ms>`, unique per tenant in the database: two schedulers never publish the
+same run twice. Only the claim's holder moves the schedule on to its next run; a scheduler that
+finds the run claimed leaves the schedule alone, so a holder that dies before publishing
+delays the run by `CLAIM_MS` at most, and whoever claims it next publishes it (the unique
+message id makes a second publish of a run a no-op). A message of a run cancelled in the
+window between a dead holder's publish and the claim's expiry would be published again.
+
+The message takes the delayed path (a `scheduled` record, parked in the delay set due at the
+run time, so it is released at once and marked `published` by the releaser), with the
+schedule id in the `X-MQ-Schedule-Id` header. Runs are parked up to `LOOKAHEAD` before their
+time, so that the releaser publishes them on time. After a run the next one is computed from
+the later of the run and now: a scheduler that was down fires the earliest missed run once and
+skips the rest (coalescing), never a burst.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from mq.errors import ValidationError
 
 log = logging.getLogger(__name__)
 
-CLAIM_MS = 86_400_000
+#: Longer than a run takes to publish; how late a run may be when its claimant dies.
+CLAIM_MS = 60_000
 #: Runs are parked this far ahead of their time, so the releaser publishes them on time
 #: rather than at the next tick of this job.
 LOOKAHEAD = timedelta(seconds=1)
@@ -78,8 +83,10 @@ class Recurring:
             following = None
         run_ms = int(run_at.timestamp() * 1000)
         claim = self.keys.lock(f"cron:{schedule.id}:{run_ms}")
+        if not self.redis.set(claim, "1", nx=True, px=CLAIM_MS):
+            return 0  # another scheduler is firing this run, or died doing so
         fired = 0
-        if self.redis.set(claim, "1", nx=True, px=CLAIM_MS) and topic_status == "active":
+        if topic_status == "active":
             fired = self._publish(schedule, run_at, run_ms, partitions)
         with self.database.session() as session:
             session.execute(

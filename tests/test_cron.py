@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mq.cron import cron_trigger, crontab_weekdays
+from mq.cron import cron_trigger, crontab_weekdays, next_run
 from mq.errors import ValidationError
 
 FRIDAY = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -42,3 +42,12 @@ def test_out_of_range_weekdays_are_422(field):
     with pytest.raises(ValidationError) as raised:
         cron_trigger(f"0 9 * * {field}")
     assert "cron" in raised.value.details
+
+
+def test_next_run_is_strictly_after_even_at_a_run_time():
+    """A run fired ahead of its time asks for its successor with itself as `after`."""
+    trigger = cron_trigger("*/1 * * * * *", "UTC")
+    run = datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC)
+    assert next_run(trigger, run) == datetime(2026, 1, 1, 0, 0, 6, tzinfo=UTC)
+    assert next_run(trigger, run.replace(microsecond=300)) == \
+        datetime(2026, 1, 1, 0, 0, 6, tzinfo=UTC)

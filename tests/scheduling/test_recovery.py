@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 from redis import Redis
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from broker.delays import DelaySet
 from broker.keys import Keys
-from models import Database, MessageRecord
+from models import Database, MessageRecord, Schedule
 from mq.settings import Settings
 from scheduler.delayed import Rebuilder
 from scheduler.records import record_envelope
@@ -121,6 +121,32 @@ def test_deleting_a_schedule_cancels_runs_parked_ahead(tenant: TenantHandle,
     assert tenant.admin.delete(f"/schedules/{created['schedule_id']}").status_code == 204
     assert parts.record(tenant.id, run_id).status == "cancelled"
     assert parts.redis.zscore(parts.keys.delayed(), run.id) is None
+
+
+def test_a_run_whose_claimant_died_is_published_once_the_claim_runs_out(
+        tenant: TenantHandle, parts: Parts) -> None:
+    topic = tenant.create_queue()
+    created = tenant.admin.post("/publish/scheduled", {"topic": topic["name"],
+                                                       "cron": "0 0 1 1 *",
+                                                       "payload": "yearly"}).json
+    with parts.database.session() as session:  # the run is due now
+        session.execute(update(Schedule).where(Schedule.id == created["schedule_id"])
+                        .values(next_run_at=datetime.now(UTC)))
+        session.commit()
+        due = session.get(Schedule, created["schedule_id"]).next_run_at
+    run_ms = int(due.timestamp() * 1000)
+    claim = parts.keys.lock(f"cron:{created['schedule_id']}:{run_ms}")
+    parts.redis.set(claim, "a-scheduler-that-died", px=300)  # claimed, never published
+    recurring = Recurring(parts.redis, parts.keys, parts.database, parts.delays)
+    assert recurring.fire_due() == 0
+    with parts.database.session() as session:  # not moved on past the unpublished run
+        assert session.get(Schedule, created["schedule_id"]).next_run_at == due
+    time.sleep(0.4)
+    assert recurring.fire_due() == 1
+    run = parts.record(tenant.id, f"{created['schedule_id']}:{run_ms}")
+    assert (run.status, run.payload) == ("scheduled", "yearly")
+    with parts.database.session() as session:
+        assert session.get(Schedule, created["schedule_id"]).next_run_at > due
 
 
 def _ms(value: str) -> int:
