@@ -42,14 +42,11 @@ class ProtoPayloadError(ValueError):
 
 @dataclass(frozen=True)
 class ProtoSchema:
-    """A compiled `.proto` file: every file it needs, and its first message type."""
+    """A compiled `.proto` file: the pool holding it and the files it imports, and its first
+    message type."""
 
-    files: descriptor_pb2.FileDescriptorSet
+    pool: descriptor_pool.DescriptorPool
     message: Descriptor
-
-    @property
-    def main_file(self) -> descriptor_pb2.FileDescriptorProto:
-        return self.files.file[-1]  # protoc lists dependencies first
 
     def message_class(self, descriptor: Descriptor | None = None) -> type[Message]:
         return message_factory.GetMessageClass(descriptor or self.message)
@@ -68,14 +65,14 @@ def compiled(text: Any) -> ProtoSchema:
 @lru_cache(maxsize=256)
 def _compile(text: str) -> ProtoSchema:
     files = descriptor_pb2.FileDescriptorSet.FromString(_descriptor_set(text))
-    main = files.file[-1]
+    main = files.file[-1]  # protoc lists dependencies first
     if not main.message_type:
         raise ProtoSchemaError("a .proto file for messages must define a message")
     pool = descriptor_pool.DescriptorPool()
     for file in files.file:
         pool.Add(file)
     prefix = f"{main.package}." if main.package else ""
-    return ProtoSchema(files, pool.FindMessageTypeByName(prefix + main.message_type[0].name))
+    return ProtoSchema(pool, pool.FindMessageTypeByName(prefix + main.message_type[0].name))
 
 
 def _descriptor_set(text: str) -> bytes:
