@@ -23,6 +23,7 @@ target, made on first use.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from typing import Any
 
@@ -30,8 +31,9 @@ from sqlalchemy import JSON, Column, MetaData, Table, and_, create_engine, delet
 from sqlalchemy import insert as sql_insert
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import (
+    ArgumentError,
     DataError,
     DBAPIError,
     IntegrityError,
@@ -55,6 +57,10 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "delete": ("criteria",),
 }
 UPSERT_DIALECTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", ""})
+SERVICE_DATABASE = ("is the service's own database under the service's own user; tenants "
+                    "may not write there (give the target a user of its own, or a database)")
 CONNECT_TIMEOUT_S = 5
 
 Problems = dict[str, Any]
@@ -68,6 +74,37 @@ def make_engine(url: str, *, pooled: bool = True) -> Engine:
     if not pooled:
         options["poolclass"] = NullPool
     return create_engine(url, **options)
+
+
+def is_service_database(url: str, service_url: str) -> bool:
+    """Whether a target reaches the service's own metadata database as the service's own user:
+    tenants writing there could write to its tables (tenants, API keys). The same database
+    under another user is allowed: that user's grants are the operator's decision."""
+    try:
+        target, service = make_url(url), make_url(service_url)
+    except ArgumentError:
+        return False
+    backend = _backend(target)
+    if backend != _backend(service):
+        return False
+    if backend == "sqlite":
+        return bool(target.database) and _sqlite_file(target) == _sqlite_file(service)
+    return _server_identity(target) == _server_identity(service)
+
+
+def _backend(url: URL) -> str:
+    name = url.get_backend_name()
+    return "postgresql" if name == "postgres" else name
+
+
+def _sqlite_file(url: URL) -> str:
+    return os.path.realpath(url.database or "")
+
+
+def _server_identity(url: URL) -> tuple[str, int | None, str | None, str | None]:
+    host = url.host or "localhost"
+    return ("localhost" if host in LOCAL_HOSTS else host.lower(),
+            url.port or DEFAULT_PORTS.get(_backend(url)), url.database, url.username)
 
 
 def split_table(name: str) -> tuple[str | None, str]:
@@ -136,6 +173,8 @@ def config_problems(config: dict[str, Any], settings: Settings) -> Problems:
     if target not in targets:
         known = ", ".join(sorted(targets)) or "none configured"
         return {"target": [f"unknown target '{str(target)[:100]}' (known: {known})"]}
+    if is_service_database(targets[target], settings.database_url):
+        return {"target": [f"target '{target}' {SERVICE_DATABASE}"]}
     problems = _shape_problems(config)
     if problems:
         return problems
@@ -215,11 +254,15 @@ def _unique_sets(inspector: Any, table: str, schema: str | None) -> list[set[str
 class DatabaseHandler:
     def __init__(self, settings: Settings) -> None:
         self.targets = Targets(settings.mq_db_targets)
+        self.refused = {name for name, url in settings.mq_db_targets.items()
+                        if is_service_database(url, settings.database_url)}
 
     def deliver(self, config: dict[str, Any], delivery: Delivery) -> HandlerResult:
         target = str(config.get("target", ""))
         if target not in self.targets.urls:
             raise PermanentFailure(f"unknown database target '{target[:100]}'")
+        if target in self.refused:
+            raise PermanentFailure(f"target '{target}' {SERVICE_DATABASE}")
         operation = str(config.get("operation", ""))
         try:
             table = self._table(target, config)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,16 +35,32 @@ API = "/api/v1/mq"
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A new PostgreSQL database with the migrations applied, dropped after the run."""
+    with _fresh_database("mqtest") as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def target_database_url() -> Iterator[str]:
+    """Another new PostgreSQL database, for database-handler targets (the service's own
+    database is refused as one)."""
+    with _fresh_database("mqtarget") as url:
+        yield url
+
+
+@contextmanager
+def _fresh_database(prefix: str) -> Iterator[str]:
     admin = create_engine(ADMIN_DATABASE_URL, isolation_level="AUTOCOMMIT")
-    name = f"mqtest_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(ADMIN_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield make_url(ADMIN_DATABASE_URL).set(database=name).render_as_string(
+            hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")

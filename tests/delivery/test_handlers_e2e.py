@@ -18,11 +18,11 @@ TABLE = f"e2e_orders_{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
-def settings(settings, database_url):
+def settings(settings, target_database_url):
     """Workers and API of this module allow the sample functions and an `orders` target."""
     return dataclasses.replace(
         settings, mq_function_modules=("examples", "tests.handlers.sample_functions"),
-        mq_db_targets={"orders": database_url})
+        mq_db_targets={"orders": target_database_url})
 
 
 @pytest.fixture(autouse=True)
@@ -40,8 +40,8 @@ def app(settings):
 
 
 @pytest.fixture
-def orders_table(database_url):
-    engine = create_engine(database_url)
+def orders_table(target_database_url):
+    engine = create_engine(target_database_url)
     with engine.begin() as connection:
         connection.execute(text(f"""CREATE TABLE {TABLE} (order_id VARCHAR(64) PRIMARY KEY,
             customer VARCHAR(200) NOT NULL, total NUMERIC(12, 2), source VARCHAR(50))"""))

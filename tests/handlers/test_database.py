@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import Engine
 
 from handlers.base import PermanentFailure, RetryableFailure
-from handlers.database import DatabaseHandler, config_problems
+from handlers.database import DatabaseHandler, config_problems, is_service_database
 from mq.settings import Settings
 from tests.handlers.helpers import make_delivery
 
@@ -57,7 +57,7 @@ def _create_table(engine: Engine, table: str, dialect: str) -> None:
 @pytest.fixture(params=["postgresql", "sqlite"])
 def target(request, tmp_path) -> Iterator[Target]:
     if request.param == "postgresql":
-        url = request.getfixturevalue("database_url")
+        url = request.getfixturevalue("target_database_url")
     else:
         url = f"sqlite:///{tmp_path}/target.db"
     engine = create_engine(url)
@@ -282,3 +282,33 @@ def test_an_unreachable_target_cannot_be_inspected():
     problems = config_problems({"type": "database", "target": "main", "table": "t",
                                 "operation": "delete", "criteria": {"id": "key"}}, settings)
     assert "cannot be inspected" in problems["target"][0]
+
+
+@pytest.mark.parametrize(("target", "service", "same"), [
+    ("postgresql+psycopg2://mq@db:5432/mq", "postgresql+psycopg2://mq@db:5432/mq", True),
+    ("postgres://mq:pw@db/mq", "postgresql+psycopg2://mq@db:5432/mq", True),
+    ("postgresql://mq@127.0.0.1/mq", "postgresql+psycopg2://mq@localhost:5432/mq", True),
+    ("postgresql://writer@db/mq", "postgresql://mq@db/mq", False),  # its own user and grants
+    ("postgresql://mq@db/shop", "postgresql://mq@db/mq", False),
+    ("postgresql://mq@other/mq", "postgresql://mq@db/mq", False),
+    ("sqlite:///mq.db", "sqlite:///./mq.db", True),
+    ("sqlite:///shop.db", "sqlite:///mq.db", False),
+    ("sqlite://", "sqlite://", False),  # two in-memory databases are two databases
+    ("not a url", "sqlite:///mq.db", False),
+])
+def test_the_service_database_is_recognised(target, service, same):
+    assert is_service_database(target, service) is same
+
+
+def test_a_target_that_is_the_service_database_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path}/mq.db"
+    settings = Settings(database_url=url, mq_db_targets={"meta": url})
+    config = {"type": "database", "target": "meta", "table": "api_keys", "operation": "insert",
+              "mapping": {"id": "payload.id"}}
+    assert "service's own database" in config_problems(config, settings)["target"][0]
+    handler = DatabaseHandler(settings)
+    try:
+        with pytest.raises(PermanentFailure, match="service's own database"):
+            handler.deliver(config, make_delivery({"id": "k-1"}))
+    finally:
+        handler.close()

@@ -20,8 +20,8 @@ CREATE = f"""CREATE TABLE {TABLE} (order_id VARCHAR(64) PRIMARY KEY,
 
 
 @pytest.fixture(scope="module")
-def targets(database_url: str, tmp_path_factory) -> Iterator[dict[str, str]]:
-    urls = {"pg": database_url,
+def targets(target_database_url: str, tmp_path_factory) -> Iterator[dict[str, str]]:
+    urls = {"pg": target_database_url,
             "lite": f"sqlite:///{tmp_path_factory.mktemp('targets')}/orders.db"}
     engines = [create_engine(url) for url in urls.values()]
     for engine in engines:
