@@ -1,6 +1,7 @@
 """Housekeeping jobs: stream retention, dead-letter retention and the outbox sweep.
 
-Both run under a Redis lock with expiry, so that of two schedulers one does the work.
+Both run under a Redis lease renewed as the work goes on, so that of two schedulers one does
+the work, and one that dies while holding it holds the other up for `LEASE_MS` at most.
 
 Retention trims each partition stream to the topic's `retention_ms` with `XTRIM MINID`, but
 never past what a consumer group still needs: the bound is the lowest of the retention cut-off,
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -29,6 +31,7 @@ from sqlalchemy.orm import aliased
 
 from broker.connection import RedisClient
 from broker.envelope import Envelope
+from broker.heartbeats import Lease
 from broker.keys import Keys
 from models import Database, MessageRecord, Subscription, Topic
 from models.base import utcnow
@@ -36,7 +39,7 @@ from scheduler.records import record_envelope
 
 log = logging.getLogger(__name__)
 
-LOCK_MS = 120_000
+LEASE_MS = 15_000
 OUTBOX_AGE = timedelta(seconds=30)
 OUTBOX_PAGE = 500
 DEAD_LETTER_RETENTION_MS = 7 * 24 * 3600 * 1000
@@ -73,27 +76,26 @@ class Housekeeping:
         self.keys = keys
         self.database = database
         self._trim = redis.register_script(_TRIM)
-
-    def _locked(self, name: str) -> bool:
-        return bool(self.redis.set(self.keys.lock(name), "1", nx=True, px=LOCK_MS))
-
-    def _unlock(self, name: str) -> None:
-        self.redis.delete(self.keys.lock(name))
+        owner = uuid.uuid4().hex
+        self._retention = Lease(redis, keys.lock("retention"), owner, ttl_ms=LEASE_MS)
+        self._outbox = Lease(redis, keys.lock("outbox"), owner, ttl_ms=LEASE_MS)
 
     def trim_retention(self) -> int:
         """Trim every topic's partitions (see the module docstring); returns entries removed."""
-        if not self._locked("retention"):
+        if not self._retention.renew():
             return 0
         try:
             with self.database.session() as session:
                 topics = session.execute(
                     select(Topic.id, Topic.partition_count, Topic.retention_ms)).all()
             now_ms = int(time.time() * 1000)
-            removed = sum(self.trim_topic(topic_id, partitions, now_ms - retention_ms)
-                          for topic_id, partitions, retention_ms in topics)
+            removed = 0
+            for topic_id, partitions, retention_ms in topics:
+                removed += self.trim_topic(topic_id, partitions, now_ms - retention_ms)
+                self._retention.renew()
             removed += self.trim_dead_letters(now_ms)
         finally:
-            self._unlock("retention")
+            self._retention.release()
         if removed:
             log.info("retention trimmed %d stream entries", removed)
         return removed
@@ -121,12 +123,12 @@ class Housekeeping:
 
     def sweep_outbox(self, *, age: timedelta = OUTBOX_AGE) -> int:
         """Hand over records that never reached their stream; returns how many."""
-        if not self._locked("outbox"):
+        if not self._outbox.renew():
             return 0
         try:
             return self._sweep(utcnow() - age)
         finally:
-            self._unlock("outbox")
+            self._outbox.release()
 
     def _sweep(self, older_than: datetime) -> int:
         handed = 0
@@ -144,6 +146,7 @@ class Housekeeping:
                     record.offset_value = self._append(record, record_envelope(record))
                 session.commit()
                 handed += len(records)
+                self._outbox.renew()
         if handed:
             log.warning("outbox sweep handed %d unpublished records to their streams", handed)
         return handed

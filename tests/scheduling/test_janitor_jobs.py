@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import timedelta
 
 from redis import Redis
+from sqlalchemy import select
 
 from broker.heartbeats import Lease
 from broker.keys import Keys, group_name
-from models import Database
+from models import Database, MessageRecord
+from models.base import utcnow
 from scheduler.housekeeping import DEAD_LETTER_RETENTION_MS, Housekeeping
 from scheduler.janitor import reap_consumers
 from tests.conftest import REDIS_URL
@@ -84,3 +87,31 @@ def test_reaping_removes_idle_consumers_that_hold_nothing(tenant, settings):
     assert reap_consumers(settings, redis, keys, idle_ms=10) >= 1
     left = {c["name"]: c["pending"] for c in redis.xinfo_consumers(stream, redis_group)}
     assert left == {"holds-one": 1}  # a consumer with pending entries is never removed
+
+
+def test_outbox_sweep_waits_out_the_lease_of_a_scheduler_that_died_sweeping(tenant, settings):
+    """A scheduler killed mid-sweep never gives its lease up: it runs out within LEASE_MS."""
+    topic = tenant.create_queue("stranded")
+    redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    keys = Keys(settings.redis_namespace)
+    database = Database(settings.database_url, pool_size=1)
+    housekeeping = Housekeeping(redis, keys, database, stream_cap=settings.stream_max_len)
+    message_id = f"stranded-{uuid.uuid4().hex[:8]}"
+    try:
+        with database.session() as session:  # a publisher died before its XADD
+            session.add(MessageRecord(
+                tenant_id=tenant.id, topic_id=topic["id"], message_id=message_id, headers={},
+                payload={"n": 1}, payload_size=7, partition_id=0, status="published",
+                published_at=utcnow() - timedelta(minutes=1)))
+            session.commit()
+        redis.set(keys.lock("outbox"), "a-dead-scheduler", px=300)
+        assert housekeeping.sweep_outbox() == 0
+        time.sleep(0.4)
+        assert housekeeping.sweep_outbox() >= 1
+        assert redis.exists(keys.lock("outbox")) == 0  # given up once done
+        with database.session() as session:
+            assert session.scalar(select(MessageRecord.offset_value).where(
+                MessageRecord.message_id == message_id))
+    finally:
+        database.dispose()
+        redis.close()
