@@ -25,8 +25,9 @@ partitions of one topic carry different tags so they spread across slots.
 - `{ns}:control` stream: control plane (subscription and topic changes) read by workers.
 - `{ns}:procs` hash: process id -> JSON heartbeat of workers and schedulers.
 - `{ns}:epoch` string: a counter the API increments when a cached key or topic changes.
-- `{ns}:lock:<name>` string: leader and job locks, with expiry (`cron:<schedule id>:<run ms>`
-  claims one run of a recurring schedule).
+- `{ns}:lock:<name>` string: leases of the scheduler's jobs (`scheduler-leader`,
+  `delay-rebuild`, `retention`, `outbox`: the holder's token, with an expiry it renews) and
+  claims of one run of a recurring schedule (`cron:<schedule id>:<run ms>`).
 - `{ns}:rate:{<tenant_id>}:<second>` string: a tenant's publish count in one second.
 
 Consumer group names are `<tenant_id>:<consumer_group>`: the subscribing tenant's id keeps

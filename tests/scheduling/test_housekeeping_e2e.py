@@ -72,9 +72,12 @@ def test_outbox_sweep_hands_over_records_without_offset(
         [request] = webhook.wait_for("/outbox", 1)
         assert request.json == {"stranded": True}
         assert request.headers["x-mq-message-id"] == message_id
-        with database.session() as session:
-            offset = session.scalar(select(MessageRecord.offset_value)
-                                    .where(MessageRecord.message_id == message_id))
-        assert offset
+
+        def offset() -> str | None:  # the sweep commits after its XADD: the delivery may win
+            with database.session() as session:
+                return session.scalar(select(MessageRecord.offset_value)
+                                      .where(MessageRecord.message_id == message_id))
+
+        assert wait_until(offset, timeout=10)
     finally:
         database.dispose()
