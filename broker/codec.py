@@ -116,6 +116,12 @@ def is_encoded(payload: Any) -> bool:
                                                                           dict)
 
 
+def is_encrypted(payload: Any, headers: dict[str, Any] | None) -> bool:
+    """Whether a stored message holds ciphertext (its payload or its headers)."""
+    return (is_encoded(payload) and payload[MARKER].get("e") == AES_GCM) \
+        or isinstance((headers or {}).get(MARKER), str)
+
+
 def decode(keyring: Keyring | None, tenant_id: str, message_id: str, payload: Any,
            headers: dict[str, Any] | None, schema: Any = None,
            schemas: Callable[[str], Any] | None = None) -> tuple[Any, dict[str, Any]]:

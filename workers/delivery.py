@@ -26,7 +26,7 @@ from dramatiq import Middleware
 from dramatiq.errors import Retry
 from dramatiq.middleware import SkipMessage
 
-from broker.codec import DecodingError, decode
+from broker.codec import DecodingError, decode, is_encrypted
 from broker.delivery import ACTOR_NAME, DEFAULT_POOL, Route
 from broker.envelope import FIELD, Envelope
 from broker.redis_streams import RedisStreamsBroker, StreamProxy
@@ -71,11 +71,34 @@ class DeliveryMiddleware(Middleware):
     def __init__(self, broker: RedisStreamsBroker, records: RecordWriter,
                  handlers: HandlerRegistry,
                  schemas: Callable[[str], Any] | None = None) -> None:
-        self.schemas = schemas  # registry schema id -> definition, for Avro payloads
+        self.schemas = schemas  # registry schema id -> definition (Avro, protobuf)
         self.broker = broker
         self.records = records
         self.handlers = handlers
         self.current = _Current()
+
+    def decoded(self, route: Route, envelope: Envelope) -> tuple[Any, dict[str, Any]]:
+        """A stored message's plaintext payload and headers (`broker.codec.decode`), read with
+        the key of the topic's owner; DecryptError or DecodingError when it cannot be."""
+        return decode(self._keyring(), route.topic_tenant_id or route.tenant_id,
+                      envelope.message_id, envelope.payload, envelope.headers,
+                      route.avro_schema, self.schemas)
+
+    def letter_contents(self, route: Route, envelope: Envelope) -> tuple[Any, dict[str, Any]]:
+        """What a dead-letter topic's subscribers receive of a dead letter: its payload and
+        headers decoded, so that msgpack, Avro or protobuf read as JSON; kept as stored when
+        they were encrypted (the dead-letter topic must not hold them in plaintext) or cannot
+        be decoded."""
+        if is_encrypted(envelope.payload, envelope.headers):
+            return envelope.payload, envelope.headers
+        try:
+            return self.decoded(route, envelope)
+        except (DecryptError, DecodingError):
+            return envelope.payload, envelope.headers
+
+    def _keyring(self) -> Keyring | None:
+        settings = self.broker.settings
+        return cached_keyring(settings.mq_master_key, settings.mq_old_master_keys)
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         proxy: StreamProxy = message
@@ -175,10 +198,7 @@ class DeliveryActor:
             self._expired(proxy, route)
             return
         try:
-            payload, headers = decode(self._keyring(), route.topic_tenant_id or route.tenant_id,
-                                      envelope.message_id,
-                                      envelope.payload, envelope.headers, route.avro_schema,
-                                      self.middleware.schemas)
+            payload, headers = self.middleware.decoded(route, envelope)
         except (DecryptError, DecodingError) as exc:
             reason = "decrypt" if isinstance(exc, DecryptError) else "permanent"
             self._failed(proxy, route, attempt, time.perf_counter(),
@@ -207,10 +227,6 @@ class DeliveryActor:
             proxy.attempt_info.update(processing_time_ms=_ms_since(started),
                                       response_status=result.status,
                                       response_excerpt=result.excerpt)
-
-    def _keyring(self) -> Keyring | None:
-        settings = self.broker.settings
-        return cached_keyring(settings.mq_master_key, settings.mq_old_master_keys)
 
     def _failed(self, proxy: StreamProxy, route: Route, attempt: int, started: float,
                 failure: HandlerFailure) -> None:

@@ -66,6 +66,7 @@ def run_process(settings: Settings, *, pools: list[str], threads: int) -> int:
     handlers = HandlerRegistry(settings)
     delivery = DeliveryMiddleware(broker, records, handlers, SchemaDefinitions(database))
     broker.add_middleware(delivery)
+    broker.letter_contents = delivery.letter_contents
     broker.add_middleware(WorkerMetrics(broker, settings))
     declare_actor(broker, delivery)
     for pool in pools:

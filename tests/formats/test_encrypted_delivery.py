@@ -77,6 +77,7 @@ def test_dead_letters_stay_encrypted_at_rest_and_list_in_plaintext(
     tenant.create_queue("vault.deadletter")
     sub = subscriptions.create("vault", "billing", webhook.url("/vault"))
     webhook.always("/vault", 404)  # a permanent failure: dead-lettered at once
+    subscriptions.create("vault.deadletter", "ops", webhook.url("/dlq"))
     processes.worker()
     published = tenant.admin.post("/publish", {"topic": "vault", "payload": {"card": SECRET},
                                                "headers": {"x-card": SECRET}})
@@ -92,3 +93,6 @@ def test_dead_letters_stay_encrypted_at_rest_and_list_in_plaintext(
     finally:
         redis.close()
     assert raw and all(SECRET not in json.dumps(fields) for _, fields in raw)
+    # The dead-letter topic (not encrypted itself) gets the ciphertext, never the plaintext.
+    letter = webhook.wait_for("/dlq", 1)[0].json
+    assert "$mq" in letter["payload"] and SECRET not in json.dumps(letter)

@@ -50,6 +50,30 @@ def test_protobuf_topic_stores_wire_bytes_and_delivers_json_read_with_the_writer
     assert webhook.wait_for("/orders", 1)[0].json == PUBLISHED  # no `note`: written by v1
 
 
+def test_dead_letter_topic_subscribers_read_protobuf_dead_letters_as_json(
+        tenant, settings, subscriptions, webhook, processes):
+    """The listing keeps the stored form (decoded when shown); the dead-letter topic's
+    subscribers get the payload as JSON, like the subscribers of the topic itself."""
+    _register(tenant, PROTO_ORDER)
+    tenant.create_queue("orders", message_format="protobuf", compression_type="gzip",
+                        schema_subject="orders-value")
+    tenant.create_queue("orders.deadletter")
+    subscription = subscriptions.create("orders", "billing", webhook.url("/refuses"))
+    webhook.always("/refuses", 404)  # permanent: dead-lettered at once
+    subscriptions.create("orders.deadletter", "ops", webhook.url("/dlq"))
+    processes.worker()
+    published = tenant.admin.post("/publish", {"topic": "orders", "payload": PUBLISHED,
+                                               "headers": {"x-source": "shop"}})
+    assert published.status_code == 201, published.json
+
+    letter = webhook.wait_for("/dlq", 1)[0].json
+    assert letter["message_id"] == published.json["message_id"]
+    assert letter["payload"] == PUBLISHED
+    assert letter["headers"] == {"x-source": "shop"}
+    listed = tenant.admin.get(f"/subscriptions/{subscription['id']}/dead-letters").json["items"]
+    assert listed[0]["payload"] == PUBLISHED
+
+
 def test_new_version_writes_at_once_and_camel_case_input_is_accepted(tenant, settings):
     _register(tenant, PROTO_ORDER)
     topic = tenant.create_queue("orders", message_format="protobuf",
