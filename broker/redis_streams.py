@@ -102,8 +102,8 @@ class StreamProxy(MessageProxy):
 
 
 DeadLetterTopic = Callable[[Route], str]
-#: (route, stored message) -> the payload and headers a dead-letter topic's subscribers get.
-LetterContents = Callable[[Route, Envelope], tuple[Any, dict[str, Any]]]
+#: (route, stored message, dead-letter entry) -> the message its dead-letter topic stores.
+LetterBuilder = Callable[[Route, Envelope, dict[str, Any]], Envelope]
 ControlListener = Callable[[list[dict[str, str]]], None]
 
 
@@ -135,9 +135,9 @@ class RedisStreamsBroker(dramatiq.Broker):
         self._routes_lock = threading.Lock()
         #: Set by the worker: resolves (creating on first use) a route's dead-letter topic id.
         self.dead_letter_topic: DeadLetterTopic | None = None
-        #: Set by the worker: the payload and headers of a dead letter as its dead-letter
-        #: topic's subscribers receive them (the listing keeps the stored form).
-        self.letter_contents: LetterContents | None = None
+        #: Set by the worker: the message a dead-letter topic stores of a dead letter (the
+        #: listing keeps the entry as built, with the message in its stored form).
+        self.letter_builder: LetterBuilder | None = None
         #: Set by the worker: applies control events (reloads definitions).
         self.control_listener: ControlListener | None = None
         self.consumers: list[StreamsConsumer] = []
@@ -240,7 +240,8 @@ class RedisStreamsBroker(dramatiq.Broker):
                             partition=partition, offset=offset, envelope=envelope, reason=reason,
                             error_message=error_message, retry_count=retry_count)
         topic_id = self.dead_letter_topic(route)
-        letter = topic_envelope(self._readable(entry, route, envelope))
+        letter = self.letter_builder(route, envelope, entry) if self.letter_builder \
+            else topic_envelope(entry)
         handle = proxy.handle
         offset_out = self.scripts.dead_letter(
             keys=[handle.stream, self.keys.dead_letters(subscription_id),
@@ -252,13 +253,6 @@ class RedisStreamsBroker(dramatiq.Broker):
             return None
         return {"entry": entry, "topic_id": topic_id, "offset": offset_out, "envelope": letter,
                 "route": route}
-
-    def _readable(self, entry: dict[str, Any], route: Route, envelope: Envelope
-                  ) -> dict[str, Any]:
-        if self.letter_contents is None:
-            return entry
-        payload, headers = self.letter_contents(route, envelope)
-        return {**entry, "payload": payload, "headers": headers}
 
     def _ack_plain(self, handle: Handle) -> None:
         self.scripts.ack(keys=[handle.stream, "-"],

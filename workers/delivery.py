@@ -18,6 +18,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +27,16 @@ from dramatiq import Middleware
 from dramatiq.errors import Retry
 from dramatiq.middleware import SkipMessage
 
-from broker.codec import DecodingError, decode, is_encrypted
+from broker.codec import (
+    AES_GCM,
+    PLAIN,
+    Codec,
+    DecodingError,
+    EncodingError,
+    decode,
+    is_encrypted,
+)
+from broker.dead_letters import topic_envelope
 from broker.delivery import ACTOR_NAME, DEFAULT_POOL, Route
 from broker.envelope import FIELD, Envelope
 from broker.redis_streams import RedisStreamsBroker, StreamProxy
@@ -72,6 +82,8 @@ class DeliveryMiddleware(Middleware):
                  handlers: HandlerRegistry,
                  schemas: Callable[[str], Any] | None = None) -> None:
         self.schemas = schemas  # registry schema id -> definition (Avro, protobuf)
+        #: Set by the worker: how a route's dead-letter topic stores its messages.
+        self.dead_letter_codec: Callable[[Route], Codec] | None = None
         self.broker = broker
         self.records = records
         self.handlers = handlers
@@ -84,17 +96,34 @@ class DeliveryMiddleware(Middleware):
                       envelope.message_id, envelope.payload, envelope.headers,
                       route.avro_schema, self.schemas)
 
-    def letter_contents(self, route: Route, envelope: Envelope) -> tuple[Any, dict[str, Any]]:
-        """What a dead-letter topic's subscribers receive of a dead letter: its payload and
-        headers decoded, so that msgpack, Avro or protobuf read as JSON; kept as stored when
-        they were encrypted (the dead-letter topic must not hold them in plaintext) or cannot
-        be decoded."""
-        if is_encrypted(envelope.payload, envelope.headers):
-            return envelope.payload, envelope.headers
+    def dead_letter_message(self, route: Route, envelope: Envelope, entry: dict[str, Any]
+                            ) -> Envelope:
+        """What the dead-letter topic stores of a dead letter: the entry, in the topic's
+        compression and encryption, with the message decoded so that its subscribers read it
+        as JSON — unless the message was encrypted and the dead-letter topic is not (then it
+        stays ciphertext) or it cannot be decoded (then it stays as stored)."""
+        codec = self.dead_letter_codec(route) if self.dead_letter_codec else PLAIN
+        letter = topic_envelope(self._readable(route, envelope, entry, codec))
+        if codec.plain:
+            return letter
         try:
-            return self.decoded(route, envelope)
+            payload, headers = codec.encode(self._keyring(), route.tenant_id, letter.message_id,
+                                            letter.payload, letter.headers)
+        except EncodingError:  # an encrypted dead-letter topic, but no master key any more
+            log.warning("dead-letter topic %s cannot encode its messages; this one is stored "
+                        "as built", route.dead_letter_topic)
+            return topic_envelope(entry)
+        return replace(letter, payload=payload, headers=headers)
+
+    def _readable(self, route: Route, envelope: Envelope, entry: dict[str, Any],
+                  codec: Codec) -> dict[str, Any]:
+        if codec.encryption != AES_GCM and is_encrypted(envelope.payload, envelope.headers):
+            return entry
+        try:
+            payload, headers = self.decoded(route, envelope)
         except (DecryptError, DecodingError):
-            return envelope.payload, envelope.headers
+            return entry
+        return {**entry, "payload": payload, "headers": headers}
 
     def _keyring(self) -> Keyring | None:
         settings = self.broker.settings

@@ -66,12 +66,13 @@ def run_process(settings: Settings, *, pools: list[str], threads: int) -> int:
     handlers = HandlerRegistry(settings)
     delivery = DeliveryMiddleware(broker, records, handlers, SchemaDefinitions(database))
     broker.add_middleware(delivery)
-    broker.letter_contents = delivery.letter_contents
+    broker.letter_builder = delivery.dead_letter_message
     broker.add_middleware(WorkerMetrics(broker, settings))
     declare_actor(broker, delivery)
     for pool in pools:
         broker.declare_queue(pool)
     registry = SubscriptionRegistry(database, broker, pools)
+    delivery.dead_letter_codec = registry.dead_letter_codec
     registry.resync()
     heartbeat = Heartbeat(broker.client, broker.keys, "worker", ttl_s=3 * HEARTBEAT_S)
     broker.emit_after("process_boot")

@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
+from dataclasses import replace
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from broker.codec import avro_schema_of
+from broker.codec import Codec, avro_schema_of, topic_codec
 from broker.delivery import DEFAULT_POOL, Route
 from broker.keys import group_name
 from broker.redis_streams import RedisStreamsBroker
@@ -57,7 +59,7 @@ class SubscriptionRegistry:
         self.broker = broker
         self.pools = set(pools)
         self._lock = threading.Lock()
-        self._dead_letter_topics: dict[tuple[str, str], str] = {}
+        self._dead_letter_topics: dict[tuple[str, str], tuple[str, Codec]] = {}
         broker.control_listener = self.apply
         broker.dead_letter_topic = self.dead_letter_topic_id
 
@@ -84,7 +86,7 @@ class SubscriptionRegistry:
                 .where(or_(Subscription.id.in_(sub_ids), Subscription.topic_id.in_(topic_ids)))
             ).all()
         fresh = {sub.id: to_route(sub, topic) for sub, topic in rows}
-        for cache_key, topic_id in list(self._dead_letter_topics.items()):
+        for cache_key, (topic_id, _) in list(self._dead_letter_topics.items()):
             if topic_id in topic_ids:  # a dead-letter topic changed or went: look it up again
                 self._dead_letter_topics.pop(cache_key, None)
         with self._lock:
@@ -96,25 +98,34 @@ class SubscriptionRegistry:
 
     def dead_letter_topic_id(self, route: Route) -> str:
         """The id of the route's dead-letter topic, created (1 partition) on first use."""
+        return self._dead_letter_topic(route)[0]
+
+    def dead_letter_codec(self, route: Route) -> Codec:
+        """How the route's dead-letter topic stores its messages: its compression and
+        encryption; always JSON (a dead-letter entry is a JSON object)."""
+        return self._dead_letter_topic(route)[1]
+
+    def _dead_letter_topic(self, route: Route) -> tuple[str, Codec]:
         cache_key = (route.tenant_id, route.dead_letter_topic)
-        topic_id = self._dead_letter_topics.get(cache_key)
-        if topic_id:
-            return topic_id
+        known = self._dead_letter_topics.get(cache_key)
+        if known:
+            return known
         with self.database.session() as session:
-            topic_id = self._find_topic(session, *cache_key)
-            if topic_id is None:
+            topic = self._find_topic(session, *cache_key)
+            if topic is None:
                 session.add(Topic(tenant_id=route.tenant_id, name=route.dead_letter_topic,
                                   description=f"dead letters of topic '{route.topic_name}'"))
                 try:
                     session.commit()
                 except IntegrityError:
                     session.rollback()
-                topic_id = self._find_topic(session, *cache_key)
-        assert topic_id is not None
-        self._dead_letter_topics[cache_key] = topic_id
-        return topic_id
+                topic = self._find_topic(session, *cache_key)
+            assert topic is not None
+            codec = replace(topic_codec(topic), message_format="json", schema=None)
+            known = self._dead_letter_topics[cache_key] = (topic.id, codec)
+        return known
 
     @staticmethod
-    def _find_topic(session, tenant_id: str, name: str) -> str | None:  # type: ignore[no-untyped-def]
-        return session.scalar(select(Topic.id).where(Topic.tenant_id == tenant_id,
-                                                     Topic.name == name))
+    def _find_topic(session: Session, tenant_id: str, name: str) -> Topic | None:
+        return session.scalar(select(Topic).where(Topic.tenant_id == tenant_id,
+                                                  Topic.name == name))

@@ -9,7 +9,7 @@ from redis import Redis
 from broker.keys import Keys
 from tests.conftest import REDIS_URL
 from tests.delivery.conftest import wait_until
-from tests.formats.test_topics_and_publish import SECRET, _stream_entries
+from tests.formats.test_topics_and_publish import SECRET, _stored_row, _stream_entries
 
 
 def test_handler_receives_plaintext_of_encrypted_and_compressed_topics(
@@ -96,3 +96,28 @@ def test_dead_letters_stay_encrypted_at_rest_and_list_in_plaintext(
     # The dead-letter topic (not encrypted itself) gets the ciphertext, never the plaintext.
     letter = webhook.wait_for("/dlq", 1)[0].json
     assert "$mq" in letter["payload"] and SECRET not in json.dumps(letter)
+
+
+def test_an_encrypted_dead_letter_topic_stores_ciphertext_and_delivers_plaintext(
+        tenant, subscriptions, webhook, processes, settings):
+    tenant.create_queue("vault", encryption="aes-256-gcm", compression_type="zstd")
+    dead_letters = tenant.create_queue("vault.deadletter", encryption="aes-256-gcm")
+    subscriptions.create("vault", "billing", webhook.url("/vault"))
+    webhook.always("/vault", 404)  # a permanent failure: dead-lettered at once
+    subscriptions.create("vault.deadletter", "ops", webhook.url("/dlq"))
+    processes.worker()
+    published = tenant.admin.post("/publish", {"topic": "vault", "payload": {"card": SECRET},
+                                               "headers": {"x-card": SECRET}})
+    assert published.status_code == 201
+
+    letter = webhook.wait_for("/dlq", 1)[0].json
+    assert letter["message_id"] == published.json["message_id"]
+    assert (letter["payload"], letter["headers"]) == ({"card": SECRET}, {"x-card": SECRET})
+    stored = _stream_entries(settings, dead_letters["id"])
+    assert stored and all(SECRET not in entry for entry in stored)
+    # Its record (written by the worker in a batch) is ciphertext too, and shown decoded.
+    shown = wait_until(lambda: (r := tenant.admin.get(f"/messages/{letter['id']}")).status_code
+                       == 200 and r.json)
+    assert shown["topic"] == "vault.deadletter"
+    assert shown["payload"]["payload"] == {"card": SECRET}
+    assert SECRET not in _stored_row(settings, letter["id"])[0]
