@@ -1,7 +1,8 @@
 """Subscriptions as the worker sees them: loaded from the database into broker routes.
 
 A full load at start and every `RESYNC_S`; control events (subscription or topic changed)
-reload just what changed. Dead-letter topics are created here on first use.
+reload just what changed. Dead-letter topics are created here on first use, with their source
+topic's compression and encryption.
 """
 
 from __future__ import annotations
@@ -48,6 +49,16 @@ def to_route(sub: Subscription, topic: Topic) -> Route:
         avro_schema=avro_schema_of(topic.schema_definition),
         topic_tenant_id=topic.tenant_id,
     )
+
+
+def _inherited_storage(source: Topic | None) -> dict[str, str]:
+    """A dead-letter topic created on first use stores its messages as its source topic does
+    (compression, encryption): an encrypted topic's dead letters stay encrypted at rest, and
+    the dead-letter topic's subscribers can still read them."""
+    if source is None:
+        return {}
+    return {"compression_type": source.compression_type or "none",
+            "encryption": source.encryption or "none"}
 
 
 class SubscriptionRegistry:
@@ -113,8 +124,10 @@ class SubscriptionRegistry:
         with self.database.session() as session:
             topic = self._find_topic(session, *cache_key)
             if topic is None:
+                source = session.get(Topic, route.topic_id)
                 session.add(Topic(tenant_id=route.tenant_id, name=route.dead_letter_topic,
-                                  description=f"dead letters of topic '{route.topic_name}'"))
+                                  description=f"dead letters of topic '{route.topic_name}'",
+                                  **_inherited_storage(source)))
                 try:
                     session.commit()
                 except IntegrityError:

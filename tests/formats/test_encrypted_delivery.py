@@ -121,3 +121,19 @@ def test_an_encrypted_dead_letter_topic_stores_ciphertext_and_delivers_plaintext
     assert shown["topic"] == "vault.deadletter"
     assert shown["payload"]["payload"] == {"card": SECRET}
     assert SECRET not in _stored_row(settings, letter["id"])[0]
+
+
+def test_a_dead_letter_topic_created_on_first_use_is_encrypted_like_its_source(
+        tenant, subscriptions, webhook, processes, settings):
+    tenant.create_queue("vault", encryption="aes-256-gcm", compression_type="gzip")
+    subscriptions.create("vault", "billing", webhook.url("/vault"))
+    webhook.always("/vault", 404)
+    processes.worker()
+    published = tenant.admin.post("/publish", {"topic": "vault", "payload": {"card": SECRET}})
+    assert published.status_code == 201
+
+    created = wait_until(lambda: (r := tenant.admin.get("/queues/vault.deadletter"))
+                         .status_code == 200 and r.json["stats"]["length"] == 1 and r.json)
+    assert (created["encryption"], created["compression_type"]) == ("aes-256-gcm", "gzip")
+    stored = _stream_entries(settings, created["id"])
+    assert stored and all(SECRET not in entry for entry in stored)
