@@ -5,28 +5,22 @@ from __future__ import annotations
 import json
 
 from tests.formats.test_codec import AVRO_ORDER, ORDER
+from tests.formats.test_registry_protobuf import register
 from tests.formats.test_topics_and_publish import _stream_entries
 
 ORDER_V2 = {**AVRO_ORDER, "fields": [*AVRO_ORDER["fields"],
                                      {"name": "note", "type": "string", "default": ""}]}
 
 
-def _register(tenant, definition) -> dict:
-    response = tenant.admin.post("/schemas", {"subject": "orders-value", "format": "avro",
-                                              "definition": definition})
-    assert response.status_code in (200, 201), response.json
-    return response.json
-
-
 def test_subject_bound_avro_topic_round_trips_and_reads_with_the_writer_version(
         tenant, settings, subscriptions, webhook, processes):
-    first = _register(tenant, AVRO_ORDER)
+    first = register(tenant, AVRO_ORDER, fmt="avro")
     topic = tenant.create_queue("orders", message_format="avro", compression_type="zstd",
                                 encryption="aes-256-gcm", schema_subject="orders-value")
     subscriptions.create("orders", "billing", webhook.url("/orders"))
     old = tenant.admin.post("/publish", {"topic": "orders", "payload": ORDER})
     assert old.status_code == 201, old.json
-    _register(tenant, ORDER_V2)  # a new version: the old message still reads with version 1
+    register(tenant, ORDER_V2, fmt="avro")  # a new version: the old message reads with v1
     processes.worker()
 
     [entry] = _stream_entries(settings, topic["id"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import pytest
 
@@ -17,8 +18,8 @@ PUBLISHED = {"id": "o-1", "qty": 3, "tags": ["gift"], "prices": {"mug": 7.5},
              "placed_at": "2026-11-27T10:00:00Z", "status": "PAID"}
 
 
-def _register(tenant, definition: str, subject: str = "orders-value",
-              fmt: str = "protobuf") -> dict:
+def register(tenant, definition: Any, subject: str = "orders-value",
+             fmt: str = "protobuf") -> dict:
     response = tenant.admin.post("/schemas", {"subject": subject, "format": fmt,
                                               "definition": definition})
     assert response.status_code in (200, 201), response.json
@@ -27,13 +28,13 @@ def _register(tenant, definition: str, subject: str = "orders-value",
 
 def test_protobuf_topic_stores_wire_bytes_and_delivers_json_read_with_the_writer_version(
         tenant, settings, subscriptions, webhook, processes):
-    first = _register(tenant, PROTO_ORDER)
+    first = register(tenant, PROTO_ORDER)
     topic = tenant.create_queue("orders", message_format="protobuf", compression_type="zstd",
                                 schema_subject="orders-value")
     subscriptions.create("orders", "billing", webhook.url("/orders"))
     published = tenant.admin.post("/publish", {"topic": "orders", "payload": PUBLISHED})
     assert published.status_code == 201, published.json
-    _register(tenant, ORDER_V2)  # BACKWARD-compatible; the message keeps reading with v1
+    register(tenant, ORDER_V2)  # BACKWARD-compatible; the message keeps reading with v1
     processes.worker()
 
     [entry] = _stream_entries(settings, topic["id"])
@@ -54,7 +55,7 @@ def test_dead_letter_topic_subscribers_read_protobuf_dead_letters_as_json(
         tenant, settings, subscriptions, webhook, processes):
     """The listing keeps the stored form (decoded when shown); the dead-letter topic's
     subscribers get the payload as JSON, like the subscribers of the topic itself."""
-    _register(tenant, PROTO_ORDER)
+    register(tenant, PROTO_ORDER)
     tenant.create_queue("orders", message_format="protobuf", compression_type="gzip",
                         schema_subject="orders-value")
     tenant.create_queue("orders.deadletter")
@@ -75,10 +76,10 @@ def test_dead_letter_topic_subscribers_read_protobuf_dead_letters_as_json(
 
 
 def test_new_version_writes_at_once_and_camel_case_input_is_accepted(tenant, settings):
-    _register(tenant, PROTO_ORDER)
+    register(tenant, PROTO_ORDER)
     topic = tenant.create_queue("orders", message_format="protobuf",
                                 schema_subject="orders-value")
-    second = _register(tenant, ORDER_V2)
+    second = register(tenant, ORDER_V2)
     published = tenant.admin.post("/publish", {"topic": "orders", "payload": {
         "id": "o-2", "placedAt": "2026-11-27T10:00:00Z", "note": "ring twice"}})
     assert published.status_code == 201, published.json
@@ -97,7 +98,7 @@ def test_new_version_writes_at_once_and_camel_case_input_is_accepted(tenant, set
     ("o-1", "/"),
 ])
 def test_payload_that_does_not_fit_is_refused_with_its_path(tenant, settings, payload, path):
-    _register(tenant, PROTO_ORDER)
+    register(tenant, PROTO_ORDER)
     topic = tenant.create_queue("orders", message_format="protobuf",
                                 schema_subject="orders-value")
     response = tenant.admin.post("/publish", {"topic": "orders", "payload": payload})
@@ -113,7 +114,7 @@ def test_payload_that_does_not_fit_is_refused_with_its_path(tenant, settings, pa
 
 def test_payload_passing_an_inline_json_schema_but_not_the_proto_is_a_serialization_error(
         tenant, settings):
-    _register(tenant, PROTO_ORDER)
+    register(tenant, PROTO_ORDER)
     topic = tenant.create_queue("orders", message_format="protobuf",
                                 schema_subject="orders-value",
                                 schema_definition={"type": "object"})
@@ -131,7 +132,7 @@ def test_payload_passing_an_inline_json_schema_but_not_the_proto_is_a_serializat
 def test_protobuf_topic_needs_a_protobuf_subject(tenant, subject, fmt, definition):
     fields = {"name": "orders", "message_format": "protobuf"}
     if subject is not None:
-        _register(tenant, definition, subject, fmt)
+        register(tenant, definition, subject, fmt)
         fields["schema_subject"] = subject
     response = tenant.admin.post("/queues", fields)
     assert response.status_code == 422, response.json
@@ -142,7 +143,7 @@ def test_existing_topic_becomes_protobuf_only_with_a_protobuf_subject(tenant):
     tenant.create_queue("orders")
     refused = tenant.admin.put("/queues/orders", {"message_format": "protobuf"})
     assert refused.status_code == 422
-    _register(tenant, PROTO_ORDER)
+    register(tenant, PROTO_ORDER)
     changed = tenant.admin.put("/queues/orders", {"message_format": "protobuf",
                                                   "schema_subject": "orders-value"})
     assert changed.status_code == 200, changed.json
