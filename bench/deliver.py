@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,8 +45,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from redis import Redis
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 ADMIN_DATABASE_URL = os.environ.get("BENCH_DATABASE_URL",
                                     "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
@@ -357,25 +355,17 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": cuts[49], "p95": cuts[94], "p99": cuts[98]}
 
 
+def bench_database() -> AbstractContextManager[str]:
+    """A database for one benchmark run, dropped afterwards."""
+    from models.database import temporary_database
+
+    return temporary_database(ADMIN_DATABASE_URL, "mqbench")
+
+
 def purge_namespace(redis: Redis, namespace: str) -> None:
     keys = list(redis.scan_iter(f"{namespace}:*", count=1000))
     for start in range(0, len(keys), 500):
         redis.delete(*keys[start:start + 500])
-
-
-@contextmanager
-def bench_database() -> Iterator[str]:
-    admin = create_engine(ADMIN_DATABASE_URL, isolation_level="AUTOCOMMIT")
-    name = f"mqbench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(ADMIN_DATABASE_URL).set(database=name).render_as_string(
-            hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def latency_row(label: str, latency: dict[str, Any], key: str = "accepted") -> str:

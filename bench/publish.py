@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from models import Database, upgrade  # noqa: E402
+from models.database import temporary_database  # noqa: E402
 from models.tenancy import create_tenant  # noqa: E402
 
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL",
@@ -64,21 +65,6 @@ def web_command(app_target: str) -> str:
             command = line.split(":", 1)[1].strip()
             return command.replace("'api:create_app()'", shlex.quote(app_target))
     raise SystemExit("Procfile has no web process")
-
-
-@contextmanager
-def bench_database() -> Iterator[str]:
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"mqbench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @contextmanager
@@ -196,7 +182,7 @@ def main() -> None:
         raise SystemExit("wrk is needed (apt-get install wrk)")
     namespace = f"mqbench{uuid.uuid4().hex[:8]}"
     try:
-        with bench_database() as db_url:
+        with temporary_database(ADMIN_URL, "mqbench") as db_url:
             service = measure_service(db_url, namespace, args.seconds, args.connections)
             ceiling = measure_ceiling(db_url, namespace, args.seconds, args.connections)
     finally:

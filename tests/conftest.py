@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +17,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from models import upgrade
+from models.database import temporary_database
 from mq.settings import Settings
 
 ADMIN_DATABASE_URL = os.environ.get(
@@ -35,7 +33,7 @@ API = "/api/v1/mq"
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A new PostgreSQL database with the migrations applied, dropped after the run."""
-    with _fresh_database("mqtest") as url:
+    with temporary_database(ADMIN_DATABASE_URL, "mqtest") as url:
         upgrade(url)
         yield url
 
@@ -44,23 +42,8 @@ def database_url() -> Iterator[str]:
 def target_database_url() -> Iterator[str]:
     """Another new PostgreSQL database, for database-handler targets (the service's own
     database is refused as one)."""
-    with _fresh_database("mqtarget") as url:
+    with temporary_database(ADMIN_DATABASE_URL, "mqtarget") as url:
         yield url
-
-
-@contextmanager
-def _fresh_database(prefix: str) -> Iterator[str]:
-    admin = create_engine(ADMIN_DATABASE_URL, isolation_level="AUTOCOMMIT")
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(ADMIN_DATABASE_URL).set(database=name).render_as_string(
-            hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="session")
