@@ -72,18 +72,9 @@ def registry_definition(schema_id: str) -> Any:
 
 
 def shown_payload(record: Any, topic: Any) -> tuple[Any, dict[str, Any]]:
-    """A stored message's payload and headers in plaintext, for its own tenant.
-
-    A stored form that cannot be decoded (tampered, or its key is gone) is shown as stored.
-    """
-    settings = services().settings
-    keyring = cached_keyring(settings.mq_master_key, settings.mq_old_master_keys)
+    """A stored message's payload and headers in plaintext, for its own tenant."""
     schema = avro_schema_of(topic.schema_definition) if topic is not None else None
-    try:
-        return decode(keyring, record.tenant_id, record.message_id, record.payload,
-                      record.headers, schema, registry_definition)
-    except (DecryptError, DecodingError):
-        return record.payload, record.headers or {}
+    return _shown(record.tenant_id, record.message_id, record.payload, record.headers, schema)
 
 
 def shown_dead_letters(entries: list[dict[str, Any]], topic_id: str) -> list[dict[str, Any]]:
@@ -96,17 +87,23 @@ def shown_dead_letters(entries: list[dict[str, Any]], topic_id: str) -> list[dic
     topic = services().db_session().get(Topic, topic_id)
     if topic is None:
         return entries
-    settings = services().settings
-    keyring = cached_keyring(settings.mq_master_key, settings.mq_old_master_keys)
     schema = avro_schema_of(topic.schema_definition)
     shown = []
     for entry in entries:
-        try:
-            payload, headers = decode(keyring, topic.tenant_id, entry["message_id"],
-                                      entry.get("payload"), entry.get("headers"), schema,
-                                      registry_definition)
-        except (DecryptError, DecodingError):
-            shown.append(entry)
-        else:
-            shown.append({**entry, "payload": payload, "headers": headers})
+        payload, headers = _shown(topic.tenant_id, entry["message_id"], entry.get("payload"),
+                                  entry.get("headers"), schema)
+        shown.append({**entry, "payload": payload, "headers": headers})
     return shown
+
+
+def _shown(tenant_id: str, message_id: str, payload: Any, headers: dict[str, Any] | None,
+           schema: Any) -> tuple[Any, dict[str, Any]]:
+    """Decoded payload and headers; a stored form that cannot be decoded (tampered, or its
+    key is gone) is shown as stored."""
+    settings = services().settings
+    keyring = cached_keyring(settings.mq_master_key, settings.mq_old_master_keys)
+    try:
+        return decode(keyring, tenant_id, message_id, payload, headers, schema,
+                      registry_definition)
+    except (DecryptError, DecodingError):
+        return payload, headers or {}

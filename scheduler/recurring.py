@@ -39,6 +39,7 @@ from models.registry import referenced_schema
 from mq.cron import cron_trigger, next_run
 from mq.crypto import Keyring
 from mq.errors import ValidationError
+from scheduler.records import record_envelope
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +150,7 @@ def _message(schedule: Schedule, run_at: datetime, run_ms: int, partitions: int
         "status": "scheduled", "retry_count": 0, "published_at": utcnow(),
         "scheduled_at": run_at, "expires_at": expires_at,
     }
-    envelope = Envelope(
-        message_id=message_id, payload=payload, published_ms=run_ms, key=row["message_key"],
-        headers=headers, correlation_id=row["correlation_id"], trace_id=row["trace_id"],
-        content_type=row["content_type"],
-        expires_ms=int(expires_at.timestamp() * 1000) if expires_at else None)
-    return row, envelope
+    return row, record_envelope(MessageRecord(**row))  # published_ms: the run time
 
 
 def _partition(fields: dict[str, Any], message_id: str, partitions: int) -> int:
