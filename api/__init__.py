@@ -13,11 +13,14 @@ from api.cache import EpochCache
 from api.errors import MQApi, register_error_handlers
 from api.services import Services, close_request_session
 from broker.connection import RedisClient, connect
+from broker.delays import DelaySet
 from broker.keys import Keys
+from broker.rates import Rates
 from broker.streams import TopicStreams
 from models import Database
 from mq import __version__
 from mq.settings import Settings
+from publishing.group import GroupWriter, Publisher
 
 BASE = "/api/v1/mq"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -46,13 +49,19 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     keys = Keys(settings.redis_namespace)
     redis = redis if redis is not None else connect(settings, max_connections=32)
+    database = database or Database(settings.database_url)
+    streams = TopicStreams(redis, keys, max_len=settings.stream_max_len)
+    publisher = Publisher(database.engine, redis, streams,
+                          DelaySet(redis, keys, stream_cap=settings.stream_max_len),
+                          Rates(redis, keys))
     app.extensions["mq"] = Services(
         settings=settings,
-        database=database or Database(settings.database_url),
+        database=database,
         redis=redis,
         keys=keys,
-        streams=TopicStreams(redis, keys, max_len=settings.stream_max_len),
+        streams=streams,
         cache=EpochCache(redis, keys.cache_epoch),
+        writer=GroupWriter(publisher),
     )
     app.config["MQ_STARTED_AT"] = time.time()
 

@@ -53,6 +53,15 @@ class MessageOut(Schema):
     deliveries = fields.List(fields.Nested(DeliveryOut))
 
 
+def _offset(record: MessageRecord) -> str | None:
+    """The record's stream offset; one just published may have it only in its append marker
+    yet (the group writer writes offsets back with its next group)."""
+    if record.offset_value is not None or record.status != "published":
+        return record.offset_value
+    refs = [(record.topic_id, record.partition_id, record.id)]
+    return services().streams.appended_offsets(refs).get(record.id)
+
+
 def find_message(session: Session, tenant_id: str, message_id: str) -> MessageRecord:
     record = session.scalar(select(MessageRecord).where(
         MessageRecord.tenant_id == tenant_id, MessageRecord.message_id == message_id))
@@ -77,7 +86,7 @@ class MessageById(MethodView):
             "message_id": record.message_id,
             "topic": topic.name if topic else None,
             "partition": record.partition_id,
-            "offset": record.offset_value,
+            "offset": _offset(record),
             "key": record.message_key,
             "headers": headers,
             "payload": payload,

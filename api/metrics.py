@@ -24,7 +24,6 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
-from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
 from api.auth import operator_access, principal, tenant_access
@@ -239,10 +238,9 @@ def _rates() -> Rates:
 # --- publishing and HTTP metrics --------------------------------------------------------------
 
 
-def record_published(topic_id: str, topic_name: str, tenant_id: str, sizes: Sequence[int]
-                     ) -> None:
-    """Count newly stored messages (Prometheus and the topic's rate ring). Best effort: the
-    messages are already acknowledged, so a Redis hiccup here only loses a rate sample."""
+def record_published(topic_name: str, tenant_id: str, sizes: Sequence[int]) -> None:
+    """Count newly stored messages in Prometheus (the topic's rate ring is counted by the
+    group writer, in the same round trip as the append)."""
     if not sizes:
         return
     metrics.MESSAGES.labels(topic_name, "publish", "published", tenant_id).inc(len(sizes))
@@ -250,10 +248,6 @@ def record_published(topic_id: str, topic_name: str, tenant_id: str, sizes: Sequ
     if started is not None:
         metrics.PUBLISH_LATENCY.labels(topic_name, tenant_id).observe(
             time.perf_counter() - started)
-    try:
-        _rates().record_published(topic_id, len(sizes), sum(sizes))
-    except RedisError:
-        log.warning("could not count %d publishes of topic %s", len(sizes), topic_name)
 
 
 def install(app: Flask) -> None:

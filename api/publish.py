@@ -8,16 +8,17 @@ from flask import Response, jsonify
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
-from sqlalchemy import select
 
 from api.auth import principal, tenant_access
 from api.fields import Timestamp, iso, strict_int
-from api.publishing import Published, PublishTarget, publish
+from api.formats import publish_codec
+from api.publishing import publish
 from api.queues import find_topic
 from api.quotas import check_stored_bytes, take_publish_rate
 from api.services import services
-from models import MessageRecord, Topic
 from mq.errors import ValidationError
+from publishing.group import Published
+from publishing.messages import PublishTarget
 
 PREFIX = ""
 blp = Blueprint("publish", __name__, description="Publishing messages")
@@ -95,40 +96,32 @@ class BatchOut(Schema):
 
 
 def _publish_one(topic_name: str, message: dict[str, Any]) -> Response:
-    session = services().db_session()
     topic = publish_target(topic_name)
     take_publish_rate(topic.tenant_id, 1)
     check_stored_bytes(topic.tenant_id)
-    [result] = publish(session, services().streams, topic, principal(), [message], batch=False)
-    topic_name = _original_topic(result.message_id) if result.duplicate else topic.name
-    body = {"message_id": result.message_id, "topic": topic_name, "partition": result.partition,
-            "offset": result.offset, "timestamp": iso(result.published_at),
-            "duplicate": result.duplicate}
+    [result] = publish(topic, principal(), [message], batch=False)
+    body = {"message_id": result.message_id, "topic": result.topic_name,
+            "partition": result.partition, "offset": result.offset,
+            "timestamp": iso(result.published_at), "duplicate": result.duplicate}
     return json_response(body, 200 if result.duplicate else 201)
 
 
 def publish_target(name: str) -> PublishTarget:
     """The caller's topic `name`, from the process cache when it is current."""
     svc, tenant_id = services(), principal().tenant_id
-    return svc.cache.get_or_load(
-        "topic", f"{tenant_id}/{name}", svc.cache_epoch(),
-        lambda: PublishTarget.of(find_topic(svc.db_session(), tenant_id, name)))
 
+    def load() -> PublishTarget:
+        topic = find_topic(svc.db_session(), tenant_id, name)
+        return PublishTarget.of(topic, publish_codec(topic))
 
-def _original_topic(message_id: str) -> str | None:
-    """A duplicate repeats the original answer, whose topic may be another of the tenant's."""
-    return services().db_session().scalar(
-        select(Topic.name).join(MessageRecord, MessageRecord.topic_id == Topic.id)
-        .where(MessageRecord.tenant_id == principal().tenant_id,
-               MessageRecord.message_id == message_id))
+    return svc.cache.get_or_load("topic", f"{tenant_id}/{name}", svc.cache_epoch(), load)
 
 
 def _publish_batch(topic_name: str, messages: list[dict[str, Any]]) -> Response:
-    session = services().db_session()
     topic = publish_target(topic_name)
     take_publish_rate(topic.tenant_id, len(messages))
     check_stored_bytes(topic.tenant_id)
-    results = publish(session, services().streams, topic, principal(), messages, batch=True)
+    results = publish(topic, principal(), messages, batch=True)
     return json_response(_batch_answer(results), 200 if all(r.duplicate for r in results) else 201)
 
 

@@ -15,11 +15,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import principal, tenant_access
-from api.delayed import MAX_DELAY, cancel, publish_at
+from api.delayed import MAX_DELAY, cancel
 from api.fields import Timestamp, iso, strict_int
 from api.pagination import PageArgs, paginate
 from api.publish import MessageFields, json_response, publish_target
-from api.publishing import check_producer, prepare_message
+from api.publishing import check_producer, prepare, publish_at
 from api.quotas import check_stored_bytes, take_publish_rate
 from api.services import services
 from broker.delays import DelaySet
@@ -94,10 +94,10 @@ def _publish_delayed(body: dict[str, Any], deliver_at: datetime) -> Response:
     topic = publish_target(body.pop("topic"))
     take_publish_rate(topic.tenant_id, 1)
     check_stored_bytes(topic.tenant_id)
-    result = publish_at(services().db_session(), delay_set(), topic, principal(), body,
-                        deliver_at)
+    result = publish_at(topic, principal(), body, deliver_at)
     answer = {"message_id": result.message_id, "status": result.status,
-              "deliver_at": iso(result.deliver_at), "duplicate": result.duplicate}
+              "deliver_at": iso(result.scheduled_at or result.published_at),
+              "duplicate": result.duplicate}
     return json_response(answer, 200 if result.duplicate else 202)
 
 
@@ -114,7 +114,7 @@ def _create_schedule(body: dict[str, Any]) -> Response:
     topic, caller = publish_target(body["topic"]), principal()
     check_producer(topic, caller)
     message = {k: v for k, v in body.items() if k not in _NOT_MESSAGE}
-    prepare_message(topic, caller, message, None)  # size and partition checks, as at publish time
+    prepare(topic, caller, message)  # schema, size and partition checks, as at publish time
     session = services().db_session()
     schedule = Schedule(tenant_id=topic.tenant_id, topic_id=topic.id, name=body.get("name"),
                         cron=" ".join(body["cron"].split()), timezone=timezone,

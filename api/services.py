@@ -17,6 +17,7 @@ from broker.keys import Keys
 from broker.streams import TopicStreams
 from models import Database
 from mq.settings import Settings
+from publishing.group import GroupWriter
 
 
 @dataclass
@@ -27,13 +28,13 @@ class Services:
     keys: Keys
     streams: TopicStreams
     cache: EpochCache
+    writer: GroupWriter
 
     def db_session(self) -> Session:
         """The current request's session, opened on first use and closed at teardown."""
         if "db_session" not in g:
             g.db_session = self.database.session()
         return g.db_session
-
 
     def cache_epoch(self) -> str | None:
         """The cache epoch of the current request (read from Redis once per request)."""

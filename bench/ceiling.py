@@ -16,13 +16,17 @@ from flask import Flask, Response, request
 from redis import Redis
 
 TABLE = "bench_ceiling"
+#: At least the request threads of one gunicorn worker (the Procfile's `--threads`).
+THREADS = 8
 
 
 def create_app() -> Flask:
     app = Flask("ceiling")
     # A benchmark fixture, not service code: it reads its two URLs straight from the
     # environment that bench/publish.py sets.
-    pool = psycopg2.pool.ThreadedConnectionPool(1, 8, os.environ["DATABASE_URL"])
+    # minconn = maxconn: psycopg2's pool closes every connection returned beyond `minconn`,
+    # so a smaller minconn would open a new PostgreSQL connection for most requests.
+    pool = psycopg2.pool.ThreadedConnectionPool(THREADS, THREADS, os.environ["DATABASE_URL"])
     redis = Redis.from_url(os.environ["REDIS_URL"])
     stream = os.environ.get("CEILING_STREAM", "bench:ceiling")
 

@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from redis.client import PubSub
+from redis.client import Pipeline, PubSub
 
 from broker.connection import RedisClient
 from broker.envelope import Envelope
@@ -111,12 +111,26 @@ class DelaySet:
     def park(self, record_id: str, due_ms: int, topic_id: str, partition: int,
              envelope: Envelope) -> bool:
         """Wait `record_id` until `due_ms`; False if it was released already."""
+        return int(self._park(keys=self._park_keys(),
+                              args=self._park_args(record_id, due_ms, topic_id, partition,
+                                                   envelope))) == 1
+
+    def queue_park(self, pipe: Pipeline, record_id: str, due_ms: int, topic_id: str,
+                   partition: int, envelope: Envelope) -> None:
+        """`park` queued on a pipeline (its reply: 1 parked, -1 released already). EVAL, not
+        EVALSHA: a pipeline of registered scripts costs an extra round trip per execute."""
+        pipe.eval(_PARK, 4, *self._park_keys(),
+                  *self._park_args(record_id, due_ms, topic_id, partition, envelope))
+
+    def _park_keys(self) -> list[str]:
+        return [self.keys.delayed(), self.keys.delayed_payloads(), self.keys.delay_wake(),
+                self.keys.delay_released()]
+
+    def _park_args(self, record_id: str, due_ms: int, topic_id: str, partition: int,
+                   envelope: Envelope) -> list[Any]:
         data = json.dumps({"s": self.keys.stream(topic_id, partition),
-                           "m": envelope.encode()["m"]}, separators=(",", ":"))
-        return int(self._park(
-            keys=[self.keys.delayed(), self.keys.delayed_payloads(), self.keys.delay_wake(),
-                  self.keys.delay_released()],
-            args=[record_id, due_ms, data])) == 1
+                           "m": envelope.encode_data()}, separators=(",", ":"))
+        return [record_id, due_ms, data]
 
     def release(self) -> Released:
         """Move every due message to its stream (in batches); see the module docstring."""

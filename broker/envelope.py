@@ -28,13 +28,17 @@ class Envelope:
     expires_ms: int | None = None
 
     def encode(self) -> dict[str, str]:
+        return {FIELD: self.encode_data()}
+
+    def encode_data(self) -> str:
+        """The JSON text of the entry's one field."""
         body: dict[str, Any] = {"id": self.message_id, "p": self.payload, "ts": self.published_ms}
         optional = {"k": self.key, "h": self.headers or None, "c": self.correlation_id,
                     "t": self.trace_id, "x": self.expires_ms}
         body.update((k, v) for k, v in optional.items() if v is not None)
         if self.content_type != "application/json":
             body["ct"] = self.content_type
-        return {FIELD: json.dumps(body, separators=(",", ":"), ensure_ascii=False)}
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def decode(cls, fields: dict[str, str]) -> Envelope:

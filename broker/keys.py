@@ -6,6 +6,10 @@ partitions of one topic carry different tags so they spread across slots.
 
 - `{ns}:s:{<topic_id>/<p>}` stream: partition `p` of a topic, one consumer group per
   subscription group (`group_name`).
+- `{ns}:s:{<topic_id>/<p>}:a` hash (record id -> entry id): messages appended to partition
+  `p` whose offsets the publishing process has not yet written to their records; the append
+  script sets a field with every XADD and the publisher deletes it once the offset is
+  committed, so the outbox sweep can tell an appended record from one never appended.
 - `{ns}:q:{<pool>}` stream: direct deliveries of a worker pool (released retries, redrives),
   one group named after the pool.
 - `{ns}:due:{<pool>}` sorted set (score = due time in ms) and `{ns}:due:{<pool>}:m` hash
@@ -47,6 +51,9 @@ class Keys:
 
     def stream(self, topic_id: str, partition: int) -> str:
         return f"{self.ns}:s:{{{topic_id}/{partition}}}"
+
+    def appended(self, topic_id: str, partition: int) -> str:
+        return f"{self.stream(topic_id, partition)}:a"
 
     def streams(self, topic_id: str, partition_count: int) -> list[str]:
         return [self.stream(topic_id, p) for p in range(partition_count)]

@@ -18,6 +18,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from redis.client import Pipeline
+
 from broker.connection import RedisClient
 from broker.keys import Keys
 
@@ -87,6 +89,11 @@ class Rates:
         second = int(now if now is not None else time.time())
         self._bump(keys=[self.keys.rate_window(topic_id)],
                    args=[second, count, size, RING_S, IDLE_EXPIRY_S])
+
+    def queue_published(self, pipe: Pipeline, topic_id: str, count: int, size: int) -> None:
+        """`record_published` queued on a pipeline (EVAL: no extra round trip per execute)."""
+        pipe.eval(_BUMP_LUA, 1, self.keys.rate_window(topic_id), int(time.time()), count, size,
+                  RING_S, IDLE_EXPIRY_S)
 
     def record_deliveries(self, tallies: dict[str, Tally]) -> None:
         """Flush the tallies of several subscriptions in one pipelined round trip."""

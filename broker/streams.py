@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.client import Pipeline
 from redis.exceptions import ResponseError
 
 from broker.connection import RedisClient
@@ -58,6 +59,47 @@ class TopicStreams:
                 approximate=True,
             )
         return pipe.execute()
+
+    def queue_append_marked(self, pipe: Pipeline, topic_id: str, partition: int,
+                            entries: Sequence[tuple[str, Envelope]]) -> int:
+        """Queue on `pipe` the XADDs of `entries` (record id, envelope) to one partition, each
+        with its marker (see `Keys.appended`), in scripts of at most `APPEND_CHUNK` entries.
+        Each script answers the list of its entry ids; returns how many scripts were queued."""
+        stream, markers = self.keys.stream(topic_id, partition), \
+            self.keys.appended(topic_id, partition)
+        queued = 0
+        for start in range(0, len(entries), APPEND_CHUNK):
+            args: list[Any] = [self.max_len, MARKER_TTL_MS]
+            for record_id, envelope in entries[start:start + APPEND_CHUNK]:
+                args += (record_id, envelope.encode_data())
+            # EVAL rather than EVALSHA: a pipeline of registered scripts costs an extra round
+            # trip (SCRIPT EXISTS) per execute; Redis caches the script by its digest anyway.
+            pipe.eval(_APPEND_MARKED_LUA, 2, stream, markers, *args)
+            queued += 1
+        return queued
+
+    def appended_offsets(self, refs: Sequence[tuple[str, int, str]]) -> dict[str, str]:
+        """Offsets of the records (topic id, partition, record id) whose markers say they were
+        appended; records without a marker are left out."""
+        by_stream: dict[tuple[str, int], list[str]] = {}
+        for topic_id, partition, record_id in refs:
+            by_stream.setdefault((topic_id, partition), []).append(record_id)
+        if not by_stream:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for (topic_id, partition), record_ids in by_stream.items():
+            pipe.hmget(self.keys.appended(topic_id, partition), record_ids)
+        found: dict[str, str] = {}
+        for record_ids, offsets in zip(by_stream.values(), pipe.execute(), strict=True):
+            found.update((rid, off) for rid, off in zip(record_ids, offsets, strict=True) if off)
+        return found
+
+    def queue_forget_markers(self, pipe: Pipeline,
+                             settled: dict[tuple[str, int], list[str]]) -> None:
+        """Queue the deletion of markers whose offsets are committed to their records."""
+        for (topic_id, partition), record_ids in settled.items():
+            if record_ids:
+                pipe.hdel(self.keys.appended(topic_id, partition), *record_ids)
 
     def create_group(
         self, topic_id: str, partition_count: int, group: str, *, from_start: bool
@@ -164,10 +206,32 @@ class TopicStreams:
         return sum(pipe.execute())
 
     def delete(self, topic_id: str, partition_count: int) -> None:
-        self.redis.delete(*self.keys.streams(topic_id, partition_count))
+        self.redis.delete(*self.keys.streams(topic_id, partition_count),
+                          *(self.keys.appended(topic_id, p) for p in range(partition_count)))
 
 
 MAX_ID_PART = 2**64 - 1
+#: Entries per append script (its HSET passes two arguments per entry to one call).
+APPEND_CHUNK = 1000
+#: A marker hash lives this long after its last append: far longer than the outbox sweep
+#: takes to look at a record, so only a leak (a publisher killed after committing an offset
+#: but before deleting its marker) is ever expired.
+MARKER_TTL_MS = 24 * 3600 * 1000
+
+#: KEYS stream, markers; ARGV stream cap, markers ttl ms, then (record id, entry) pairs.
+#: Appends each entry and marks its record as appended, atomically; returns the entry ids.
+_APPEND_MARKED_LUA = """
+local ids, marks = {}, {}
+for i = 3, #ARGV, 2 do
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[i + 1])
+  ids[#ids + 1] = id
+  marks[#marks + 1] = ARGV[i]
+  marks[#marks + 1] = id
+end
+redis.call('HSET', KEYS[2], unpack(marks))
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return ids
+"""
 COUNT_PAGE = 10_000
 
 EntryId = tuple[int, int]

@@ -8,8 +8,9 @@ server (the run uses its own key namespace and deletes it afterwards).
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,18 @@ ADMIN_DATABASE_URL = os.environ.get(
 REDIS_URL = os.environ.get("MQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 OPERATOR_TOKEN = "test-operator-token"
 API = "/api/v1/mq"
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> Any:
+    """Poll `check` until it answers something true, and return that; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(every)
 
 
 @pytest.fixture(scope="session")

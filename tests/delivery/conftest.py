@@ -289,12 +289,3 @@ def publish_many(tenant: TenantHandle, topic: str, count: int,
     return ids
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(every)

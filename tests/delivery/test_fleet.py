@@ -10,7 +10,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from models import ConsumptionRecord, Database
-from tests.delivery.conftest import publish_many, wait_until
+from tests.conftest import wait_until
+from tests.delivery.conftest import publish_many
 
 MESSAGES = 300
 

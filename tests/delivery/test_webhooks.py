@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from tests.delivery.conftest import publish_many, wait_until
+from tests.conftest import wait_until
+from tests.delivery.conftest import publish_many
 
 
 def test_delivers_each_message_once_with_headers_and_signature(

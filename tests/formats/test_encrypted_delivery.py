@@ -7,8 +7,7 @@ import json
 from redis import Redis
 
 from broker.keys import Keys
-from tests.conftest import REDIS_URL
-from tests.delivery.conftest import wait_until
+from tests.conftest import REDIS_URL, wait_until
 from tests.formats.test_topics_and_publish import SECRET, _stored_row, _stream_entries
 
 

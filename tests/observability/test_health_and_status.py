@@ -15,8 +15,7 @@ import pytest
 from redis import Redis
 
 from api import create_app
-from tests.conftest import API
-from tests.delivery.conftest import wait_until
+from tests.conftest import API, wait_until
 from tests.processes import free_port
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import uuid
 
-from tests.delivery.conftest import publish_many, wait_until
+from tests.conftest import wait_until
+from tests.delivery.conftest import publish_many
 from tests.observability.conftest import scrape, value
 from tests.processes import free_port
 

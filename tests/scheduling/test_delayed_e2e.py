@@ -9,8 +9,8 @@ import pytest
 from redis import Redis
 
 from mq.settings import Settings
-from tests.conftest import REDIS_URL, TenantHandle
-from tests.delivery.conftest import Processes, Subscriptions, Webhook, wait_until
+from tests.conftest import REDIS_URL, TenantHandle, wait_until
+from tests.delivery.conftest import Processes, Subscriptions, Webhook
 
 pytestmark = pytest.mark.e2e
 
