@@ -13,9 +13,7 @@ from api.cache import EpochCache
 from api.errors import MQApi, register_error_handlers
 from api.services import Services, close_request_session
 from broker.connection import RedisClient, connect
-from broker.delays import DelaySet
 from broker.keys import Keys
-from broker.rates import Rates
 from broker.streams import TopicStreams
 from models import Database
 from mq import __version__
@@ -51,9 +49,7 @@ def create_app(
     redis = redis if redis is not None else connect(settings, max_connections=32)
     database = database or Database(settings.database_url)
     streams = TopicStreams(redis, keys, max_len=settings.stream_max_len)
-    publisher = Publisher(database.engine, redis, streams,
-                          DelaySet(redis, keys, stream_cap=settings.stream_max_len),
-                          Rates(redis, keys))
+    publisher = Publisher.build(database.engine, redis, keys, stream_cap=settings.stream_max_len)
     app.extensions["mq"] = Services(
         settings=settings,
         database=database,

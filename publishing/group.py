@@ -51,6 +51,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from broker.connection import RedisClient
 from broker.delays import DelaySet
+from broker.keys import Keys
 from broker.rates import Rates
 from broker.streams import TopicStreams
 from mq.errors import (
@@ -119,6 +120,12 @@ class Publisher:
         self._soft_settled: dict[StreamRef, list[str]] = {}
         self._settled: dict[StreamRef, list[str]] = {}
 
+    @classmethod
+    def build(cls, engine: Engine, redis: RedisClient, keys: Keys, *, stream_cap: int
+              ) -> Publisher:
+        return cls(engine, redis, TopicStreams(redis, keys, max_len=stream_cap),
+                   DelaySet(redis, keys, stream_cap=stream_cap), Rates(redis, keys))
+
     # --- one group ------------------------------------------------------------------------
 
     def write(self, jobs: Sequence[Job]) -> None:
@@ -155,6 +162,8 @@ class Publisher:
         inserted, stored = self._store({key: item for key, (_, item) in candidates.items()})
         new = [item for _, item in candidates.values() if item.record_id in inserted]
         appended, failure = self._append(new)
+        if failure is not None:
+            self._forget_records([p.record_id for p in new if p.record_id not in appended])
         return [self._answers(job, candidates, inserted, appended, stored, failure)
                 for job in jobs]
 
@@ -182,7 +191,7 @@ class Publisher:
 
     def _append(self, new: list[Prepared]) -> tuple[dict[str, str | None], BaseException | None]:
         """Step 2: one round trip. Returns record id -> offset (None for a parked message) of
-        what reached Redis, and the failure of the rest (whose records are deleted again)."""
+        what reached Redis, and why the rest did not (None if all did)."""
         by_stream: dict[StreamRef, list[Prepared]] = {}
         parked: list[Prepared] = []
         for item in new:
@@ -230,16 +239,15 @@ class Publisher:
     def _after_failed_append(self, new: list[Prepared], failure: BaseException,
                              appended: dict[str, str | None] | None = None
                              ) -> tuple[dict[str, str | None], BaseException]:
-        """Find out what reached Redis nonetheless (markers), delete the records of the rest."""
+        """Find out what reached Redis nonetheless (from the markers)."""
         appended = dict(appended or {})
         with contextlib.suppress(RedisError):  # Redis is gone: nothing more reached it
             appended.update(self.streams.appended_offsets(
                 [(p.topic_id, p.partition, p.record_id) for p in new
                  if p.due_ms is None and p.record_id not in appended]))
         self._remember(new, appended)
-        lost = [p.record_id for p in new if p.record_id not in appended]
-        log.warning("redis refused %d of %d new messages: %s", len(lost), len(new), failure)
-        self._forget_records(lost)
+        log.warning("redis refused %d of %d messages: %s", len(new) - len(appended), len(new),
+                    failure)
         return appended, failure
 
     def _answers(self, job: Job, candidates: dict[tuple[str, str], tuple[Job, Prepared]],
@@ -284,6 +292,30 @@ class Publisher:
             if original.record_id in found:
                 out[index] = _stored_answer(original, found[original.record_id])
         return out
+
+    def publish_now(self, job: Job) -> list[Published]:
+        """Write one job as a group of its own and wait for its offsets to be committed (for
+        callers without a group writer, such as the scheduler's cron runs)."""
+        self.write_alone(job)
+        try:
+            return job.future.result()
+        finally:
+            self.flush_offsets(durable=True)
+
+    def hand_over(self, items: list[Prepared]) -> int:
+        """Append messages whose records are committed but not known to be in their streams
+        (the outbox sweep's records), and commit their offsets. A record whose marker says it
+        was appended only gets its offset: it is never appended twice. Returns how many were
+        appended now; raises the Redis error if some could not be."""
+        marked = self.streams.appended_offsets(
+            [(p.topic_id, p.partition, p.record_id) for p in items])
+        self._remember(items, dict(marked))
+        missing = [p for p in items if p.record_id not in marked]
+        appended, failure = self._append(missing)
+        self.flush_offsets(durable=True)
+        if failure is not None:
+            raise failure
+        return len(appended)
 
     # --- offsets and markers ----------------------------------------------------------------
 

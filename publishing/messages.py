@@ -12,7 +12,7 @@ from typing import Any
 
 from broker.codec import PLAIN, Codec, EncodingError
 from broker.envelope import Envelope
-from models import Topic
+from models import MessageRecord, Topic
 from models.base import new_id, utcnow
 from mq.crypto import Keyring
 from mq.errors import PayloadTooLarge, SerializationError, ValidationError
@@ -51,6 +51,13 @@ class Prepared:
     row: dict[str, Any]
     envelope: Envelope
     due_ms: int | None = None
+
+    @classmethod
+    def of_record(cls, record: MessageRecord) -> Prepared:
+        """A stored record, ready to be appended again (the database is the source of truth)."""
+        row = {column.key: getattr(record, column.key)
+               for column in MessageRecord.__table__.columns}
+        return cls(row, envelope_of(row))
 
     @property
     def message_id(self) -> str:

@@ -41,6 +41,7 @@ from models import Database, MessageRecord
 from models.base import utcnow
 from mq.crypto import cached_keyring
 from mq.settings import Settings
+from publishing.group import Publisher
 from scheduler.housekeeping import Housekeeping
 from scheduler.records import due_ms, record_envelope
 from scheduler.recurring import Recurring
@@ -209,17 +210,21 @@ class DelayedJobs:
     """The releaser thread, the rebuild job and the recurring schedules of one scheduler."""
 
     def __init__(self, settings: Settings, stop: threading.Event) -> None:
-        self.database = Database(settings.database_url, pool_size=2)
+        self.database = Database(settings.database_url, pool_size=4)
         self.redis = connect(settings, max_connections=4)
         keys = Keys(settings.redis_namespace)
         delays = DelaySet(self.redis, keys, stream_cap=settings.stream_max_len)
         self.releaser = Releaser(settings, self.database, stop)
         self.rebuilder = Rebuilder(self.redis, keys, self.database, delays)
-        self.recurring = Recurring(self.redis, keys, self.database, delays,
+
+        def publisher() -> Publisher:  # one per job: jobs run in threads of their own
+            return Publisher.build(self.database.engine, self.redis, keys,
+                                   stream_cap=settings.stream_max_len)
+
+        self.recurring = Recurring(self.redis, keys, self.database, publisher(),
                                    keyring=cached_keyring(settings.mq_master_key,
                                                           settings.mq_old_master_keys))
-        self.housekeeping = Housekeeping(self.redis, keys, self.database,
-                                         stream_cap=settings.stream_max_len)
+        self.housekeeping = Housekeeping(self.redis, keys, self.database, publisher())
         self._next_rebuild = 0.0
 
     def start(self) -> None:

@@ -14,9 +14,10 @@ Dead-letter retention trims each subscription's dead-letter listing (`Keys.dead_
 the `retention_ms` of its dead-letter topic (a week when that topic does not exist yet); its
 entries are also messages of that topic, which the topic's own retention trims.
 
-The outbox sweep hands over records that were committed but never reached their stream (a
-publishing process died between the two writes, see `api.publishing`): records `published`
-without an offset and older than `OUTBOX_AGE`, so that no publish still in flight is taken.
+The outbox sweep hands over records left without an offset (a publishing process died
+between its writes, see `publishing.group`): records `published` without an offset and older
+than `OUTBOX_AGE`, so that no publish still in flight is taken. A record whose append marker
+is in Redis reached its stream and only gets its offset; the others are appended now.
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import aliased
 
 from broker.connection import RedisClient
-from broker.envelope import Envelope
 from broker.heartbeats import Lease
 from broker.keys import Keys
 from models import Database, MessageRecord, Subscription, Topic
 from models.base import utcnow
-from scheduler.records import record_envelope
+from publishing.group import Publisher
+from publishing.messages import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,10 @@ return redis.call('XTRIM', KEYS[1], 'MINID', bound)
 
 
 class Housekeeping:
-    def __init__(self, redis: RedisClient, keys: Keys, database: Database, *, stream_cap: int
+    def __init__(self, redis: RedisClient, keys: Keys, database: Database, publisher: Publisher
                  ) -> None:
         self.redis = redis
-        self.stream_cap = stream_cap
+        self.publisher = publisher
         self.keys = keys
         self.database = database
         self._trim = redis.register_script(_TRIM)
@@ -132,25 +133,25 @@ class Housekeeping:
 
     def _sweep(self, older_than: datetime) -> int:
         handed = 0
-        with self.database.session() as session:
-            while True:
+        after = ""
+        while True:
+            with self.database.session() as session:
                 records = list(session.scalars(
                     select(MessageRecord)
                     .where(MessageRecord.offset_value.is_(None),
                            MessageRecord.status == "published",
-                           MessageRecord.published_at < older_than)
-                    .order_by(MessageRecord.published_at).limit(OUTBOX_PAGE)))
-                if not records:
-                    break
-                for record in records:
-                    record.offset_value = self._append(record, record_envelope(record))
-                session.commit()
-                handed += len(records)
-                self._outbox.renew()
+                           MessageRecord.published_at < older_than,
+                           MessageRecord.id > after)
+                    .order_by(MessageRecord.id).limit(OUTBOX_PAGE)))
+            if not records:
+                break
+            appended = self.publisher.hand_over([Prepared.of_record(r) for r in records])
+            handed += appended
+            if appended < len(records):
+                log.info("outbox sweep: %d records had reached their streams; offsets written",
+                         len(records) - appended)
+            after = records[-1].id
+            self._outbox.renew()
         if handed:
             log.warning("outbox sweep handed %d unpublished records to their streams", handed)
         return handed
-
-    def _append(self, record: MessageRecord, envelope: Envelope) -> str:
-        return self.redis.xadd(self.keys.stream(record.topic_id, record.partition_id),
-                               envelope.encode(), maxlen=self.stream_cap, approximate=True)

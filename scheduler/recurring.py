@@ -18,28 +18,23 @@ skips the rest (coalescing), never a burst.
 
 from __future__ import annotations
 
-import json
 import logging
-import zlib
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, update
 
-from broker.codec import PLAIN, Codec, EncodingError, topic_codec
+from broker.codec import topic_codec
 from broker.connection import RedisClient
-from broker.delays import DelaySet
-from broker.envelope import Envelope
 from broker.keys import Keys
-from models import Database, MessageRecord, Schedule, Topic
-from models.base import new_id, utcnow
+from models import Database, Schedule, Topic
+from models.base import utcnow
 from models.registry import referenced_schema
 from mq.cron import cron_trigger, next_run
 from mq.crypto import Keyring
-from mq.errors import ValidationError
-from scheduler.records import record_envelope
+from mq.errors import MQError, ValidationError
+from publishing.group import Job, Publisher
+from publishing.messages import PublishTarget, key_partition, prepare_message, scheduled
 
 log = logging.getLogger(__name__)
 
@@ -52,28 +47,26 @@ SCHEDULE_HEADER = "X-MQ-Schedule-Id"
 
 
 class Recurring:
-    def __init__(self, redis: RedisClient, keys: Keys, database: Database, delays: DelaySet,
+    def __init__(self, redis: RedisClient, keys: Keys, database: Database, publisher: Publisher,
                  *, keyring: Keyring | None = None) -> None:
         self.keyring = keyring
         self.redis = redis
         self.keys = keys
         self.database = database
-        self.delays = delays
+        self.publisher = publisher
 
     def fire_due(self) -> int:
         """Publish every due run; returns how many this scheduler published."""
         now = utcnow()
         with self.database.session() as session:
             rows = session.execute(
-                select(Schedule, Topic.partition_count, Topic.status)
+                select(Schedule, Topic.status)
                 .join(Topic, Topic.id == Schedule.topic_id)
                 .where(Schedule.next_run_at <= now + LOOKAHEAD)).all()
             session.expunge_all()
-        return sum(self._fire(schedule, partitions, status, now)
-                   for schedule, partitions, status in rows)
+        return sum(self._fire(schedule, status, now) for schedule, status in rows)
 
-    def _fire(self, schedule: Schedule, partitions: int, topic_status: str,
-              now: datetime) -> int:
+    def _fire(self, schedule: Schedule, topic_status: str, now: datetime) -> int:
         run_at = schedule.next_run_at
         assert run_at is not None
         try:
@@ -88,7 +81,7 @@ class Recurring:
             return 0  # another scheduler is firing this run, or died doing so
         fired = 0
         if topic_status == "active":
-            fired = self._publish(schedule, run_at, run_ms, partitions)
+            fired = self._publish(schedule, run_at, run_ms)
         with self.database.session() as session:
             session.execute(
                 update(Schedule)
@@ -97,65 +90,34 @@ class Recurring:
             session.commit()
         return fired
 
-    def _publish(self, schedule: Schedule, run_at: datetime, run_ms: int,
-                 partitions: int) -> int:
-        row, envelope = _message(schedule, run_at, run_ms, partitions)
+    def _publish(self, schedule: Schedule, run_at: datetime, run_ms: int) -> int:
+        """Publish one run through the publishing core: a `scheduled` record, parked."""
         with self.database.session() as session:
             topic = session.get(Topic, schedule.topic_id)
-            codec = topic_codec(topic, referenced_schema(session, topic.tenant_id,
-                                                         topic.schema_subject)) \
-                if topic is not None else PLAIN
-            if not codec.plain:
-                try:
-                    row, envelope = self._encoded(codec, row, envelope)
-                except EncodingError as exc:  # e.g. encrypted, but the master key is gone
-                    log.warning("schedule run %s skipped: cannot be encoded for topic %s: %s",
-                                row["message_id"], topic.name, exc)
-                    return 0
-            try:
-                session.execute(insert(MessageRecord.__table__), [row])
-                session.commit()
-            except IntegrityError:  # this run was published already
+            if topic is None:
                 return 0
-        self.delays.park(row["id"], run_ms, schedule.topic_id, row["partition_id"], envelope)
-        return 1
+            target = PublishTarget.of(topic, topic_codec(topic, referenced_schema(
+                session, topic.tenant_id, topic.schema_subject)))
+        message = _message(schedule, run_ms, target.partition_count)
+        try:
+            item = scheduled(prepare_message(target, f"schedule:{schedule.id}", message,
+                                             keyring=self.keyring),
+                             run_at, message.get("ttl_ms"))
+            [answer] = self.publisher.publish_now(Job(target.name, [item]))
+        except MQError as exc:  # e.g. encrypted, but the master key is gone
+            log.warning("schedule run %s skipped: %s", message["message_id"], exc)
+            return 0
+        return 0 if answer.duplicate else 1
 
-    def _encoded(self, codec: Codec, row: dict[str, Any], envelope: Envelope
-                 ) -> tuple[dict[str, Any], Envelope]:
-        """The run's message as its topic stores it (format, compression, encryption)."""
-        payload, headers = codec.encode(
-            self.keyring, row["tenant_id"], row["message_id"], row["payload"], row["headers"])
-        return ({**row, "payload": payload, "headers": headers},
-                replace(envelope, payload=payload, headers=headers))
 
-
-def _message(schedule: Schedule, run_at: datetime, run_ms: int, partitions: int
-             ) -> tuple[dict[str, Any], Envelope]:
-    """The record row and stream entry of one run, from the schedule's message fields."""
-    fields = schedule.message
+def _message(schedule: Schedule, run_ms: int, partitions: int) -> dict[str, Any]:
+    """The message fields of one run: the schedule's, with the run's own id, the schedule id
+    in a header, and a partition the topic has."""
+    fields = dict(schedule.message)
     message_id = f"{schedule.id}:{run_ms}"
-    headers = {**(fields.get("headers") or {}), SCHEDULE_HEADER: schedule.id}
-    payload = fields.get("payload")
-    ttl = fields.get("ttl_ms")
-    expires_at = run_at + timedelta(milliseconds=ttl) if ttl else None
-    row = {
-        "id": new_id(), "tenant_id": schedule.tenant_id, "topic_id": schedule.topic_id,
-        "message_id": message_id, "message_key": fields.get("key"),
-        "correlation_id": fields.get("correlation_id"), "trace_id": fields.get("trace_id"),
-        "producer_id": f"schedule:{schedule.id}", "headers": headers, "payload": payload,
-        "payload_size": len(json.dumps(payload, ensure_ascii=False,
-                                       separators=(",", ":")).encode()),
-        "content_type": fields.get("content_type") or "application/json",
-        "partition_id": _partition(fields, message_id, partitions), "offset_value": None,
-        "status": "scheduled", "retry_count": 0, "published_at": utcnow(),
-        "scheduled_at": run_at, "expires_at": expires_at,
-    }
-    return row, record_envelope(MessageRecord(**row))  # published_ms: the run time
-
-
-def _partition(fields: dict[str, Any], message_id: str, partitions: int) -> int:
-    """Explicit partition (if the topic still has it), else a hash of the key or of the id."""
     explicit = fields.get("partition")
-    if explicit is not None and explicit < partitions:
-        return int(explicit)
-    return zlib.crc32((fields.get("key") or message_id).encode()) % partitions
+    if explicit is None or explicit >= partitions:
+        fields["partition"] = key_partition(fields.get("key") or message_id, partitions)
+    fields["message_id"] = message_id
+    fields["headers"] = {**(fields.get("headers") or {}), SCHEDULE_HEADER: schedule.id}
+    return fields

@@ -466,7 +466,7 @@ def test_max_message_bytes_counts_utf8_bytes_of_the_payload(tenant):
 def test_publishing_to_a_topic_deleted_meanwhile_is_404(app, tenant, redis_client, keys):
     """A publish that looked its topic up just before the topic was deleted answers 404."""
     from api.auth import Principal
-    from api.publishing import PublishTarget, publish
+    from api.publishing import publish
     from api.queues import find_topic
     from api.services import services
     from mq.errors import TopicNotFound

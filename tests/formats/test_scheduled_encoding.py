@@ -8,10 +8,10 @@ from datetime import datetime
 import pytest
 from redis import Redis
 
-from broker.delays import DelaySet
 from broker.keys import Keys
 from models import Database
 from mq.crypto import cached_keyring
+from publishing.group import Publisher
 from scheduler.recurring import Recurring
 from tests.conftest import REDIS_URL
 from tests.formats.test_codec import AVRO_ORDER, ORDER, PROTO_ORDER
@@ -35,11 +35,13 @@ def _fire_due(settings) -> None:
     database = Database(settings.database_url, pool_size=1)
     keys = Keys(settings.redis_namespace)
     try:
-        recurring = Recurring(redis, keys, database,
-                              DelaySet(redis, keys, stream_cap=settings.stream_max_len),
+        publisher = Publisher.build(database.engine, redis, keys,
+                                    stream_cap=settings.stream_max_len)
+        recurring = Recurring(redis, keys, database, publisher,
                               keyring=cached_keyring(settings.mq_master_key,
                                                      settings.mq_old_master_keys))
         assert recurring.fire_due() >= 1
+        publisher.close()
     finally:
         redis.close()
         database.dispose()

@@ -14,6 +14,7 @@ from broker.heartbeats import Lease
 from broker.keys import Keys, group_name
 from models import Database, MessageRecord
 from models.base import utcnow
+from publishing.group import Publisher
 from scheduler.housekeeping import DEAD_LETTER_RETENTION_MS, Housekeeping
 from scheduler.janitor import reap_consumers
 from tests.conftest import REDIS_URL
@@ -56,7 +57,8 @@ def test_dead_letter_listings_keep_their_dead_letter_topics_retention(tenant, se
             redis.xadd(keys.dead_letters(subscription_id), {"name": name},
                        id=f"{now_ms - age}-0")
     database = Database(settings.database_url)
-    housekeeping = Housekeeping(redis, keys, database, stream_cap=settings.stream_max_len)
+    housekeeping = Housekeeping(redis, keys, database, Publisher.build(
+        database.engine, redis, keys, stream_cap=settings.stream_max_len))
     try:
         housekeeping.trim_dead_letters(now_ms)
     finally:
@@ -95,7 +97,8 @@ def test_outbox_sweep_waits_out_the_lease_of_a_scheduler_that_died_sweeping(tena
     redis = Redis.from_url(REDIS_URL, decode_responses=True)
     keys = Keys(settings.redis_namespace)
     database = Database(settings.database_url, pool_size=1)
-    housekeeping = Housekeeping(redis, keys, database, stream_cap=settings.stream_max_len)
+    housekeeping = Housekeeping(redis, keys, database, Publisher.build(
+        database.engine, redis, keys, stream_cap=settings.stream_max_len))
     message_id = f"stranded-{uuid.uuid4().hex[:8]}"
     try:
         with database.session() as session:  # a publisher died before its XADD

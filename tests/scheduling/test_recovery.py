@@ -14,6 +14,7 @@ from broker.delays import DelaySet
 from broker.keys import Keys
 from models import Database, MessageRecord, Schedule
 from mq.settings import Settings
+from publishing.group import Publisher
 from scheduler.delayed import Rebuilder
 from scheduler.records import record_envelope
 from scheduler.recurring import Recurring
@@ -27,6 +28,8 @@ class Parts:
         self.database = Database(settings.database_url, pool_size=1)
         self.delays = DelaySet(self.redis, self.keys, stream_cap=settings.stream_max_len)
         self.rebuilder = Rebuilder(self.redis, self.keys, self.database, self.delays)
+        self.publisher = Publisher.build(self.database.engine, self.redis, self.keys,
+                                         stream_cap=settings.stream_max_len)
 
     def record(self, tenant_id: str, message_id: str) -> MessageRecord:
         with self.database.session() as session:
@@ -41,6 +44,7 @@ class Parts:
 def parts(settings: Settings) -> Iterator[Parts]:
     found = Parts(settings)
     yield found
+    found.publisher.close()
     found.redis.close()
     found.database.dispose()
 
@@ -112,7 +116,7 @@ def test_deleting_a_schedule_cancels_runs_parked_ahead(tenant: TenantHandle,
     created = tenant.admin.post("/publish/scheduled", {"topic": topic["name"],
                                                        "cron": "*/1 * * * * *",
                                                        "payload": 1}).json
-    recurring = Recurring(parts.redis, parts.keys, parts.database, parts.delays)
+    recurring = Recurring(parts.redis, parts.keys, parts.database, parts.publisher)
     assert recurring.fire_due() >= 1  # the next run, parked ahead of its time
     run_id = f"{created['schedule_id']}:{_ms(created['next_run_at'])}"
     run = parts.record(tenant.id, run_id)
@@ -137,7 +141,7 @@ def test_a_run_whose_claimant_died_is_published_once_the_claim_runs_out(
     run_ms = int(due.timestamp() * 1000)
     claim = parts.keys.lock(f"cron:{created['schedule_id']}:{run_ms}")
     parts.redis.set(claim, "a-scheduler-that-died", px=300)  # claimed, never published
-    recurring = Recurring(parts.redis, parts.keys, parts.database, parts.delays)
+    recurring = Recurring(parts.redis, parts.keys, parts.database, parts.publisher)
     recurring.fire_due()  # (other tests' schedules may be due too: judge this one alone)
     with parts.database.session() as session:  # not moved on past the unpublished run
         assert session.get(Schedule, created["schedule_id"]).next_run_at == due
