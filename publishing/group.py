@@ -460,13 +460,18 @@ class GroupWriter:
     that a process forked after the app was built (gunicorn) runs its own.
     """
 
-    def __init__(self, publisher: Publisher, *, max_messages: int = MAX_GROUP_MESSAGES) -> None:
+    def __init__(self, publisher: Publisher, *, max_messages: int = MAX_GROUP_MESSAGES,
+                 idle_flush_s: float = IDLE_FLUSH_S) -> None:
         self.publisher = publisher
         self.max_messages = max_messages
+        self.idle_flush_s = idle_flush_s
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
+        #: Groups and jobs written by this process's writer (how much grouping happens).
+        self.groups_written = 0
+        self.jobs_written = 0
 
     def publish(self, job: Job, timeout: float = ANSWER_TIMEOUT_S) -> list[Published]:
         """Queue `job` for the next group and wait for its answer (or its error)."""
@@ -501,7 +506,7 @@ class GroupWriter:
         while True:
             try:
                 first = self._queue.get(
-                    timeout=IDLE_FLUSH_S if self.publisher.offsets_waiting else None)
+                    timeout=self.idle_flush_s if self.publisher.offsets_waiting else None)
             except queue.Empty:
                 self.publisher.flush_offsets()
                 continue
@@ -510,6 +515,8 @@ class GroupWriter:
                 return
             group, stopping = self._collect(first)
             self.publisher.write(group)
+            self.groups_written += 1
+            self.jobs_written += len(group)
             if stopping:
                 self.publisher.close()
                 return

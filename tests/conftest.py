@@ -8,20 +8,25 @@ server (the run uses its own key namespace and deletes it afterwards).
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
+from sqlalchemy.orm import Session
 
-from models import upgrade
+from broker.keys import Keys
+from models import Database, upgrade
 from models.database import temporary_database
 from mq.settings import Settings
+from tests.processes import free_port
 
 ADMIN_DATABASE_URL = os.environ.get(
     "MQ_TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -164,3 +169,74 @@ def tenant(client: FlaskClient) -> TenantHandle:
 @pytest.fixture
 def other_tenant(client: FlaskClient) -> TenantHandle:
     return make_tenant(client)
+
+
+# --- direct access to the stores, for checking what the service stored ------------------
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> Iterator[Redis]:
+    client = Redis.from_url(REDIS_URL, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def keys(settings: Settings) -> Keys:
+    return Keys(settings.redis_namespace)
+
+
+@pytest.fixture(scope="session")
+def database(settings: Settings) -> Iterator[Database]:
+    db = Database(settings.database_url, pool_size=2)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def db(database: Database) -> Iterator[Session]:
+    """A session on the test database, for checking what the API stored."""
+    session = database.session()
+    yield session
+    session.close()
+
+
+class RedisServer:
+    """A private `redis-server` that can be stopped and started on the same port."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self._answers, timeout=10)
+
+    def _answers(self) -> bool:
+        try:
+            with Redis.from_url(self.url, socket_connect_timeout=0.2) as probe:
+                return bool(probe.ping())
+        except Exception:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+

@@ -28,6 +28,7 @@ from redis import Redis
 
 from mq.settings import Settings
 from tests.conftest import REDIS_URL, TenantHandle
+from tests.processes import wait_until_up
 
 ROOT = Path(__file__).resolve().parents[2]
 MQ = Path(sys.executable).parent / "mq"
@@ -166,10 +167,12 @@ class Processes:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.redis = Redis.from_url(REDIS_URL, decode_responses=True)
 
-    def _start(self, command: str, *args: str) -> subprocess.Popen[bytes]:
+    def _start(self, command: str, *args: str, env: dict[str, str] | None = None
+               ) -> subprocess.Popen[bytes]:
         """`mq <command>`: the Procfile's process, through the installed console script."""
         log = open(self.tmp / f"{command}-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([str(MQ), command, *args], cwd=ROOT, env=self.env,
+        proc = subprocess.Popen([str(MQ), command, *args], cwd=ROOT,
+                                env={**self.env, **(env or {})},
                                 stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
@@ -179,6 +182,12 @@ class Processes:
         proc = self._start("worker", "--threads", str(threads), *extra)
         if wait:
             self.wait_ready(proc, "worker")
+        return proc
+
+    def api(self, port: int) -> subprocess.Popen[bytes]:
+        """`mq api` (gunicorn, two workers) on `port`, once it answers."""
+        proc = self._start("api", env={"PORT": str(port), "WEB_CONCURRENCY": "2"})
+        wait_until_up(f"http://127.0.0.1:{port}/api/v1/mq/health")
         return proc
 
     def scheduler(self) -> subprocess.Popen[bytes]:

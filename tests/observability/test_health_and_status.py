@@ -5,18 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
-from redis import Redis
 
 from api import create_app
 from tests.conftest import API, wait_until
-from tests.processes import free_port
 
 
 def _status(client) -> dict:
@@ -57,46 +51,6 @@ def _metrics_port(processes, index: int) -> int:
         return int(found[1]) if found else None
 
     return wait_until(announced, timeout=10)
-
-
-class RedisServer:
-    """A private `redis-server` that can be stopped and started on the same port."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self._answers, timeout=10)
-
-    def _answers(self) -> bool:
-        try:
-            with Redis.from_url(self.url, socket_connect_timeout=0.2) as probe:
-                return bool(probe.ping())
-        except Exception:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_health_is_503_while_redis_is_stopped_and_recovers(settings, redis_server):
