@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from api.auth import ROLES, principal, tenant_access
 from api.fields import NAME_PATTERN, Timestamp
 from api.pagination import PageArgs, paginate
+from api.parsing import Blueprint
 from api.services import services
 from models import ApiKey
 from models.tenancy import add_api_key

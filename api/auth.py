@@ -19,7 +19,8 @@ from sqlalchemy import select
 from api.services import services
 from models import ApiKey, Tenant
 from models.tenancy import hash_key
-from mq.errors import Forbidden, Unauthorized
+from mq.errors import Forbidden, MQError, Unauthorized
+from publishing.group import StaleEpoch
 
 ROLES = ("admin", "producer", "consumer")
 
@@ -72,24 +73,47 @@ def _is_operator(token: str) -> bool:
     return bool(expected) and hmac.compare_digest(token.encode(), expected.encode())
 
 
-def tenant_access(*roles: str) -> Callable[[F], F]:
-    """Require a tenant API key whose role is one of `roles` (default: any role)."""
+def tenant_access(*roles: str, publishes: bool = False) -> Callable[[F], F]:
+    """Require a tenant API key whose role is one of `roles` (default: any role).
+
+    `publishes`: the view publishes through the group writer, which checks the cache epoch
+    for it; its look-ups trust the epoch this process read last, and it runs again with the
+    writer's epoch if that was stale (see `api.cache`)."""
     allowed = roles or ROLES
 
     def decorate(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            found = _load_principal(_bearer_token())
-            if found is None:
-                raise Unauthorized("unknown API key")
-            if found.role not in allowed:
-                raise Forbidden(f"the '{found.role}' role may not make this call")
-            g.principal = found
-            return view(*args, **kwargs)
+            if not publishes:
+                return _as_caller(view, allowed, args, kwargs)
+            g.epoch_checked_later = True
+            try:
+                return _as_caller(view, allowed, args, kwargs)
+            except StaleEpoch as stale:
+                current = stale.epoch
+            except MQError:  # refused under a trusted epoch: refuse only if it is current
+                trusted, current = g.get("cache_epoch"), services().cache.current_epoch()
+                if current == trusted:
+                    raise
+            g.epoch_checked_later = False
+            g.cache_epoch = current
+            services().cache.note_epoch(current)
+            return _as_caller(view, allowed, args, kwargs)
 
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _as_caller(view: Callable[..., Any], allowed: tuple[str, ...], args: Any, kwargs: Any
+               ) -> Any:
+    found = _load_principal(_bearer_token())
+    if found is None:
+        raise Unauthorized("unknown API key")
+    if found.role not in allowed:
+        raise Forbidden(f"the '{found.role}' role may not make this call")
+    g.principal = found
+    return view(*args, **kwargs)
 
 
 def operator_access(view: F) -> F:

@@ -13,7 +13,7 @@ import math
 import re
 from typing import Any
 
-from flask import request
+from flask import g, request
 
 from mq.errors import InvalidJSON, NotFound, UnsupportedMediaType, ValidationError
 
@@ -41,6 +41,7 @@ def check_request_body() -> None:
         raise InvalidJSON(TOO_DEEP) from None
     if _too_deep(raw, body):
         raise InvalidJSON(TOO_DEEP)
+    g.json_body = body  # for webargs (`api.parsing`): parsed once
     if _SUSPICIOUS.search(raw):
         problem = _find_bad_text(body, "")
         if problem:

@@ -6,7 +6,14 @@ commits. Each request reads the epoch once, and an entry is only used if it was 
 the same epoch — so a revoked key is refused by every process on the very next request,
 while unchanged keys and topics cost one Redis GET instead of database round trips.
 Entries are tagged with the epoch read *before* their database load, so a write racing with a
-load can only make the entry look older than it is, never fresher. When Redis cannot be read
+load can only make the entry look older than it is, never fresher.
+
+Publishes do not pay that GET each: they go ahead under the epoch this process read last,
+and their group writer reads the epoch once for the whole group, before it writes anything
+(`publishing.group`). A publish that went ahead under an old epoch is written by nobody and
+answered `StaleEpoch`; `tenant_access` then runs it again, its look-ups made under the epoch
+the writer read. So a revoked key or a changed topic is still refused from the very next
+request on, at one Redis read per group instead of one per request. When Redis cannot be read
 the cache is bypassed; entries also expire after `ttl_s` as a last resort.
 """
 
@@ -34,13 +41,22 @@ class EpochCache:
         self.max_entries = max_entries
         self._entries: OrderedDict[tuple[str, str], tuple[str, float, Any]] = OrderedDict()
         self._lock = threading.Lock()
+        #: The epoch this process read last: what a publish trusts until its group checks it.
+        self.last_epoch: str | None = None
 
     def current_epoch(self) -> str | None:
         """The epoch now, or None when Redis cannot be read (then nothing is cached)."""
         try:
-            return self.redis.get(self.epoch_key) or "0"
+            epoch = self.redis.get(self.epoch_key) or "0"
         except RedisError:
             return None
+        self.last_epoch = epoch
+        return epoch
+
+    def note_epoch(self, epoch: str | None) -> None:
+        """An epoch read elsewhere (the group writer's check of a publish)."""
+        if epoch is not None:
+            self.last_epoch = epoch
 
     def get_or_load(self, kind: str, key: str, epoch: str | None,
                     load: Callable[[], T | None]) -> T | None:

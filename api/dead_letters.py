@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate, validates_schema
 from marshmallow import ValidationError as InvalidFields
 
 from api.auth import principal, tenant_access
 from api.formats import shown_dead_letters
+from api.parsing import Blueprint
 from api.services import services
 from api.subscriptions import find_subscription
 from broker import dead_letters

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -14,6 +13,7 @@ from api.auth import principal, tenant_access
 from api.delayed import cancel
 from api.fields import Timestamp
 from api.formats import shown_payload
+from api.parsing import Blueprint
 from api.scheduling import delay_set
 from api.services import services
 from models import ConsumptionRecord, MessageRecord, Subscription, Topic

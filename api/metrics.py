@@ -20,7 +20,6 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -28,6 +27,7 @@ from sqlalchemy import func, select
 
 from api.auth import operator_access, principal, tenant_access
 from api.fields import Timestamp
+from api.parsing import Blueprint
 from api.services import services
 from broker.heartbeats import live_processes
 from broker.inspection import GroupTarget, GroupView, inspect_groups, live_consumers

@@ -7,10 +7,10 @@ from typing import Any
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 from sqlalchemy import text
 
+from api.parsing import Blueprint
 from api.services import services
 from broker.heartbeats import live_processes
 from mq import __version__

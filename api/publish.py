@@ -6,12 +6,12 @@ from typing import Any
 
 from flask import Response, jsonify
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from api.auth import principal, tenant_access
 from api.fields import Timestamp, iso, strict_int
 from api.formats import publish_codec
+from api.parsing import Blueprint, FastLoad
 from api.publishing import publish
 from api.queues import find_topic
 from api.quotas import check_stored_bytes, take_publish_rate
@@ -26,7 +26,7 @@ blp = Blueprint("publish", __name__, description="Publishing messages")
 MAX_BATCH = 1000
 
 
-class MessageFields(Schema):
+class MessageFields(FastLoad):
     payload = fields.Raw(required=True, allow_none=True)
     key = fields.String(allow_none=True, validate=validate.Length(max=500))
     headers = fields.Dict(
@@ -52,7 +52,7 @@ class BatchOptions(Schema):
     timeout = fields.Integer(strict=True)
 
 
-class BatchFields(Schema):
+class BatchFields(FastLoad):
     messages = fields.List(fields.Nested(MessageFields), required=True,
                            validate=validate.Length(1, MAX_BATCH))
     options = fields.Nested(BatchOptions)
@@ -142,19 +142,19 @@ def _batch_answer(results: list[Published]) -> dict[str, Any]:
 
 @blp.route("/publish")
 class Publish(MethodView):
-    @tenant_access("admin", "producer")
+    @tenant_access("admin", "producer", publishes=True)
     @blp.arguments(PublishBody())
     @blp.response(201, PublishOut)
     @blp.alt_response(200, schema=PublishOut, description="duplicate message_id")
     @blp.doc(security=[{"bearer": []}])
     def post(self, body: dict[str, Any]) -> Response:
         """Publish one message."""
-        return _publish_one(body.pop("topic"), body)
+        return _publish_one(body["topic"], body)
 
 
 @blp.route("/publish/batch")
 class PublishBatch(MethodView):
-    @tenant_access("admin", "producer")
+    @tenant_access("admin", "producer", publishes=True)
     @blp.arguments(BatchBody())
     @blp.response(201, BatchOut)
     @blp.doc(security=[{"bearer": []}])
@@ -165,7 +165,7 @@ class PublishBatch(MethodView):
 
 @blp.route("/topics/<name>/publish")
 class TopicPublish(MethodView):
-    @tenant_access("admin", "producer")
+    @tenant_access("admin", "producer", publishes=True)
     @blp.arguments(TopicPublishBody())
     @blp.response(201, PublishOut)
     @blp.alt_response(200, schema=PublishOut, description="duplicate message_id")

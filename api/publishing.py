@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from flask import g
+
 from api.auth import Principal
 from api.metrics import record_published
 from api.schemas import validate_payload
@@ -69,7 +71,9 @@ def publish_at(topic: PublishTarget, caller: Principal, message: dict[str, Any],
 
 
 def _write(topic: PublishTarget, items: list[Prepared]) -> list[Published]:
-    answers = services().writer.publish(Job(topic.name, items))
+    # The epoch this request's look-ups trusted, for the writer to check (see `api.cache`).
+    epoch = g.get("cache_epoch") if g.get("epoch_checked_later") else None
+    answers = services().writer.publish(Job(topic.name, items, epoch=epoch))
     stored = [item.row["payload_size"] for item, answer in zip(items, answers, strict=True)
               if not answer.duplicate and item.due_ms is None]
     record_published(topic.name, topic.tenant_id, stored)

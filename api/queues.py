@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate, validates_schema
 from marshmallow import ValidationError as InvalidFields
 from sqlalchemy import delete, func, select
@@ -16,6 +15,7 @@ from api.auth import principal, tenant_access
 from api.fields import StrictBoolean, Timestamp, name_field, strict_int
 from api.formats import CODEC_FIELDS, check_codec
 from api.pagination import PageArgs, paginate
+from api.parsing import Blueprint
 from api.quotas import check_count, tenant_quotas
 from api.schemas import check_subject_reference
 from api.services import services

@@ -9,7 +9,6 @@ from typing import Any
 
 from flask import Response, current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,6 +17,7 @@ from api.auth import principal, tenant_access
 from api.delayed import MAX_DELAY, cancel
 from api.fields import Timestamp, iso, strict_int
 from api.pagination import PageArgs, paginate
+from api.parsing import Blueprint
 from api.publish import MessageFields, json_response, publish_target
 from api.publishing import check_producer, prepare, publish_at
 from api.quotas import check_stored_bytes, take_publish_rate
@@ -91,7 +91,7 @@ def delay_set() -> DelaySet:
 
 
 def _publish_delayed(body: dict[str, Any], deliver_at: datetime) -> Response:
-    topic = publish_target(body.pop("topic"))
+    topic = publish_target(body["topic"])
     take_publish_rate(topic.tenant_id, 1)
     check_stored_bytes(topic.tenant_id)
     result = publish_at(topic, principal(), body, deliver_at)
@@ -126,14 +126,14 @@ def _create_schedule(body: dict[str, Any]) -> Response:
 
 @blp.route("/publish/delayed")
 class PublishDelayed(MethodView):
-    @tenant_access("admin", "producer")
+    @tenant_access("admin", "producer", publishes=True)
     @blp.arguments(DelayedBody())
     @blp.response(202, ScheduledOut)
     @blp.alt_response(200, schema=ScheduledOut, description="duplicate message_id")
     @blp.doc(security=[{"bearer": []}])
     def post(self, body: dict[str, Any]) -> Response:
         """Publish one message after `delay_ms` (at most 30 days)."""
-        delay = timedelta(milliseconds=body.pop("delay_ms"))
+        delay = timedelta(milliseconds=body["delay_ms"])
         return _publish_delayed(body, utcnow() + delay)
 
 
@@ -158,7 +158,7 @@ class PublishScheduled(MethodView):
         if extra:
             raise ValidationError("only a cron schedule takes these fields",
                                   {name: ["only with cron"] for name in extra})
-        deliver_at = body.pop("deliver_at")
+        deliver_at = body["deliver_at"]
         if deliver_at - utcnow() > MAX_DELAY:
             raise ValidationError("deliver_at is more than 30 days ahead",
                                   {"deliver_at": ["at most 30 days ahead"]})

@@ -9,7 +9,6 @@ from collections import OrderedDict
 from typing import Any, Protocol
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema as Fields
 from marshmallow import fields, validate
 from sqlalchemy import func, select
@@ -18,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import principal, tenant_access
 from api.pagination import PageArgs, paginate
+from api.parsing import Blueprint
 from api.services import services
 from broker.codec import avro_schema_of
 from handlers.schema_check import SchemaDefinitionError

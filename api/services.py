@@ -37,9 +37,12 @@ class Services:
         return g.db_session
 
     def cache_epoch(self) -> str | None:
-        """The cache epoch of the current request (read from Redis once per request)."""
+        """The cache epoch of the current request: read from Redis once per request, or, for
+        a publish (`g.epoch_checked_later`), the one this process read last (see
+        `api.cache`)."""
         if "cache_epoch" not in g:
-            g.cache_epoch = self.cache.current_epoch()
+            trusted = self.cache.last_epoch if g.get("epoch_checked_later") else None
+            g.cache_epoch = trusted if trusted is not None else self.cache.current_epoch()
         return g.cache_epoch
 
 

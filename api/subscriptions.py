@@ -16,7 +16,6 @@ from typing import Any
 
 from flask import request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, post_dump, validate, validates_schema
 from marshmallow import ValidationError as InvalidFields
 from sqlalchemy import func, select
@@ -32,6 +31,7 @@ from api.handler_configs import (
     validate_handler_config,
 )
 from api.pagination import PageArgs, paginate
+from api.parsing import Blueprint
 from api.queues import find_topic
 from api.quotas import check_subscription_quota
 from api.services import services

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from api.auth import operator_access
 from api.fields import TENANT_NAME_PATTERN, Timestamp, strict_int
 from api.pagination import PageArgs, paginate
+from api.parsing import Blueprint
 from api.services import services
 from models import Tenant
 from models.tenancy import create_tenant

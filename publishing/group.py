@@ -41,13 +41,19 @@ import queue
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
 from broker.connection import RedisClient
 from broker.delays import DelaySet
@@ -98,7 +104,19 @@ class Job:
 
     topic_name: str
     items: list[Prepared]
+    #: The cache epoch the caller's checks (key, topic, quotas) trusted without reading it;
+    #: the group reads the current one before writing (`StaleEpoch` if it moved on).
+    epoch: str | None = None
     future: Future[list[Published]] = field(default_factory=Future)
+
+
+class StaleEpoch(MQError):
+    """The caller's checks trusted a cache epoch that is no longer current: nothing was
+    written; check again under `epoch` (None: Redis could not be read) and publish again."""
+
+    def __init__(self, epoch: str | None) -> None:
+        super().__init__("cached look-ups were stale; publish again")
+        self.epoch = epoch
 
 
 class Publisher:
@@ -110,6 +128,7 @@ class Publisher:
         self.engine = engine
         self.redis = redis
         self.streams = streams
+        self.keys = streams.keys
         self.delays = delays
         self.rates = rates
         self._connection: Connection | None = None
@@ -130,6 +149,9 @@ class Publisher:
 
     def write(self, jobs: Sequence[Job]) -> None:
         """Store and append every job of the group and resolve their futures."""
+        jobs = self._current(jobs)
+        if not jobs:
+            return
         try:
             answers = self._write(jobs)
         except _OneByOne:
@@ -144,6 +166,23 @@ class Publisher:
                 job.future.set_exception(answer)
             else:
                 job.future.set_result(answer)
+
+    def _current(self, jobs: Sequence[Job]) -> list[Job]:
+        """Jobs whose callers trusted an old cache epoch fail with `StaleEpoch` (one Redis
+        read for the group); the others go on."""
+        if all(job.epoch is None for job in jobs):
+            return list(jobs)
+        try:
+            epoch: str | None = self.redis.get(self.keys.cache_epoch) or "0"
+        except RedisError:
+            epoch = None
+        current = []
+        for job in jobs:
+            if job.epoch is None or job.epoch == epoch:
+                current.append(job)
+            else:
+                job.future.set_exception(StaleEpoch(epoch))
+        return current
 
     def write_alone(self, job: Job) -> None:
         try:
@@ -169,24 +208,45 @@ class Publisher:
 
     def _store(self, candidates: dict[tuple[str, str], Prepared]
                ) -> tuple[set[str], dict[tuple[str, str], records.StoredRecord]]:
-        """Step 1: one transaction for the group's records and the earlier groups' offsets."""
+        """Step 1: one statement for the group's records, the earlier groups' offsets and
+        the records of duplicates. A connection found broken (the database restarted since
+        the last group) is replaced once, and the statement sent again."""
         pending = {rid: offset for rid, (_, offset) in self._pending.items()}
-        connection = self._connect()
         try:
-            with connection.begin():
-                records.set_offsets(connection, pending)
-                inserted = records.insert_new(connection, [p.row for p in candidates.values()])
-                missing = [key for key, p in candidates.items() if p.record_id not in inserted]
-                stored = records.stored_records(connection, missing)
+            try:
+                inserted, stored = self._write_records(candidates, pending)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                self._drop_connection(exc)
+                inserted, stored = self._write_records(candidates, pending)
         except IntegrityError as exc:  # e.g. a topic deleted meanwhile: find whose
             raise _OneByOne(exc) from None
         except (DBAPIError, SQLAlchemyError) as exc:
             self._drop_connection(exc)
-            if isinstance(exc, DBAPIError) and not exc.connection_invalidated \
-                    and _is_bad_data(exc):
+            if isinstance(exc, DBAPIError) and _is_bad_data(exc):
                 raise _OneByOne(exc) from None
             raise
         self._settle(pending, durable=True)
+        return inserted, stored
+
+    def _write_records(self, candidates: dict[tuple[str, str], Prepared],
+                       pending: dict[str, str]
+                       ) -> tuple[set[str], dict[tuple[str, str], records.StoredRecord]]:
+        connection = self._connect()
+        inserted, stored = records.write_group(
+            connection, [p.row for p in candidates.values()], pending,
+            [key for key, p in candidates.items() if p.given_id])
+        missing = [key for key, p in candidates.items()
+                   if p.record_id not in inserted and key not in stored]
+        if missing:  # stored by another process meanwhile, or by a first try whose answer
+            stored.update(records.stored_records(connection, missing))  # was lost
+        for key, original in list(stored.items()):
+            if original.record_id == candidates[key].record_id:  # our own first try's
+                inserted.add(original.record_id)
+                del stored[key]
+            elif original.offset is None and original.record_id in pending:
+                stored[key] = replace(original, offset=pending[original.record_id])
         return inserted, stored
 
     def _append(self, new: list[Prepared]) -> tuple[dict[str, str | None], BaseException | None]:
@@ -352,12 +412,10 @@ class Publisher:
         pending = {rid: offset for rid, (_, offset) in self._pending.items()}
         if not pending and not (durable and (self._soft_settled or self._settled)):
             return
-        connection = self._connect()
         try:
+            connection = self._connect()
             with connection.begin():
-                if not durable and connection.dialect.name == "postgresql":
-                    connection.execute(text("SET LOCAL synchronous_commit TO OFF"))
-                records.set_offsets(connection, pending)
+                records.set_offsets(connection, pending, lazily=not durable)
         except SQLAlchemyError as exc:
             self._drop_connection(exc)
             log.warning("offsets of %d messages not written yet: %s", len(pending), exc)
@@ -426,8 +484,13 @@ class Publisher:
             job.future.set_exception(error)
 
     def _connect(self) -> Connection:
+        """The publisher's own connection; on PostgreSQL in autocommit mode, so that each
+        group's one statement is its own transaction (`records.write_group`)."""
         if self._connection is None:
-            self._connection = self.engine.connect()
+            connection = self.engine.connect()
+            if connection.dialect.name == "postgresql":
+                connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            self._connection = connection
         return self._connection
 
     def _drop_connection(self, exc: BaseException) -> None:
@@ -436,8 +499,9 @@ class Publisher:
         if self._connection is None:
             return
         try:
-            if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-                self._connection.invalidate()
+            if isinstance(exc, OperationalError | InterfaceError) or (
+                    isinstance(exc, DBAPIError) and exc.connection_invalidated):
+                self._connection.invalidate()  # broken: never back to the pool
             self._connection.close()
         except SQLAlchemyError:
             pass
@@ -503,7 +567,8 @@ class GroupWriter:
         thread.join(timeout=10)
 
     def _run(self) -> None:
-        while True:
+        stopping = False
+        while not stopping:
             try:
                 first = self._queue.get(
                     timeout=self.idle_flush_s if self.publisher.offsets_waiting else None)
@@ -511,15 +576,15 @@ class GroupWriter:
                 self.publisher.flush_offsets()
                 continue
             if first is None:
-                self.publisher.close()
-                return
+                break
             group, stopping = self._collect(first)
-            self.publisher.write(group)
+            self.publisher.write(group)  # answers every job, whatever happens
             self.groups_written += 1
             self.jobs_written += len(group)
-            if stopping:
-                self.publisher.close()
-                return
+        try:
+            self.publisher.close()
+        except (RedisError, SQLAlchemyError) as exc:
+            log.warning("offsets of the last publishes left for the outbox sweep: %s", exc)
 
     def _collect(self, first: Job) -> tuple[list[Job], bool]:
         group, count = [first], len(first.items)

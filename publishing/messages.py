@@ -51,6 +51,8 @@ class Prepared:
     row: dict[str, Any]
     envelope: Envelope
     due_ms: int | None = None
+    #: Whether the producer chose the message id (a generated one cannot be a duplicate).
+    given_id: bool = False
 
     @classmethod
     def of_record(cls, record: MessageRecord) -> Prepared:
@@ -117,7 +119,7 @@ def prepare_message(topic: PublishTarget, producer: str | None, message: dict[st
     }
     if not topic.codec.plain:
         row["payload"], row["headers"] = _encode(topic, row, index, keyring)
-    return Prepared(row, envelope_of(row))
+    return Prepared(row, envelope_of(row), given_id=bool(message.get("message_id")))
 
 
 def payload_size(payload: Any) -> int:
