@@ -13,7 +13,7 @@ import math
 import re
 from typing import Any
 
-from flask import g, request
+from flask import Request, g, request
 
 from mq.errors import InvalidJSON, NotFound, UnsupportedMediaType, ValidationError
 
@@ -27,12 +27,13 @@ _SUSPICIOUS = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
 
 def check_request_body() -> None:
-    _check_url_text()
-    if request.method not in {"POST", "PUT", "PATCH"} or not _has_body():
+    current = request._get_current_object()  # type: ignore[attr-defined]  # one look-up
+    _check_url_text(current)
+    if current.method not in {"POST", "PUT", "PATCH"} or not _has_body(current):
         return
-    if not request.is_json:
+    if not current.is_json:
         raise UnsupportedMediaType("the request body must be application/json")
-    raw = request.get_data(cache=True)
+    raw = current.get_data(cache=True)
     try:
         body = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -76,19 +77,22 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _check_url_text() -> None:
+def _check_url_text(current: Request) -> None:
     """A NUL in the path names nothing that can exist (404); in a query parameter it is 422."""
-    if "\x00" in request.path:
+    if "\x00" in current.path:
         raise NotFound("no such resource")
-    for name, value in request.args.items(multi=True):
+    if not current.query_string:
+        return
+    for name, value in current.args.items(multi=True):
         problem = _text_problem(name, name) or _text_problem(value, name)
         if problem:
             raise ValidationError("a query parameter holds text that cannot be stored",
                                   {problem[0]: [problem[1]]})
 
 
-def _has_body() -> bool:
-    return bool(request.content_length) or request.headers.get("Transfer-Encoding") == "chunked"
+def _has_body(current: Request) -> bool:
+    return bool(current.content_length) or \
+        current.headers.get("Transfer-Encoding") == "chunked"
 
 
 def _find_bad_text(value: Any, path: str) -> tuple[str, str] | None:

@@ -243,10 +243,11 @@ def record_published(topic_name: str, tenant_id: str, sizes: Sequence[int]) -> N
     group writer, in the same round trip as the append)."""
     if not sizes:
         return
-    metrics.MESSAGES.labels(topic_name, "publish", "published", tenant_id).inc(len(sizes))
+    metrics.child(metrics.MESSAGES, topic_name, "publish", "published", tenant_id).inc(
+        len(sizes))
     started = g.get("metrics_started")
     if started is not None:
-        metrics.PUBLISH_LATENCY.labels(topic_name, tenant_id).observe(
+        metrics.child(metrics.PUBLISH_LATENCY, topic_name, tenant_id).observe(
             time.perf_counter() - started)
 
 
@@ -275,8 +276,11 @@ def _start_timer() -> None:
 
 def _observe_request(response: Response) -> Response:
     started = g.get("metrics_started")
-    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+    current = request._get_current_object()  # type: ignore[attr-defined]
+    rule = current.url_rule
+    route = rule.rule if rule is not None else "unmatched"
+    metrics.child(metrics.HTTP_REQUESTS, current.method, route, str(response.status_code)).inc()
     if started is not None:
-        metrics.HTTP_DURATION.labels(request.method, route).observe(time.perf_counter() - started)
+        metrics.child(metrics.HTTP_DURATION, current.method, route).observe(
+            time.perf_counter() - started)
     return response

@@ -40,10 +40,16 @@ class Services:
         """The cache epoch of the current request: read from Redis once per request, or, for
         a publish (`g.epoch_checked_later`), the one this process read last (see
         `api.cache`)."""
-        if "cache_epoch" not in g:
-            trusted = self.cache.last_epoch if g.get("epoch_checked_later") else None
-            g.cache_epoch = trusted if trusted is not None else self.cache.current_epoch()
-        return g.cache_epoch
+        here = g._get_current_object()  # type: ignore[attr-defined]  # one proxy look-up
+        epoch = here.get("cache_epoch", _UNREAD)
+        if epoch is _UNREAD:
+            trusted = self.cache.last_epoch if here.get("epoch_checked_later") else None
+            epoch = here.cache_epoch = \
+                trusted if trusted is not None else self.cache.current_epoch()
+        return epoch
+
+
+_UNREAD = object()
 
 
 def services() -> Services:

@@ -13,7 +13,7 @@ from typing import Any
 from broker.codec import PLAIN, Codec, EncodingError
 from broker.envelope import Envelope
 from models import MessageRecord, Topic
-from models.base import new_id, utcnow
+from models.base import fast_id, new_id, utcnow
 from mq.crypto import Keyring
 from mq.errors import PayloadTooLarge, SerializationError, ValidationError
 
@@ -97,7 +97,7 @@ def prepare_message(topic: PublishTarget, producer: str | None, message: dict[st
     ttl = message.get("ttl_ms")
     expires_at = now + timedelta(milliseconds=ttl) if ttl else None
     row = {
-        "id": new_id(),
+        "id": fast_id(),
         "tenant_id": topic.tenant_id,
         "topic_id": topic.id,
         "message_id": message.get("message_id") or new_id(),

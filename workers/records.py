@@ -16,11 +16,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import random
 import signal
 import threading
 import time
-import uuid
 from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any
@@ -30,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models import ConsumptionRecord, Database, MessageRecord, Subscription
+from models.base import fast_id
 from models.bulk import copy_rows
 
 log = logging.getLogger(__name__)
@@ -42,11 +41,6 @@ FORK = multiprocessing.get_context("fork")
 
 Row = tuple[str, dict[str, Any]]
 
-
-def fast_id() -> str:
-    """A random (version 4) UUID for a record's primary key, without a system call per id
-    (`uuid4` reads the OS entropy pool each time, which showed in profiles of busy workers)."""
-    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
 class RecordWriter:
