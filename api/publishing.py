@@ -18,7 +18,7 @@ from api.auth import Principal
 from api.metrics import record_published
 from api.schemas import validate_payload
 from api.services import services
-from mq.crypto import cached_keyring
+from mq.crypto import Keyring, cached_keyring
 from mq.errors import Forbidden, TopicNotActive
 from publishing.group import Job, Published
 from publishing.messages import (
@@ -43,18 +43,29 @@ def check_producer(topic: PublishTarget, caller: Principal) -> None:
 def prepare(topic: PublishTarget, caller: Principal, message: dict[str, Any],
             index: int | None = None) -> Prepared:
     """Schema-check and prepare one message of `caller` for `topic`."""
+    return _prepare(topic, caller, message, index, _keyring(topic))
+
+
+def _prepare(topic: PublishTarget, caller: Principal, message: dict[str, Any],
+             index: int | None, keyring: Keyring | None) -> Prepared:
     validate_payload(topic, message.get("payload"), index)
-    settings = services().settings
-    keyring = cached_keyring(settings.mq_master_key, settings.mq_old_master_keys) \
-        if not topic.codec.plain else None
     return prepare_message(topic, caller.key_name, message, index, keyring=keyring)
+
+
+def _keyring(topic: PublishTarget) -> Keyring | None:
+    if topic.codec.plain:
+        return None
+    settings = services().settings
+    return cached_keyring(settings.mq_master_key, settings.mq_old_master_keys)
 
 
 def publish(topic: PublishTarget, caller: Principal, messages: Sequence[dict[str, Any]], *,
             batch: bool) -> list[Published]:
     """Publish `messages` to `topic`, in order, all or none."""
     check_producer(topic, caller)
-    items = [prepare(topic, caller, m, i if batch else None) for i, m in enumerate(messages)]
+    keyring = _keyring(topic)
+    items = [_prepare(topic, caller, m, i if batch else None, keyring)
+             for i, m in enumerate(messages)]
     if batch:
         check_batch_size(items)
     return _write(topic, items)

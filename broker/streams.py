@@ -61,8 +61,8 @@ class TopicStreams:
         return pipe.execute()
 
     def queue_append_marked(self, pipe: Pipeline, topic_id: str, partition: int,
-                            entries: Sequence[tuple[str, Envelope]]) -> int:
-        """Queue on `pipe` the XADDs of `entries` (record id, envelope) to one partition, each
+                            entries: Sequence[tuple[str, str]]) -> int:
+        """Queue on `pipe` the XADDs of `entries` (record id, entry text) to one partition, each
         with its marker (see `Keys.appended`), in scripts of at most `APPEND_CHUNK` entries.
         Each script answers the list of its entry ids; returns how many scripts were queued."""
         stream, markers = self.keys.stream(topic_id, partition), \
@@ -70,8 +70,8 @@ class TopicStreams:
         queued = 0
         for start in range(0, len(entries), APPEND_CHUNK):
             args: list[Any] = [self.max_len, MARKER_TTL_MS]
-            for record_id, envelope in entries[start:start + APPEND_CHUNK]:
-                args += (record_id, envelope.encode_data())
+            for record_id, entry in entries[start:start + APPEND_CHUNK]:
+                args += (record_id, entry)
             # EVAL rather than EVALSHA: a pipeline of registered scripts costs an extra round
             # trip (SCRIPT EXISTS) per execute; Redis caches the script by its digest anyway.
             pipe.eval(_APPEND_MARKED_LUA, 2, stream, markers, *args)

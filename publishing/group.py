@@ -261,7 +261,7 @@ class Publisher:
                 parked.append(item)
         pipe = self.redis.pipeline(transaction=False)
         scripts = [(items, self.streams.queue_append_marked(
-            pipe, topic_id, partition, [(p.record_id, p.envelope) for p in items]))
+            pipe, topic_id, partition, [(p.record_id, p.entry) for p in items]))
             for (topic_id, partition), items in by_stream.items()]
         for item in parked:
             self.delays.queue_park(pipe, item.record_id, item.due_ms or 0, item.topic_id,

@@ -53,6 +53,13 @@ class Prepared:
     due_ms: int | None = None
     #: Whether the producer chose the message id (a generated one cannot be a duplicate).
     given_id: bool = False
+    #: The stored payload's JSON when already made (for its size), spliced into the entry.
+    payload_json: str | None = None
+
+    @property
+    def entry(self) -> str:
+        """The stream entry's text."""
+        return self.envelope.encode_data(self.payload_json)
 
     @classmethod
     def of_record(cls, record: MessageRecord) -> Prepared:
@@ -86,7 +93,8 @@ def prepare_message(topic: PublishTarget, producer: str | None, message: dict[st
     topics that ask for it. Raises `PayloadTooLarge`, `SerializationError` and
     `ValidationError` (a partition the topic does not have)."""
     payload = message.get("payload")
-    size = payload_size(payload)
+    payload_json = _json(payload)
+    size = len(payload_json.encode())
     if size > topic.max_message_bytes:
         raise PayloadTooLarge(
             f"message is {size} bytes; topic '{topic.name}' takes at most "
@@ -119,12 +127,18 @@ def prepare_message(topic: PublishTarget, producer: str | None, message: dict[st
     }
     if not topic.codec.plain:
         row["payload"], row["headers"] = _encode(topic, row, index, keyring)
-    return Prepared(row, envelope_of(row), given_id=bool(message.get("message_id")))
+        payload_json = None
+    return Prepared(row, envelope_of(row), given_id=bool(message.get("message_id")),
+                    payload_json=payload_json)
 
 
 def payload_size(payload: Any) -> int:
     """The UTF-8 size of the payload's compact JSON, what `max_message_bytes` bounds."""
-    return len(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode())
+    return len(_json(payload).encode())
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def envelope_of(row: dict[str, Any]) -> Envelope:
