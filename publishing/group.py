@@ -282,7 +282,7 @@ class Publisher:
                 if isinstance(reply, BaseException):
                     failure = reply
                 else:
-                    offsets += reply
+                    offsets += reply.split(",")
             position += count
             if len(offsets) == len(items):
                 appended.update((p.record_id, off) for p, off in zip(items, offsets, strict=True))
