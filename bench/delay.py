@@ -6,7 +6,7 @@
 seconds, all sent first (the earliest is due after every send returned), then delivered by
 one worker process with a no-op handler:
 
-- this service: the API's delayed publish flow (`api.delayed.publish_at`: a `scheduled`
+- this service: the publishing core's delayed flow (`publishing.messages.scheduled`: a `scheduled`
   record, then the message parked in the Redis delay set), released by a real scheduler
   process (`scheduler.main.run`) and delivered by a real worker process; every waiting
   message is in Redis;
@@ -49,20 +49,20 @@ LEAD_S = 8.0  # the earliest due time after the start of sending (sending takes 
 
 
 def mq_sender(system: MQSystem) -> Callable[[float], str]:
-    """Publish one message due at the given Unix time through the API's delayed flow."""
-    from api.delayed import publish_at
-    from api.publishing import PublishTarget
-    from broker.delays import DelaySet
+    """Publish one message due at the given Unix time through the publishing core's delayed
+    flow (a `scheduled` record, then parked in the delay set)."""
+    from publishing.group import Job
+    from publishing.messages import PublishTarget, prepare_message, scheduled
 
-    delays = DelaySet(system.redis, system.keys, stream_cap=10_000_000)
     target = PublishTarget.of(system.topic)
 
     def send(due: float) -> str:
         """Returns the id the handler notes (carried in the payload, as in `bench/deliver.py`)."""
         noted = uuid.uuid4().hex
-        with system.database.session() as session:
-            publish_at(session, delays, target, system.principal, {"payload": {"id": noted},
-                       "message_id": noted}, datetime.fromtimestamp(due, UTC))
+        item = prepare_message(target, system.principal.key_name,
+                               {"payload": {"id": noted}, "message_id": noted})
+        system.publisher.publish_now(
+            Job(target.name, [scheduled(item, datetime.fromtimestamp(due, UTC), None)]))
         return noted
 
     return send

@@ -5,7 +5,7 @@
 Three systems on the same Redis, each with one worker process of `--threads` threads and a
 no-op handler that only notes when it was invoked:
 
-- this service: the publish flow of the API (`api.publishing.publish`: database record, then
+- this service: the publishing core (`publishing.group.Publisher`: database record, then
   XADD) and a real worker process (`workers.main.run_process`: the Redis Streams broker, the
   stock dramatiq Worker and middleware, consumption records written by the batch writer)
   delivering to the `function` handler `bench.deliver:noop`;
@@ -104,6 +104,7 @@ class MQSystem:
         from models import Database, Subscription, Topic, upgrade
         from models.tenancy import create_tenant
         from mq.settings import Settings
+        from publishing.group import Publisher
 
         upgrade(database_url)
         self.threads = threads
@@ -112,13 +113,11 @@ class MQSystem:
                                  mq_function_modules=("bench",),
                                  log_level="WARNING", log_format="text")
         self.database = Database(database_url, pool_size=8)
-        # The publish flow runs inside the API's application context (it counts publishes).
-        from api import create_app
-
-        self.app = create_app(self.settings, database=self.database)
         self.redis = Redis.from_url(REDIS_URL, decode_responses=True)
         self.keys = Keys(self.settings.redis_namespace)
         self.streams = TopicStreams(self.redis, self.keys, max_len=10_000_000)
+        self.publisher = Publisher.build(self.database.engine, self.redis, self.keys,
+                                         stream_cap=10_000_000)
         with self.database.session() as session:
             tenant, _ = create_tenant(session, f"bench-{uuid.uuid4().hex[:8]}")
             self.principal = Principal(tenant.id, tenant.name, "bench", "bench", "admin")
@@ -148,15 +147,16 @@ class MQSystem:
             invocations.dump()
 
     def publish_group(self, size: int) -> list[str]:
-        """The API's publish flow (record, XADD, offsets) for `size` messages at once;
+        """The publishing core's flow (records, append, offsets) for `size` messages at once;
         returns the ids the handler will note (carried in the payloads)."""
-        from api.publishing import publish
+        from publishing.group import Job
+        from publishing.messages import PublishTarget, prepare_message
 
         ids = [uuid.uuid4().hex for _ in range(size)]
-        with self.app.app_context(), self.database.session() as session:
-            topic = session.merge(self.topic, load=False)
-            publish(session, self.streams, topic, self.principal,
-                    [{"payload": {"id": i}} for i in ids], batch=size > 1)
+        target = PublishTarget.of(self.topic)
+        items = [prepare_message(target, self.principal.key_name, {"payload": {"id": i}})
+                 for i in ids]
+        self.publisher.publish_now(Job(target.name, items))
         return ids
 
     def append_one(self) -> str:
@@ -173,6 +173,7 @@ class MQSystem:
             self.publish_group(min(1000, count - start))
 
     def close(self) -> None:
+        self.publisher.close()
         purge_namespace(self.redis, self.settings.redis_namespace)
         self.database.dispose()
 

@@ -1,13 +1,16 @@
 """Store-and-append for groups of publishes, and the group writer of an API process.
 
 A group is the publishes of many requests (single messages, batches, delayed messages) taken
-together. Writing one costs one database transaction and one Redis round trip, whatever its
+together. Writing one costs one database statement and one Redis round trip, whatever its
 size, so under load the commit flush and the round trips are paid per group, not per request
 (the way Kafka producers linger and PostgreSQL's `commit_delay` work):
 
-1. One transaction: the offsets of earlier groups (see below), then every record of the group
-   in one `INSERT … ON CONFLICT DO NOTHING RETURNING id`, then the records holding the
-   `message_id`s that conflicted (duplicates), then COMMIT.
+0. When a publish trusted a cached epoch (`api.cache`), one Redis read of the current epoch
+   for the whole group; publishes whose look-ups were stale are sent back (`StaleEpoch`).
+1. One database statement, its own transaction (`publishing.records.write_group`): the
+   offsets of earlier groups (see below), every record of the group in one
+   `INSERT … ON CONFLICT DO NOTHING RETURNING id`, and the records that held the producers'
+   `message_id`s before (duplicates).
 2. One pipelined Redis round trip: every new entry appended to its partition stream by a
    script that also marks its record as appended (`Keys.appended`), every delayed message
    parked in the delay set, the markers of offsets now committed deleted, the topics' publish
@@ -23,7 +26,7 @@ committed and appended is never answered with `5xx`: nothing runs after the appe
 answer.
 
 Offsets. Writing each group's offsets back in a second commit would double the commits. They
-are folded into the next group's transaction instead, or, when no group follows, written by a
+are folded into the next group's statement instead, or, when no group follows, written by a
 transaction that does not wait for its flush (a later durable commit flushes it too, since the
 WAL is written in order). Until an offset is durably committed its marker stays in Redis; the
 outbox sweep (`scheduler.housekeeping`) finds records left without an offset by a publisher
