@@ -132,6 +132,3 @@ def _within(rule: Any, value: Any) -> bool:
         high = rule.max is None or (value <= rule.max if rule.max_inclusive else value < rule.max)
         return low and high
     return False
-
-
-

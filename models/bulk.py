@@ -1,14 +1,17 @@
-"""Bulk inserts: COPY on PostgreSQL, a multi-row INSERT elsewhere (SQLite)."""
+"""Bulk inserts (COPY on PostgreSQL, a multi-row INSERT elsewhere) and the DBAPI cursor
+helper they and the publishing core's hot-path SQL share."""
 
 from __future__ import annotations
 
 import io
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Table, insert
+from sqlalchemy import JSON, Connection, Table, insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -37,19 +40,39 @@ def copy_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> Non
         text.write("\n")
     text.seek(0)
     statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
-    cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with dbapi_cursor(session.connection(), statement) as cursor:
         cursor.copy_expert(statement, text)
+
+
+@contextmanager
+def dbapi_cursor(connection: Connection, statement: str) -> Iterator[Any]:
+    """A cursor of the connection's DBAPI connection, in its transaction, for statements
+    SQLAlchemy's execution machinery would make costly (COPY, hot-path SQL). Errors come as
+    SQLAlchemy's (`IntegrityError`, `OperationalError` marked `connection_invalidated` when
+    the connection broke), as from `connection.execute`."""
+    dialect = connection.dialect
+    dbapi_connection = connection.connection.dbapi_connection
+    cursor = dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        yield cursor
     except dialect.loaded_dbapi.Error as exc:
-        raise DBAPIError.instance(statement, None, exc, dialect.loaded_dbapi.Error) from None
+        gone = dialect.is_disconnect(exc, dbapi_connection, cursor)
+        raise DBAPIError.instance(statement, None, exc, dialect.loaded_dbapi.Error,
+                                  connection_invalidated=gone, ismulti=False) from None
     finally:
-        cursor.close()
+        if not cursor.closed:
+            cursor.close()
+
+
+def compact_json(value: Any) -> str:
+    """JSON text without spaces, non-ASCII kept as it is: how stored JSON is written."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _copy_value(value: Any, is_json: bool) -> str:
     """One value in COPY's text format (a JSON column's value as JSON text, `null` included)."""
     if is_json:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        text = compact_json(value)
     elif value is None:
         return "\\N"
     else:

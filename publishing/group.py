@@ -165,10 +165,7 @@ class Publisher:
             self._fail(jobs, exc)
             return
         for job, answer in zip(jobs, answers, strict=True):
-            if isinstance(answer, BaseException):
-                job.future.set_exception(answer)
-            else:
-                job.future.set_result(answer)
+            _resolve(job, answer)
 
     def _current(self, jobs: Sequence[Job]) -> list[Job]:
         """Jobs whose callers trusted an old cache epoch fail with `StaleEpoch` (one Redis
@@ -194,10 +191,7 @@ class Publisher:
             answer = self._refusal(job, split.cause)
         except Exception as exc:
             answer = _as_service_error(exc)
-        if isinstance(answer, BaseException):
-            job.future.set_exception(answer)
-        else:
-            job.future.set_result(answer)
+        _resolve(job, answer)
 
     def _write(self, jobs: Sequence[Job]) -> list[list[Published] | BaseException]:
         candidates = _first_of_each_message(jobs)
@@ -610,6 +604,13 @@ class _OneByOne(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
+def _resolve(job: Job, answer: list[Published] | BaseException) -> None:
+    if isinstance(answer, BaseException):
+        job.future.set_exception(answer)
+    else:
+        job.future.set_result(answer)
 
 
 def _first_of_each_message(jobs: Sequence[Job]) -> dict[tuple[str, str], tuple[Job, Prepared]]:

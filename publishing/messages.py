@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -14,6 +13,7 @@ from broker.codec import PLAIN, Codec, EncodingError
 from broker.envelope import Envelope
 from models import MessageRecord, Topic
 from models.base import fast_id, new_id, utcnow
+from models.bulk import compact_json
 from mq.crypto import Keyring
 from mq.errors import PayloadTooLarge, SerializationError, ValidationError
 
@@ -93,8 +93,8 @@ def prepare_message(topic: PublishTarget, producer: str | None, message: dict[st
     topics that ask for it. Raises `PayloadTooLarge`, `SerializationError` and
     `ValidationError` (a partition the topic does not have)."""
     payload = message.get("payload")
-    payload_json = _json(payload)
-    size = len(payload_json.encode())
+    payload_json = compact_json(payload)
+    size = len(payload_json.encode())  # what `max_message_bytes` bounds
     if size > topic.max_message_bytes:
         raise PayloadTooLarge(
             f"message is {size} bytes; topic '{topic.name}' takes at most "
@@ -130,15 +130,6 @@ def prepare_message(topic: PublishTarget, producer: str | None, message: dict[st
         payload_json = None
     return Prepared(row, envelope_of(row), given_id=bool(message.get("message_id")),
                     payload_json=payload_json)
-
-
-def payload_size(payload: Any) -> int:
-    """The UTF-8 size of the payload's compact JSON, what `max_message_bytes` bounds."""
-    return len(_json(payload).encode())
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def envelope_of(row: dict[str, Any]) -> Envelope:

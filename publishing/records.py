@@ -2,12 +2,13 @@
 
 On PostgreSQL a group's records, the offsets of earlier groups and the look-up of duplicates
 are one statement (`write_group`), run on a connection in autocommit mode: the whole database
-step of a group is one round trip, its commit included. Rows travel as array parameters
-(`unnest`), so the statement's text never changes with the number of rows. It goes to the
-DBAPI cursor directly: through SQLAlchemy's execution machinery such a statement costs about
-0.6 ms of CPU more (measured), more than everything else a single publish does. Idempotency
-is resolved by the insert itself (`ON CONFLICT DO NOTHING RETURNING id`): the rows it does not
-return are duplicates, answered from the records that held their `message_id` before.
+step of a group is one round trip, its commit included. The rows travel as one JSON document
+and the offsets and look-ups as arrays, so the statement's text never changes with the number
+of rows. It goes to the DBAPI cursor directly: through SQLAlchemy's execution machinery such
+a statement costs about 0.6 ms of CPU more (measured), more than everything else a single
+publish does. Idempotency is resolved by the insert itself (`ON CONFLICT DO NOTHING
+RETURNING id`): the rows it does not return are duplicates, answered from the records that
+held their `message_id` before.
 
 SQLite (`mq dev` without PostgreSQL) takes the same steps as separate statements in one
 transaction.
@@ -15,7 +16,6 @@ transaction.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,9 +23,9 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, select, tuple_, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError
 
 from models import MessageRecord, Topic
+from models.bulk import compact_json, dbapi_cursor
 
 RECORDS = MessageRecord.__table__
 
@@ -100,7 +100,7 @@ def write_group(connection: Connection, rows: Sequence[dict[str, Any]],
             set_offsets(connection, offsets)
             inserted = _insert_one_by_one(connection, rows)
             return inserted, stored_records(connection, wanted)
-    params: dict[str, Any] = {"rows": _json([_document_row(row) for row in rows])}
+    params: dict[str, Any] = {"rows": compact_json([_document_row(row) for row in rows])}
     params.update(offset_ids=list(offsets), offsets=list(offsets.values()),
                   lookup_tenants=[tenant for tenant, _ in wanted],
                   lookup_ids=[message_id for _, message_id in wanted])
@@ -132,10 +132,6 @@ def _document_row(row: dict[str, Any]) -> dict[str, Any]:
         if value is not None:
             out[name] = value.isoformat()
     return out
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def stored_records(connection: Connection, keys: Iterable[tuple[str, str]]
@@ -171,21 +167,10 @@ def set_offsets(connection: Connection, offsets: dict[str, str], *, lazily: bool
 
 def execute(connection: Connection, statement: str, params: dict[str, Any], *,
             fetch: bool = False) -> list[tuple[Any, ...]]:
-    """Run `statement` on the connection's DBAPI cursor; errors come as SQLAlchemy's
-    (`IntegrityError`, `OperationalError`, ...), as from `connection.execute`."""
-    dialect = connection.dialect
-    dbapi_connection = connection.connection.dbapi_connection
-    cursor = dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    """Run `statement` on the connection's DBAPI cursor (see `models.bulk.dbapi_cursor`)."""
+    with dbapi_cursor(connection, statement) as cursor:
         cursor.execute(statement, params)
         return cursor.fetchall() if fetch else []
-    except dialect.loaded_dbapi.Error as exc:
-        gone = dialect.is_disconnect(exc, dbapi_connection, cursor)
-        raise DBAPIError.instance(statement, None, exc, dialect.loaded_dbapi.Error,
-                                  connection_invalidated=gone, ismulti=False) from None
-    finally:
-        if not cursor.closed:
-            cursor.close()
 
 
 def delete_records(connection: Connection, record_ids: Sequence[str]) -> None:
