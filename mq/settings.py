@@ -37,6 +37,15 @@ def _json_object(raw: str) -> dict[str, str]:
     return value
 
 
+def _postgresql_url(raw: str) -> str:
+    """The metadata store is PostgreSQL only (`postgres://` as Heroku spells it included)."""
+    value = raw.strip()
+    if value.split("://", 1)[0].split("+", 1)[0] not in ("postgresql", "postgres"):
+        raise ValueError("must be a PostgreSQL URL, "
+                         "e.g. postgresql://user:password@host:5432/database")
+    return value
+
+
 @dataclass(frozen=True)
 class Quotas:
     """Per-tenant limits; 0 means unlimited."""
@@ -51,7 +60,7 @@ class Quotas:
 class Settings:
     """Configuration shared by every process. Field name = lower-cased variable name."""
 
-    database_url: str = "sqlite:///mq.db"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_cluster_nodes: tuple[str, ...] = ()
     redis_password: str | None = None
@@ -135,4 +144,4 @@ def _parser_for(type_name: object) -> object:
     return str
 
 
-_PARSERS = {"mq_db_targets": _json_object}
+_PARSERS = {"mq_db_targets": _json_object, "database_url": _postgresql_url}

@@ -42,11 +42,12 @@ import logging
 import os
 import queue
 import threading
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from redis.exceptions import RedisError
 from sqlalchemy import Connection, Engine
@@ -481,13 +482,11 @@ class Publisher:
             job.future.set_exception(error)
 
     def _connect(self) -> Connection:
-        """The publisher's own connection; on PostgreSQL in autocommit mode, so that each
-        group's one statement is its own transaction (`records.write_group`)."""
+        """The publisher's own connection, in autocommit mode, so that each group's one
+        statement is its own transaction (`records.write_group`)."""
         if self._connection is None:
-            connection = self.engine.connect()
-            if connection.dialect.name == "postgresql":
-                connection = connection.execution_options(isolation_level="AUTOCOMMIT")
-            self._connection = connection
+            self._connection = self.engine.connect().execution_options(
+                isolation_level="AUTOCOMMIT")
         return self._connection
 
     def _drop_connection(self, exc: BaseException) -> None:
@@ -521,6 +520,9 @@ class GroupWriter:
     that a process forked after the app was built (gunicorn) runs its own.
     """
 
+    #: The writers whose thread this process started, stopped together at exit.
+    _started: ClassVar[weakref.WeakSet[GroupWriter]] = weakref.WeakSet()
+
     def __init__(self, publisher: Publisher, *, max_messages: int = MAX_GROUP_MESSAGES,
                  idle_flush_s: float = IDLE_FLUSH_S) -> None:
         self.publisher = publisher
@@ -553,7 +555,13 @@ class GroupWriter:
                 self._thread = threading.Thread(target=self._run, name="mq-group-writer",
                                                 daemon=True)
                 self._thread.start()
-                atexit.register(self.stop)
+                self._started.add(self)
+
+    @classmethod
+    def stop_all(cls) -> None:
+        """Stop every writer this process started (at exit, or before its database goes)."""
+        for writer in list(cls._started):
+            writer.stop()
 
     def stop(self) -> None:
         """Finish the queued jobs and write the offsets still waiting (at process exit)."""
@@ -595,6 +603,9 @@ class GroupWriter:
             group.append(job)
             count += len(job.items)
         return group, False
+
+
+atexit.register(GroupWriter.stop_all)
 
 
 class _OneByOne(Exception):

@@ -1,6 +1,6 @@
 """The SQL of message records for publishing: one statement per group, whatever its size.
 
-On PostgreSQL a group's records, the offsets of earlier groups and the look-up of duplicates
+A group's records, the offsets of earlier groups and the look-up of duplicates
 are one statement (`write_group`), run on a connection in autocommit mode: the whole database
 step of a group is one round trip, its commit included. The rows travel as one JSON document
 and the offsets and look-ups as arrays, so the statement's text never changes with the number
@@ -9,9 +9,6 @@ a statement costs about 0.6 ms of CPU more (measured), more than everything else
 publish does. Idempotency is resolved by the insert itself (`ON CONFLICT DO NOTHING
 RETURNING id`): the rows it does not return are duplicates, answered from the records that
 held their `message_id` before.
-
-SQLite (`mq dev` without PostgreSQL) takes the same steps as separate statements in one
-transaction.
 """
 
 from __future__ import annotations
@@ -21,8 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, select, tuple_, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, delete, select, tuple_
 
 from models import MessageRecord, Topic
 from models.bulk import compact_json, dbapi_cursor
@@ -92,14 +88,8 @@ def write_group(connection: Connection, rows: Sequence[dict[str, Any]],
     """Write the offsets (record id -> offset) of earlier groups and insert the rows whose
     (tenant, message id) is free; returns the ids inserted and the records that held the
     `lookup` pairs before (the duplicates). `rows` must not repeat a (tenant, message id).
-    On PostgreSQL the connection must be in autocommit mode: the statement is its own
-    transaction."""
+    The connection must be in autocommit mode: the statement is its own transaction."""
     wanted = set(lookup)
-    if connection.dialect.name != "postgresql":
-        with connection.begin():
-            set_offsets(connection, offsets)
-            inserted = _insert_one_by_one(connection, rows)
-            return inserted, stored_records(connection, wanted)
     params: dict[str, Any] = {"rows": compact_json([_document_row(row) for row in rows])}
     params.update(offset_ids=list(offsets), offsets=list(offsets.values()),
                   lookup_tenants=[tenant for tenant, _ in wanted],
@@ -112,16 +102,6 @@ def write_group(connection: Connection, rows: Sequence[dict[str, Any]],
         else:
             stored[(found[0], found[2])] = StoredRecord(*found[1:])
     return inserted, stored
-
-
-def _insert_one_by_one(connection: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
-    inserted: set[str] = set()
-    for row in rows:
-        statement = (sqlite_insert(RECORDS).values(row)
-                     .on_conflict_do_nothing(index_elements=["tenant_id", "message_id"])
-                     .returning(RECORDS.c.id))
-        inserted.update(connection.execute(statement).scalars())
-    return inserted
 
 
 def _document_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -152,17 +132,10 @@ def stored_records(connection: Connection, keys: Iterable[tuple[str, str]]
 def set_offsets(connection: Connection, offsets: dict[str, str], *, lazily: bool = False
                 ) -> None:
     """Write stream offsets to their records (record id -> offset); `lazily`: without waiting
-    for the commit's flush (PostgreSQL, autocommit connection)."""
-    if not offsets:
-        return
-    if connection.dialect.name == "postgresql":
+    for the commit's flush (autocommit connection)."""
+    if offsets:
         execute(connection, _WRITE_OFFSETS_LAZILY if lazily else _SET_OFFSETS,
                 {"offset_ids": list(offsets), "offsets": list(offsets.values())})
-        return
-    connection.execute(
-        update(RECORDS).where(RECORDS.c.id == bindparam("record_id"))
-        .values(offset_value=bindparam("offset")),
-        [{"record_id": rid, "offset": off} for rid, off in offsets.items()])
 
 
 def execute(connection: Connection, statement: str, params: dict[str, Any], *,

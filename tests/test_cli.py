@@ -16,9 +16,10 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, inspect, text
 
+from models.database import temporary_database
 from mq.cli import build_parser, gunicorn_args
 from mq.settings import Settings
-from tests.conftest import API
+from tests.conftest import ADMIN_DATABASE_URL, API
 from tests.processes import (
     ROOT,
     Running,
@@ -101,25 +102,35 @@ def test_tenants_create_without_a_database_says_so(tmp_path: Path) -> None:
 
 # --- mq db upgrade and configuration -----------------------------------------------------------
 
-def test_db_upgrade_creates_the_schema_on_a_fresh_sqlite_file(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    env = child_env(DATABASE_URL=url)
-    result = mq("db", "upgrade", env=env, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    engine = create_engine(url)
-    try:
-        tables = set(inspect(engine).get_table_names())
-        assert {"tenants", "api_keys", "message_topics", "message_subscriptions",
-                "message_records", "consumption_records", "schemas", "schedules",
-                "alembic_version"} <= tables
-        with engine.connect() as connection:
-            revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    finally:
-        engine.dispose()
-    assert revision
-    # Idempotent, and the migrated file is usable by the other commands.
-    assert mq("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
-    assert mq("tenants", "create", "acme", env=env, cwd=tmp_path).returncode == 0
+def test_db_upgrade_creates_the_schema_in_a_fresh_database(tmp_path: Path) -> None:
+    with temporary_database(ADMIN_DATABASE_URL, "mqfresh") as url:
+        env = child_env(DATABASE_URL=url)
+        result = mq("db", "upgrade", env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        engine = create_engine(url)
+        try:
+            tables = set(inspect(engine).get_table_names())
+            assert {"tenants", "api_keys", "message_topics", "message_subscriptions",
+                    "message_records", "consumption_records", "schemas", "schedules",
+                    "alembic_version"} <= tables
+            with engine.connect() as connection:
+                revision = connection.execute(
+                    text("SELECT version_num FROM alembic_version")).scalar()
+        finally:
+            engine.dispose()
+        assert revision
+        # Idempotent, and the migrated database is usable by the other commands.
+        assert mq("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
+        assert mq("tenants", "create", "acme", env=env, cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize("url", ["sqlite:///mq.db", "mysql://root@localhost/mq", "mq.db"])
+def test_a_database_other_than_postgresql_is_refused(tmp_path: Path, url: str) -> None:
+    result = mq("db", "upgrade", env=child_env(DATABASE_URL=url), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "configuration error: DATABASE_URL: must be a PostgreSQL URL" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "mq.db").exists()
 
 
 def test_a_malformed_setting_is_a_clear_error(tmp_path: Path) -> None:
@@ -172,11 +183,21 @@ def start_dev(directory: Path, port: int) -> tuple[Running, str, str]:
     return dev, api, key
 
 
+def postmaster_pid(directory: Path) -> int | None:
+    """The pid of the embedded PostgreSQL server of `mq dev` in `directory`, if it runs."""
+    pid_file = directory / ".mq" / "postgres" / "postmaster.pid"
+    return int(pid_file.read_text().split()[0]) if pid_file.exists() else None
+
+
 def stop_dev(dev: Running, directory: Path) -> None:
     """SIGINT `mq dev` and check that it stopped cleanly and left no process behind."""
     started = descendants(dev.process.pid)
     assert any("valkey-server" in command for command in started.values()), started
     assert sum("mq.cli" in command for command in started.values()) >= 3, started
+    postgres = postmaster_pid(directory)
+    assert postgres is not None and is_running(postgres)
+    # pg_ctl leaves the postmaster in a session of its own, no longer a descendant.
+    started[postgres] = "postgres"
     dev.process.send_signal(signal.SIGINT)
     try:
         assert dev.process.wait(timeout=60) == 0, dev.output[-3000:]
@@ -185,7 +206,9 @@ def stop_dev(dev: Running, directory: Path) -> None:
     left = {pid: command for pid, command in started.items() if is_running(pid)}
     assert left == {}, f"left running after mq dev stopped: {left}"
     assert running_in(directory) == {}
+    assert postmaster_pid(directory) is None
     assert "embedded Valkey stopped" in dev.output
+    assert "embedded PostgreSQL stopped" in dev.output
 
 
 @pytest.mark.e2e
@@ -200,7 +223,9 @@ def test_dev_stopped_while_starting_leaves_nothing_behind(tmp_path: Path) -> Non
     finally:
         dev.kill()
     assert running_in(tmp_path) == {}
+    assert postmaster_pid(tmp_path) is None
     assert "mq dev: embedded Valkey stopped" in dev.output
+    assert "mq dev: embedded PostgreSQL stopped" in dev.output
 
 
 @pytest.mark.e2e
@@ -216,7 +241,9 @@ def test_dev_stops_everything_when_a_process_fails(tmp_path: Path) -> None:
             dev.kill()
     assert "api stopped" in dev.output
     assert "mq dev: embedded Valkey stopped" in dev.output
+    assert "mq dev: embedded PostgreSQL stopped" in dev.output
     assert running_in(tmp_path) == {}
+    assert postmaster_pid(tmp_path) is None
 
 
 def wait_for_processes(api: str) -> None:
@@ -238,7 +265,9 @@ def test_dev_runs_everything_on_embedded_defaults_and_stops_cleanly(tmp_path: Pa
         assert api == f"http://127.0.0.1:{port}/api/v1/mq"
         health = wait_until_up(f"{api}/health").json()
         assert health["status"] == "healthy"
-        assert health["checks"]["database"]["details"]["backend"] == "sqlite"
+        assert health["checks"]["database"]["details"]["backend"] == "postgresql"
+        assert re.search(r"database\s+PostgreSQL \(embedded, data in \.mq/postgres\)",
+                         dev.output)
         assert httpx.get(f"http://127.0.0.1:{port}/docs", timeout=5).status_code == 200
         wait_for_processes(api)
 
@@ -250,7 +279,7 @@ def test_dev_runs_everything_on_embedded_defaults_and_stops_cleanly(tmp_path: Pa
         assert published.status_code == 201, published.text
 
         state = tmp_path / ".mq"
-        assert (state / "mq.db").is_file()
+        assert (state / "postgres" / "PG_VERSION").is_file()
         assert (state / "valkey" / "appendonlydir").is_dir()
         for secret in ("dev-admin-key", "operator-token"):
             assert stat.S_IMODE((state / secret).stat().st_mode) == 0o600
@@ -263,7 +292,8 @@ def test_dev_runs_everything_on_embedded_defaults_and_stops_cleanly(tmp_path: Pa
         raise
     stop_dev(dev, tmp_path)
 
-    # A restart keeps the key, the metadata and the stream (Valkey's append-only file).
+    # A restart keeps the key, the metadata (PostgreSQL's data folder) and the stream
+    # (Valkey's append-only file).
     dev, api, key_again = start_dev(tmp_path, port)
     try:
         assert key_again == key
