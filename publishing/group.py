@@ -40,9 +40,9 @@ import atexit
 import contextlib
 import logging
 import os
+import queue
 import threading
 import weakref
-from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
@@ -102,12 +102,6 @@ class Published:
     duplicate: bool
 
 
-def _held_lock() -> threading.Lock:
-    lock = threading.Lock()
-    lock.acquire()
-    return lock
-
-
 @dataclass
 class Job:
     """The publishes of one request: messages of one topic, stored all or none, in order."""
@@ -118,10 +112,6 @@ class Job:
     #: the group reads the current one before writing (`StaleEpoch` if it moved on).
     epoch: str | None = None
     future: Future[list[Published]] = field(default_factory=Future)
-    #: Released when the job is answered, or when its thread is to write the next group
-    #: (`promoted`) (`GroupWriter`).
-    wake: threading.Lock = field(default_factory=_held_lock)
-    promoted: bool = False
 
 
 class StaleEpoch(MQError):
@@ -521,21 +511,16 @@ class Publisher:
 
 
 class GroupWriter:
-    """One per API process: the publishes of all its request threads, written in groups by a
-    `Publisher` (see the module docstring).
+    """One per API process: collects the publishes of all request threads into groups and
+    writes each group with a `Publisher` (see the module docstring).
 
-    Leader and followers, as LevelDB's writers and PostgreSQL's WAL group commit do it: a
-    publish joins the queue and, when no group is being written, its own thread writes one
-    at once (the leader): everything queued, up to `MAX_GROUP_MESSAGES`. Publishes that
-    arrive meanwhile wait (the followers); the leader answers those of its group and hands
-    the writing to the oldest one left, which writes the next group. So a lone publish is
-    written by its own thread with no hand-off between threads, and under load groups grow
-    by themselves while the previous one is written. A background thread only writes the
-    offsets left waiting once no group has followed for `idle_flush_s`. State is per
-    process: a process forked after the app was built (gunicorn) starts afresh.
+    The writer takes whatever is waiting when it starts a group (up to
+    `MAX_GROUP_MESSAGES`), so under load groups grow by themselves while the previous one is
+    written, and a lone publish never waits for company. The thread starts on first use, so
+    that a process forked after the app was built (gunicorn) runs its own.
     """
 
-    #: The writers used in this process, stopped together at exit.
+    #: The writers whose thread this process started, stopped together at exit.
     _started: ClassVar[weakref.WeakSet[GroupWriter]] = weakref.WeakSet()
 
     def __init__(self, publisher: Publisher, *, max_messages: int = MAX_GROUP_MESSAGES,
@@ -543,134 +528,81 @@ class GroupWriter:
         self.publisher = publisher
         self.max_messages = max_messages
         self.idle_flush_s = idle_flush_s
-        #: Groups and jobs written in this process (how much grouping happens).
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        #: Groups and jobs written by this process's writer (how much grouping happens).
         self.groups_written = 0
         self.jobs_written = 0
-        self._pid = -1
-
-    def _start(self) -> None:
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)  # notified when a writer steps down
-        self._queue: deque[Job] = deque()
-        self._writing = False  # a leader (or the offsets flusher) is writing
-        self._stopping = threading.Event()
-        self._offsets_due = threading.Event()
-        threading.Thread(target=self._flush_idle_offsets, name="mq-offsets-flusher",
-                         daemon=True).start()
-        self._started.add(self)
 
     def publish(self, job: Job, timeout: float = ANSWER_TIMEOUT_S) -> list[Published]:
-        """Write `job` in a group (leading one, or in a leader's) and return its answer or
-        raise its error."""
-        if self._pid != os.getpid():
-            with _START_LOCK:
-                if self._pid != os.getpid():
-                    self._start()
-        with self._lock:
-            if self._stopping.is_set():
-                raise DatabaseUnavailable("the service is stopping; publish again")
-            self._queue.append(job)
-            leading = not self._writing
-            self._writing = True
-        if not leading:
-            self._wait_for_turn(job, timeout)
-        if not job.future.done():
-            self._lead(job)
-        return job.future.result()
+        """Queue `job` for the next group and wait for its answer (or its error)."""
+        self._ensure_running()
+        self._queue.put(job)
+        try:
+            return job.future.result(timeout)
+        except TimeoutError:
+            raise DatabaseUnavailable("publishing timed out; the message may still be "
+                                      "stored (retry with the same message_id)") from None
 
-    def _wait_for_turn(self, job: Job, timeout: float) -> None:
-        """Wait until `job` is answered or handed the writing; raise after `timeout`."""
-        if job.wake.acquire(timeout=timeout):
+    def _ensure_running(self) -> None:
+        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
             return
         with self._lock:
-            if job.promoted or job.future.done():
-                return
-            try:
-                self._queue.remove(job)
-            except ValueError:  # in the group being written
-                pass
-            else:
-                raise DatabaseUnavailable("publishing timed out; nothing was stored")
-        raise DatabaseUnavailable("publishing timed out; the message may still be stored "
-                                  "(retry with the same message_id)")
-
-    def _lead(self, own: Job) -> None:
-        with self._lock:
-            group, count = [], 0
-            while self._queue and (not group or count < self.max_messages):
-                job = self._queue.popleft()
-                group.append(job)
-                count += len(job.items)
-        try:
-            self.publisher.write(group)  # answers every job, whatever happens
-        except BaseException as exc:  # a bug: still, nobody waits forever
-            log.exception("a group of %d publishes failed", len(group))
-            for job in group:
-                if not job.future.done():
-                    job.future.set_exception(exc)
-        finally:
-            self.groups_written += 1
-            self.jobs_written += len(group)
-            for job in group:
-                if job is not own:
-                    job.wake.release()
-            self._step_down()
-
-    def _step_down(self) -> None:
-        """Hand the writing to the oldest waiting publish, or stop writing."""
-        with self._lock:
-            if self._queue:
-                successor = self._queue[0]
-                successor.promoted = True
-                successor.wake.release()
-                return
-            self._writing = False
-            self._idle.notify_all()
-            if self.publisher.offsets_waiting:
-                self._offsets_due.set()
-
-    def _flush_idle_offsets(self) -> None:
-        while not self._stopping.is_set():
-            self._offsets_due.wait()
-            if self._stopping.wait(self.idle_flush_s):
-                return
-            self._offsets_due.clear()
-            with self._lock:
-                if self._writing or not self.publisher.offsets_waiting:
-                    continue  # a group carries them, or will say when it is done
-                self._writing = True
-            try:
-                self.publisher.flush_offsets()
-            except Exception:
-                log.exception("offsets not written")
-            finally:
-                self._step_down()
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="mq-group-writer",
+                                                daemon=True)
+                self._thread.start()
+                self._started.add(self)
 
     @classmethod
     def stop_all(cls) -> None:
-        """Stop every writer this process used (at exit, or before its database goes)."""
+        """Stop every writer this process started (at exit, or before its database goes)."""
         for writer in list(cls._started):
             writer.stop()
 
     def stop(self) -> None:
-        """Refuse new publishes, let the group being written finish, and write the offsets
-        still waiting (at process exit)."""
-        if self._pid != os.getpid() or self._stopping.is_set():
+        """Finish the queued jobs and write the offsets still waiting (at process exit)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive() or self._pid != os.getpid():
             return
-        with self._lock:
-            self._stopping.set()
-            self._offsets_due.set()
-            if not self._idle.wait_for(lambda: not self._writing, timeout=10):
-                return
-            self._writing = True
+        self._queue.put(None)
+        thread.join(timeout=10)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            try:
+                first = self._queue.get(
+                    timeout=self.idle_flush_s if self.publisher.offsets_waiting else None)
+            except queue.Empty:
+                self.publisher.flush_offsets()
+                continue
+            if first is None:
+                break
+            group, stopping = self._collect(first)
+            self.publisher.write(group)  # answers every job, whatever happens
+            self.groups_written += 1
+            self.jobs_written += len(group)
         try:
             self.publisher.close()
         except (RedisError, SQLAlchemyError) as exc:
             log.warning("offsets of the last publishes left for the outbox sweep: %s", exc)
 
-
-_START_LOCK = threading.Lock()
+    def _collect(self, first: Job) -> tuple[list[Job], bool]:
+        group, count = [first], len(first.items)
+        while count < self.max_messages:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                return group, True
+            group.append(job)
+            count += len(job.items)
+        return group, False
 
 
 atexit.register(GroupWriter.stop_all)
