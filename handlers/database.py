@@ -23,7 +23,6 @@ target, made on first use.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from typing import Any
 
@@ -48,6 +47,7 @@ from sqlalchemy.pool import NullPool
 from handlers.base import Delivery, HandlerResult, PermanentFailure, RetryableFailure
 from handlers.paths import MISSING, message_document, path_problem, resolve
 from mq.settings import Settings
+from mq.urls import with_installed_driver
 
 OPERATIONS = ("insert", "update", "upsert", "delete")
 NEEDS: dict[str, tuple[str, ...]] = {
@@ -67,6 +67,8 @@ Problems = dict[str, Any]
 
 
 def make_engine(url: str, *, pooled: bool = True) -> Engine:
+    """An engine for a target; ImportError when the URL's driver is not installed."""
+    url = with_installed_driver(url)
     options: dict[str, Any] = {"pool_pre_ping": True}
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name().startswith("psycopg"):
@@ -85,20 +87,14 @@ def is_service_database(url: str, service_url: str) -> bool:
     except ArgumentError:
         return False
     backend = _backend(target)
-    if backend != _backend(service):
+    if backend != _backend(service):  # the service's is PostgreSQL
         return False
-    if backend == "sqlite":
-        return bool(target.database) and _sqlite_file(target) == _sqlite_file(service)
     return _server_identity(target) == _server_identity(service)
 
 
 def _backend(url: URL) -> str:
     name = url.get_backend_name()
     return "postgresql" if name == "postgres" else name
-
-
-def _sqlite_file(url: URL) -> str:
-    return os.path.realpath(url.database or "")
 
 
 def _server_identity(url: URL) -> tuple[str, int | None, str | None, str | None]:
@@ -184,6 +180,13 @@ def config_problems(config: dict[str, Any], settings: Settings) -> Problems:
             return _schema_problems(config, inspect(connection), engine.dialect.name)
     except SQLAlchemyError as exc:
         return {"target": [f"target '{target}' cannot be inspected: {type(exc).__name__}"]}
+    except ImportError as exc:
+        return {"target": [f"target '{target}' {missing_driver(exc)}"]}
+
+
+def missing_driver(exc: ImportError) -> str:
+    return (f"needs the database driver '{exc.name or exc}', which is not installed "
+            "(give its URL a driver that is, e.g. postgresql+psycopg2://)")
 
 
 def _shape_problems(config: dict[str, Any]) -> Problems:
@@ -274,6 +277,8 @@ class DatabaseHandler:
             raise
         except SQLAlchemyError as exc:
             raise _failure(exc) from None
+        except ImportError as exc:
+            raise PermanentFailure(f"target '{target}' {missing_driver(exc)}") from None
         return HandlerResult(None, json.dumps({"operation": operation, "rows": rows}))
 
     def _table(self, target: str, config: dict[str, Any]) -> Table:

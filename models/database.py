@@ -13,21 +13,15 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from mq.urls import with_installed_driver
+
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-def normalize_url(url: str) -> str:
-    """Pin PostgreSQL URLs to psycopg2 (Heroku-style `postgres://` included)."""
-    for scheme in ("postgres://", "postgresql://"):
-        if url.startswith(scheme):
-            return "postgresql+psycopg2://" + url[len(scheme):]
-    return url
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """A pooled, pre-pinged engine."""
     return create_engine(
-        normalize_url(url),
+        with_installed_driver(url),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
@@ -54,7 +48,7 @@ class Database:
 def alembic_config(url: str) -> Config:
     config = Config(str(MIGRATIONS / "alembic.ini"))
     config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
+    config.set_main_option("sqlalchemy.url", with_installed_driver(url).replace("%", "%%"))
     return config
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from tests.conftest import TenantHandle, make_tenant
 
@@ -27,7 +28,11 @@ def targets(target_database_url: str, tmp_path_factory) -> Iterator[dict[str, st
     for engine in engines:
         with engine.begin() as connection:
             connection.execute(text(CREATE))
-    yield urls
+    # The same database written as users write it: no driver named, Heroku's scheme.
+    bare = make_url(target_database_url).set(drivername="postgresql")
+    yield {**urls, "bare": bare.render_as_string(hide_password=False),
+           "heroku": bare.set(drivername="postgres").render_as_string(hide_password=False),
+           "mysql": "mysql://root@127.0.0.1:3306/shop"}  # its driver is not installed
     for engine in engines:
         with engine.begin() as connection:
             connection.execute(text(f"DROP TABLE IF EXISTS {TABLE}"))
@@ -97,7 +102,7 @@ def test_a_function_config_needs_its_field_and_nothing_unknown(owner):
     assert "url" in found["handler_config"]
 
 
-@pytest.mark.parametrize("target", ["pg", "lite"])
+@pytest.mark.parametrize("target", ["pg", "lite", "bare", "heroku"])
 def test_a_database_subscription_is_created(owner, target):
     response = create(owner, database(target))
     assert response.status_code == 201, response.json
@@ -110,7 +115,10 @@ def test_a_database_upsert_subscription_is_created(owner):
 
 
 @pytest.mark.parametrize(("change", "field", "fragment"), [
-    ({"target": "warehouse"}, "target", "unknown target 'warehouse' (known: lite, pg)"),
+    ({"target": "warehouse"}, "target",
+     "unknown target 'warehouse' (known: bare, heroku, lite, mysql, pg)"),
+    ({"target": "mysql"}, "target",
+     "target 'mysql' needs the database driver 'MySQLdb', which is not installed"),
     ({"table": "no_such_table"}, "table", "unknown table 'no_such_table'"),
     ({"table": f"{TABLE}; DROP TABLE {TABLE}"}, "table", "unknown table"),
     ({"operation": "merge"}, "operation", "Must be one of"),
