@@ -155,7 +155,7 @@ class DeliveryMiddleware(Middleware):
 
     def after_ack(self, broker: dramatiq.Broker, message: Any) -> None:
         proxy: StreamProxy = message
-        if proxy.outcome in ("success", "failed", "expired"):
+        if proxy.outcome in ("success", "failed", "expired", "filtered"):
             self._record(proxy, proxy.outcome)
 
     def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:

@@ -138,10 +138,10 @@ def _consumer(tenant, subscription_id, **expected):
 def test_filtered_messages_are_counted_as_filtered(tenant, subscriptions, webhook, processes):
     topic = f"payments-{uuid.uuid4().hex[:8]}"
     tenant.create_queue(topic)
-    subscriptions.create(topic, "big", webhook.url("/big"),
-                         message_filter={"payload.amount": [{"numeric": [">", 100]}]})
+    sub = subscriptions.create(topic, "big", webhook.url("/big"),
+                               message_filter={"payload.amount": [{"numeric": [">", 100]}]})
     _, port = _start(processes, "worker")
-    publish_many(tenant, topic, 5, payload=lambda i: {"amount": 50 if i < 2 else 500})
+    ids = publish_many(tenant, topic, 5, payload=lambda i: {"amount": 50 if i < 2 else 500})
     webhook.wait_for("/big", 3)
     labels = {"topic": topic, "tenant_id": tenant.id, "type": "http"}
     # The webhook answers before the worker counts the delivery: wait for both counters.
@@ -149,3 +149,13 @@ def test_filtered_messages_are_counted_as_filtered(tenant, subscriptions, webhoo
         s, "mq_messages_total", status="filtered", **labels) == 2 and value(
         s, "mq_messages_total", status="consumed", **labels) == 3 and s)
     assert value(samples, "mq_message_latency_seconds_count", topic=topic) == 3
+
+    def states(message_id: str) -> list[str]:
+        deliveries = tenant.admin.get(f"/messages/{message_id}").json["deliveries"]
+        return [d["status"] for d in deliveries if d["subscription_id"] == sub["id"]]
+
+    # The message's state for the subscription says the filter rejected it.
+    assert wait_until(lambda: states(ids[0]) == ["filtered"] and states(ids[1]) == ["filtered"])
+    assert wait_until(lambda: states(ids[4]) == ["delivered"])
+    listed = tenant.admin.get(f"/subscriptions/{sub['id']}/deliveries?status=filtered").json
+    assert sorted(item["message_id"] for item in listed["items"]) == sorted(ids[:2])
