@@ -31,12 +31,16 @@ def paginate(
     *,
     limit: int,
     cursor: str | None,
+    newest_first: bool = False,
 ) -> tuple[Sequence[Any], str | None]:
-    """One page of `stmt` ordered by (`sort`, `tie`), and the cursor of the next page."""
+    """One page of `stmt` ordered by (`sort`, `tie`) — descending when `newest_first` — and
+    the cursor of the next page."""
     if cursor:
         sort_value, tie_value = _decode(cursor, is_time=_is_time(sort))
-        stmt = stmt.where(tuple_(sort, tie) > tuple_(sort_value, tie_value))
-    rows = session.scalars(stmt.order_by(sort, tie).limit(limit + 1)).all()
+        key, after = tuple_(sort, tie), tuple_(sort_value, tie_value)
+        stmt = stmt.where(key < after if newest_first else key > after)
+    order = (sort.desc(), tie.desc()) if newest_first else (sort, tie)
+    rows = session.scalars(stmt.order_by(*order).limit(limit + 1)).all()
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]

@@ -176,9 +176,8 @@ class SeekBody(Schema):
                                     "offset") from None
 
 
-class DeliveryArgs(Schema):
+class DeliveryArgs(PageArgs):
     status = fields.String(validate=validate.OneOf(DELIVERY_STATUSES))
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
 
 
 class DeliveryAttemptOut(Schema):
@@ -199,6 +198,7 @@ class DeliveryAttemptOut(Schema):
 
 class DeliveryAttemptPage(Schema):
     items = fields.List(fields.Nested(DeliveryAttemptOut))
+    next_cursor = fields.String(allow_none=True)
 
 
 # --- views -------------------------------------------------------------------------------
@@ -382,11 +382,10 @@ class SubscriptionDeliveries(MethodView):
             ConsumptionRecord.subscription_id == subscription.id)
         if "status" in args:
             stmt = stmt.where(ConsumptionRecord.status == args["status"])
-        rows = session.scalars(
-            stmt.order_by(ConsumptionRecord.consumed_at.desc(), ConsumptionRecord.id.desc())
-            .limit(args["limit"])
-        ).all()
-        return {"items": [_delivery_view(row) for row in rows]}
+        rows, cursor = paginate(session, stmt, ConsumptionRecord.consumed_at,
+                                ConsumptionRecord.id, limit=args["limit"],
+                                cursor=args["cursor"], newest_first=True)
+        return {"items": [_delivery_view(row) for row in rows], "next_cursor": cursor}
 
 
 # --- lookups shared with other resources ---------------------------------------------------

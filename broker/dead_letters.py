@@ -79,9 +79,11 @@ def topic_envelope(entry: dict[str, Any]) -> Envelope:
 
 def list_entries(redis: RedisClient, keys: Keys, subscription_id: str, *, limit: int,
                  after: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
-    """Up to `limit` entries, oldest first, and the stream id to continue after (or None)."""
-    start = f"({after}" if after else "-"
-    rows = redis.xrange(keys.dead_letters(subscription_id), min=start, max="+", count=limit + 1)
+    """Up to `limit` entries, newest first, and the stream id to continue after (or None):
+    entries dead-lettered meanwhile come before the first page, never inside the next."""
+    end = f"({after}" if after else "+"
+    rows = redis.xrevrange(keys.dead_letters(subscription_id), max=end, min="-",
+                           count=limit + 1)
     items = [json.loads(fields["e"]) for _, fields in rows[:limit]]
     next_after = rows[limit - 1][0] if len(rows) > limit else None
     return items, next_after

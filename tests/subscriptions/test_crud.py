@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import uuid
+
 import pytest
 
+from broker.dead_letters import list_entries
 from tests.subscriptions.helpers import HOOK, RedisView, body, publish, subscribe
 
 
@@ -182,3 +186,23 @@ def test_a_second_member_leaves_the_group_where_it_is(tenant, broker):
     subscribe(tenant, queue["name"], consumer_group="shared", consumer_name="b")
     group = broker.group(tenant.id, "shared", queue["id"])
     assert group["last-delivered-id"] == "0-0" and group["lag"] == 3
+
+
+def test_dead_letters_page_newest_first_without_skips_or_repeats(broker):
+    subscription_id = f"dl-{uuid.uuid4().hex[:8]}"
+    key = broker.keys.dead_letters(subscription_id)
+    for n in range(5):
+        broker.redis.xadd(key, {"e": json.dumps({"n": n})})
+
+    def page(after: str | None) -> tuple[list[int], str | None]:
+        items, cursor = list_entries(broker.redis, broker.keys, subscription_id, limit=2,
+                                     after=after)
+        return [item["n"] for item in items], cursor
+
+    first, cursor = page(None)
+    assert first == [4, 3]
+    broker.redis.xadd(key, {"e": json.dumps({"n": 9})})  # dead-lettered while paging
+    second, cursor = page(cursor)
+    third, cursor = page(cursor)
+    assert (second, third, cursor) == ([2, 1], [0], None)
+    broker.redis.delete(key)

@@ -58,4 +58,22 @@ def test_deliveries_filter_and_limit(app, tenant):
 def test_no_records_is_an_empty_list(tenant):
     sub = subscribe(tenant, tenant.create_queue()["name"])
     response = tenant.admin.get(f"/subscriptions/{sub['id']}/deliveries")
-    assert response.status_code == 200 and response.json == {"items": []}
+    assert response.status_code == 200
+    assert response.json == {"items": [], "next_cursor": None}
+
+
+def test_deliveries_page_newest_first_without_skips_or_repeats(app, tenant):
+    sub = subscribe(tenant, tenant.create_queue()["name"])
+    for n in range(5):
+        _record(app, tenant, sub, n, "success")
+    path = f"/subscriptions/{sub['id']}/deliveries?limit=2"
+    first = tenant.admin.get(path).json
+    assert [i["message_id"] for i in first["items"]] == ["m-4", "m-3"]
+    _record(app, tenant, sub, 7, "success")  # a newer attempt arrives while paging
+    second = tenant.admin.get(f"{path}&cursor={first['next_cursor']}").json
+    assert [i["message_id"] for i in second["items"]] == ["m-2", "m-1"]
+    third = tenant.admin.get(f"{path}&cursor={second['next_cursor']}").json
+    assert [i["message_id"] for i in third["items"]] == ["m-0"]
+    assert third["next_cursor"] is None
+    bad = tenant.admin.get(f"{path}&cursor=not-a-cursor")
+    assert bad.status_code == 422 and bad.json["error"]["code"] == "VALIDATION_ERROR"
