@@ -78,7 +78,7 @@ class DeadLetters(MethodView):
     @blp.response(200, DeadLetterPage)
     @blp.doc(security=SECURITY)
     def get(self, args: dict[str, Any], subscription_id: str) -> dict[str, Any]:
-        """This subscription's dead-lettered messages, oldest first."""
+        """This subscription's dead-lettered messages, newest first."""
         subscription = find_subscription(services().db_session(), principal(), subscription_id)
         items, cursor = dead_letters.list_entries(services().redis, services().keys,
                                                   subscription.id, limit=args["limit"],
