@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import time
@@ -10,7 +11,7 @@ from functools import cached_property
 from inspect import iscoroutinefunction
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, has_request_context, request
 
 from api.bodies import check_request_body
 from api.cache import EpochCache
@@ -21,6 +22,7 @@ from broker.keys import Keys
 from broker.streams import TopicStreams
 from models import Database
 from mq import __version__
+from mq.logging import configure_logging
 from mq.settings import Settings
 from publishing.group import GroupWriter, Publisher
 
@@ -50,8 +52,14 @@ def create_app(
     database: Database | None = None,
     redis: RedisClient | None = None,
 ) -> Flask:
-    """Build the API application. Nothing connects until the first request needs it."""
-    settings = settings or Settings.from_env()
+    """Build the API application. Nothing connects until the first request needs it.
+    Built from the environment — as gunicorn does with `api:create_app()` — it also sets up
+    the process's logging, as every other entry point does (`mq.logging`)."""
+    if settings is None:
+        settings = Settings.from_env()
+        configure_logging(settings, "api")
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_with_request_id)
     app = MQFlask("mq")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
@@ -117,6 +125,13 @@ def _register_blueprints(api: MQApi) -> None:
     api.register_blueprint(metrics.blp, url_prefix=BASE + metrics.PREFIX)
     api.register_blueprint(dead_letters.blp, url_prefix=BASE + dead_letters.PREFIX)
     api.register_blueprint(schemas.blp, url_prefix=BASE + schemas.PREFIX)
+
+
+def _with_request_id(record: logging.LogRecord) -> bool:
+    """Log lines written while a request is served carry its request id."""
+    if getattr(record, "request_id", None) is None and has_request_context():
+        record.request_id = g.get("request_id")
+    return True
 
 
 def _start_request() -> None:

@@ -7,10 +7,13 @@ import io
 import json
 import logging
 
+import httpx
 import pytest
 
 from mq.logging import configure_logging
 from mq.settings import Settings
+from tests.conftest import wait_until
+from tests.processes import Running, child_env, free_port
 
 CONTEXT = {"message_id": "m-1", "topic": "orders", "subscription_id": "s-1", "attempt": 2,
            "trace_id": "t-9"}
@@ -51,3 +54,32 @@ def test_text_lines_show_the_context_before_any_traceback(captured):
     assert first.endswith("delivery failed [message_id=m-1 topic=orders subscription_id=s-1 "
                           "attempt=2 trace_id=t-9]")
     assert "RuntimeError: boom" in rest[-1]
+
+
+@pytest.mark.e2e
+def test_the_api_process_logs_json_lines_with_the_request_id(tmp_path, settings):
+    """`mq api` (gunicorn) logs through the same configuration as the other processes: a
+    database outage is one JSON line with time, level and the request's id."""
+    dead_database = f"postgresql://postgres@127.0.0.1:{free_port()}/none"
+    port = free_port()
+    api = Running("api", "--host", "127.0.0.1", env=child_env(
+        DATABASE_URL=dead_database, REDIS_URL=settings.redis_url, PORT=str(port),
+        REDIS_NAMESPACE=settings.redis_namespace, LOG_FORMAT="json"), cwd=tmp_path)
+    try:
+        url = f"http://127.0.0.1:{port}/api/v1/mq/queues"
+        answer = wait_until(lambda: _answer(url), timeout=60)
+        assert answer.status_code == 503
+        line = api.wait_for_line(r'"request_id": "log-check-1"', timeout=30).string
+    finally:
+        api.kill()
+    logged = json.loads(line)
+    assert logged["level"] == "warning" and logged["ts"]
+    assert logged["msg"] == "metadata database unreachable: OperationalError"
+
+
+def _answer(url: str) -> httpx.Response | None:
+    try:
+        return httpx.get(url, timeout=10, headers={"Authorization": "Bearer mq_unknown",
+                                                   "X-Request-Id": "log-check-1"})
+    except httpx.HTTPError:
+        return None
