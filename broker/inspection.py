@@ -77,9 +77,9 @@ def _add_group(view: GroupView, info: dict, key: str, group: str, pipe: object,
     if pending:
         pipe.xpending(key, group)  # type: ignore[attr-defined]
         follow_ups.append((view, "pending"))
-    if lag:
+    if lag:  # also tells a stale lag (`streams.group_lag`): nothing after the last delivered
         pipe.xrange(key, f"({info['last-delivered-id']}", "+", count=1)  # type: ignore[attr-defined]
-        follow_ups.append((view, "unread"))
+        follow_ups.append((view, f"unread:{lag}"))
     pipe.xinfo_consumers(key, group)  # type: ignore[attr-defined]
     follow_ups.append((view, "consumers"))
 
@@ -89,8 +89,11 @@ def _apply(view: GroupView, kind: str, reply: object) -> None:
         return
     if kind == "pending" and isinstance(reply, dict):
         view.note_entry(reply.get("min"))
-    elif kind == "unread" and isinstance(reply, list) and reply:
-        view.note_entry(reply[0][0])
+    elif kind.startswith("unread:") and isinstance(reply, list):
+        if reply:
+            view.note_entry(reply[0][0])
+        else:  # the counters were stale: the group has read everything
+            view.lag -= int(kind.removeprefix("unread:"))
     elif kind == "consumers" and isinstance(reply, list):
         view.consumers.update(c["name"] for c in reply)
 

@@ -332,13 +332,30 @@ def _partition_stats(partition: int, info: object, groups: object) -> PartitionS
         first_offset=first[0] if first else None,
         last_offset=last[0] if last else None,
         entries_added=int(info.get("entries-added", length)),
-        groups=[_group_stats(g, length) for g in group_list],
+        groups=[GroupStats(name=g["name"], pending=int(g.get("pending", 0)),
+                           lag=group_lag(g, info.get("last-generated-id"), fallback=length))
+                for g in group_list],
     )
 
 
-def _group_stats(group: dict, length: int) -> GroupStats:
+def group_lag(group: dict, last_generated_id: str | None, *, fallback: int) -> int:
+    """A consumer group's lag from `XINFO GROUPS`, checked against the stream's position.
+
+    Redis derives `lag` from counters (`entries-added` - `entries-read`) that a restart from
+    the AOF, or a group moved with `SETID`, leaves invalid or stale: a drained group could
+    report its pre-crash lag for ever. A group whose last delivered id has reached the
+    stream's last generated id has read everything, whatever the counters say; a lag Redis
+    cannot compute (`nil`) is taken as `fallback`."""
+    delivered = group.get("last-delivered-id")
+    if not last_generated_id:
+        return 0
+    if delivered and stream_id(delivered) >= stream_id(last_generated_id):
+        return 0
     lag = group.get("lag")
-    # Redis reports no lag when it cannot compute it (e.g. after deletions); fall back to the
-    # stream length, an upper bound.
-    return GroupStats(name=group["name"], pending=int(group.get("pending", 0)),
-                      lag=int(lag) if lag is not None else length)
+    return int(lag) if lag is not None else fallback
+
+
+def stream_id(entry_id: str) -> tuple[int, int]:
+    """An entry id ("<ms>-<seq>") as a tuple that orders like the stream."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
