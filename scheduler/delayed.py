@@ -57,7 +57,9 @@ REBUILD_PAGE = 1000
 
 
 def mark_published(database: Database, offsets: dict[str, str]) -> None:
-    """Records released into the stream become `published` with their offsets."""
+    """Records released into the stream become `published` with their offsets, updated in
+    the order of their ids: the releaser and the rebuild may mark the same records at once,
+    and two transactions locking them in different orders deadlock."""
     if not offsets:
         return
     records = MessageRecord.__table__
@@ -67,7 +69,8 @@ def mark_published(database: Database, offsets: dict[str, str]) -> None:
             .where(records.c.id == bindparam("record_id"), records.c.status == "scheduled")
             .values(status="published", offset_value=bindparam("offset"),
                     published_at=bindparam("at")),
-            [{"record_id": rid, "offset": off, "at": utcnow()} for rid, off in offsets.items()],
+            [{"record_id": rid, "offset": off, "at": utcnow()}
+             for rid, off in sorted(offsets.items())],
         )
         session.commit()
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -15,7 +17,7 @@ from broker.keys import Keys
 from models import Database, MessageRecord, Schedule
 from mq.settings import Settings
 from publishing.group import Publisher
-from scheduler.delayed import Rebuilder
+from scheduler.delayed import Rebuilder, mark_published
 from scheduler.records import record_envelope
 from scheduler.recurring import Recurring
 from tests.conftest import REDIS_URL, TenantHandle
@@ -158,3 +160,40 @@ def test_a_run_whose_claimant_died_is_published_once_the_claim_runs_out(
 def _ms(value: str) -> int:
     return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
 
+
+
+def test_releaser_and_rebuild_marking_the_same_records_never_deadlock(
+        tenant: TenantHandle, parts: Parts) -> None:
+    """Both scheduler paths mark released records published; given the same records in
+    opposite orders they must still update them in one order (PostgreSQL would otherwise
+    abort one of them with a deadlock)."""
+    topic = tenant.create_queue()
+    ids = [str(uuid.uuid4()) for _ in range(400)]
+    with parts.database.session() as session:
+        session.add_all(MessageRecord(
+            id=record_id, tenant_id=tenant.id, topic_id=topic["id"], message_id=record_id,
+            headers={}, payload=None, payload_size=0, content_type="application/json",
+            partition_id=0, status="scheduled", retry_count=0, published_at=datetime.now(UTC))
+            for record_id in ids)
+        session.commit()
+    forward = {record_id: f"1-{n}" for n, record_id in enumerate(ids)}
+    backward = dict(reversed(forward.items()))
+    errors: list[BaseException] = []
+
+    def mark(offsets: dict[str, str]) -> None:
+        try:
+            mark_published(parts.database, offsets)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    for _ in range(5):
+        threads = [threading.Thread(target=mark, args=(o,)) for o in (forward, backward)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert errors == []
+        with parts.database.session() as session:
+            session.execute(update(MessageRecord).where(MessageRecord.id.in_(ids))
+                            .values(status="scheduled"))
+            session.commit()
