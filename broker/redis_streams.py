@@ -705,7 +705,8 @@ class StreamsConsumer(Consumer):
     def _reclaim(self, jobs: list[tuple[str, str, str, Route | None]], min_idle_ms: int,
                  room: int) -> None:
         """XAUTOCLAIM entries idle for `min_idle_ms` on each (stream, group, consumer, route);
-        `route` None means the pool's direct stream."""
+        `route` None means the pool's direct stream. A group with more idle entries than were
+        taken is looked at again on the next pass (`RECLAIM_PASS_S`)."""
         count = max(1, min(100, room // len(jobs)))
         pipe = self.client.pipeline(transaction=False)
         for key, group, consumer, _ in jobs:
@@ -716,6 +717,16 @@ class StreamsConsumer(Consumer):
                 log.info("reclaim on %s skipped: %s", key, reply)
                 continue
             self._claimed(key, group, consumer, route, reply)
+            if reply[0] not in ("0-0", b"0-0"):  # more idle entries: look again next pass
+                self._reclaim_again(route)
+
+    def _reclaim_again(self, route: Route | None) -> None:
+        """Orphaned entries come back as fast as there is room for them, not a batch each
+        half session timeout."""
+        if route is None:
+            self.next_pool_reclaim = 0.0
+        else:
+            self.next_reclaim[route.subscription_id] = 0.0
 
     def _claimed(self, key: str, group: str, consumer: str, route: Route | None,
                  reply: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+from broker.keys import Keys, group_name
 from tests.delivery.conftest import publish_many
 
 
@@ -81,3 +82,24 @@ def test_clean_shutdown_hands_unstarted_messages_back_at_once(
     counts = Counter(r.headers["x-mq-message-id"] for r in webhook.settle("/g"))
     assert set(counts) == set(ids)
     assert max(counts.values()) == 1, "a clean stop finishes what it started: no duplicates"
+
+
+def test_orphaned_entries_all_come_back_without_waiting_for_more_timeouts(
+        tenant, subscriptions, webhook, processes):
+    """300 entries a dead consumer held: the first reclaim pass takes what the worker has
+    room for, and the rest follow pass after pass, not one batch each half session timeout
+    (30 s here)."""
+    queue = tenant.create_queue("orders")
+    sub = subscriptions.create("orders", "orphans", webhook.url("/o"), session_timeout_ms=60_000)
+    ids = publish_many(tenant, "orders", 300)
+    redis, keys = processes.redis, Keys(processes.settings.redis_namespace)
+    key, group = keys.stream(queue["id"], 0), group_name(tenant.id, "orphans")
+    held = [entry_id for entry_id, _ in redis.xreadgroup(group, "ghost@gone", {key: ">"},
+                                                         count=300)[0][1]]
+    assert len(held) == 300
+    redis.xclaim(key, group, "ghost@gone", 0, held, idle=120_000, justid=True)  # long idle
+    processes.worker(threads=4)
+    webhook.wait_for("/o", 300, timeout=20)
+    counts = Counter(r.headers["x-mq-message-id"] for r in webhook.settle("/o", quiet_s=1.0))
+    assert set(counts) == set(ids) and max(counts.values()) == 1
+    assert sub["session_timeout_ms"] == 60_000
