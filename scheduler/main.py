@@ -13,9 +13,13 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.util import undefined
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
 from broker.connection import connect
 from broker.delivery import DEFAULT_POOL
@@ -23,6 +27,7 @@ from broker.heartbeats import Heartbeat, Lease, live_processes
 from broker.keys import Keys
 from broker.redis_streams import release_due_retries
 from broker.scripts import Scripts
+from mq.logging import RepeatedFailures
 from mq.settings import Settings
 from scheduler.delayed import HOUSEKEEPING_S, REBUILD_RETRY_S, DelayedJobs
 from scheduler.janitor import reap_consumers
@@ -72,19 +77,22 @@ def run(settings: Settings) -> int:
     jobs.beat()
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
         "coalesce": True, "max_instances": 1, "misfire_grace_time": 5})
-    scheduler.add_job(jobs.release_retries, "interval", seconds=RELEASE_S, id="release-retries")
-    scheduler.add_job(jobs.beat, "interval", seconds=HEARTBEAT_S, id="heartbeat")
-    scheduler.add_job(jobs.reap, "interval", seconds=REAP_S, id="reap-consumers")
+    failures = RepeatedFailures(log, outages=(RedisError, SQLAlchemyError))
+
+    def every(seconds: float, job: Callable[[], object], name: str, now: bool = False) -> None:
+        scheduler.add_job(failures.guard(name, job), "interval", seconds=seconds, id=name,
+                          next_run_time=datetime.now(UTC) if now else undefined)
+
+    every(RELEASE_S, jobs.release_retries, "release-retries")
+    every(HEARTBEAT_S, jobs.beat, "heartbeat")
+    every(REAP_S, jobs.reap, "reap-consumers")
     GaugeExporter(settings, jobs.redis, jobs.keys).schedule(scheduler)
     delayed = DelayedJobs(settings, stop)
     delayed.start()
-    scheduler.add_job(delayed.rebuild, "interval", seconds=REBUILD_RETRY_S,
-                      id="rebuild-delay-set", next_run_time=datetime.now(UTC))
-    scheduler.add_job(delayed.fire_schedules, "interval", seconds=0.2, id="recurring-schedules")
-    scheduler.add_job(delayed.trim_retention, "interval", seconds=HOUSEKEEPING_S,
-                      id="trim-retention", next_run_time=datetime.now(UTC))
-    scheduler.add_job(delayed.sweep_outbox, "interval", seconds=HOUSEKEEPING_S / 6,
-                      id="sweep-outbox", next_run_time=datetime.now(UTC))
+    every(REBUILD_RETRY_S, delayed.rebuild, "rebuild-delay-set", now=True)
+    every(0.2, delayed.fire_schedules, "recurring-schedules")
+    every(HOUSEKEEPING_S, delayed.trim_retention, "trim-retention", now=True)
+    every(HOUSEKEEPING_S / 6, delayed.sweep_outbox, "sweep-outbox", now=True)
     scheduler.start()
     log.info("scheduler started")
     stop.wait()

@@ -10,7 +10,7 @@ import logging
 import httpx
 import pytest
 
-from mq.logging import configure_logging
+from mq.logging import RepeatedFailures, configure_logging
 from mq.settings import Settings
 from tests.conftest import wait_until
 from tests.processes import Running, child_env, free_port
@@ -83,3 +83,41 @@ def _answer(url: str) -> httpx.Response | None:
                                                    "X-Request-Id": "log-check-1"})
     except httpx.HTTPError:
         return None
+
+
+def test_a_job_failing_every_tick_is_logged_once_with_a_count_then_its_recovery(caplog):
+    logger = logging.getLogger("tests.repeated")
+    failures = RepeatedFailures(logger, every_s=3600, outages=(ConnectionError,))
+    state = {"down": True, "calls": 0}
+
+    def job() -> None:
+        state["calls"] += 1
+        if state["down"]:
+            raise ConnectionError("database unreachable\nsecond line")
+
+    tick = failures.guard("sweep-outbox", job)
+    with caplog.at_level(logging.WARNING, logger="tests.repeated"):
+        for _ in range(100):
+            tick()
+        state["down"] = False
+        tick()
+        tick()
+    assert state["calls"] == 102
+    assert [r.getMessage() for r in caplog.records] == [
+        "sweep-outbox failed: ConnectionError: database unreachable",
+        "sweep-outbox recovered after 100 failures"]
+    assert caplog.records[0].exc_info is None  # an outage: no traceback
+
+
+def test_an_unexpected_failure_keeps_its_traceback_and_reminders_carry_the_count(caplog):
+    failures = RepeatedFailures(logging.getLogger("tests.repeated"), every_s=0)
+
+    def job() -> None:
+        raise KeyError("bug")
+
+    with caplog.at_level(logging.WARNING, logger="tests.repeated"):
+        for _ in range(3):
+            failures.run("rebuild", job)
+    assert caplog.records[0].exc_info is not None
+    assert caplog.records[2].getMessage() == \
+        "rebuild still failing (3 times in a row): KeyError: 'bug'"
