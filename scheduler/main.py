@@ -35,7 +35,10 @@ from scheduler.metrics import GaugeExporter
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_S = 5.0
+#: A dead scheduler leaves `GET /status` (and a standby takes the leadership shown there)
+#: within 3 heartbeats. Every job is atomic or holds a lease of its own, so a standby
+#: releases due messages all along; leadership decides nothing else.
+HEARTBEAT_S = 1.0
 RELEASE_S = 0.1
 REAP_S = 300.0
 

@@ -7,6 +7,7 @@ import time
 import uuid
 from datetime import timedelta
 
+import pytest
 from redis import Redis
 from sqlalchemy import select
 
@@ -17,7 +18,7 @@ from models.base import utcnow
 from publishing.group import Publisher
 from scheduler.housekeeping import DEAD_LETTER_RETENTION_MS, Housekeeping
 from scheduler.janitor import reap_consumers
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, wait_until
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -118,3 +119,20 @@ def test_outbox_sweep_waits_out_the_lease_of_a_scheduler_that_died_sweeping(tena
     finally:
         database.dispose()
         redis.close()
+
+
+@pytest.mark.e2e
+def test_a_standby_scheduler_is_shown_as_leader_within_seconds_of_the_leaders_death(
+        client, processes):
+    first = processes.scheduler()
+    wait_until(lambda: _leader(client) == first.pid, timeout=10)
+    second = processes.scheduler()
+    processes.kill(first)
+    killed = time.monotonic()
+    wait_until(lambda: _leader(client) == second.pid, timeout=10)
+    print(f"\nstandby shown as leader {time.monotonic() - killed:.1f} s after the kill")
+
+
+def _leader(client) -> int | None:
+    scheduler = client.get("/api/v1/mq/status").json["processes"]["scheduler"]
+    return scheduler["pid"] if scheduler and scheduler.get("leader") else None
