@@ -12,7 +12,7 @@ import contextlib
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,39 +40,40 @@ class RunServers:
     def start(cls, environ: Mapping[str, str]) -> RunServers:
         servers = cls()
         try:
-            servers.database_url = servers._database(environ.get("MQ_TEST_DATABASE_URL"))
-            servers.redis_url = servers._redis(environ.get("MQ_TEST_REDIS_URL"))
+            servers.database_url = servers._resolve(
+                "PostgreSQL", environ.get("MQ_TEST_DATABASE_URL"), "MQ_TEST_DATABASE_URL",
+                DEFAULT_DATABASE_URL, _postgres_answers, servers._embedded_postgres)
+            servers.redis_url = servers._resolve(
+                "Redis", environ.get("MQ_TEST_REDIS_URL"), "MQ_TEST_REDIS_URL",
+                DEFAULT_REDIS_URL, _redis_answers, servers._embedded_valkey)
         except BaseException:
             servers.stop()
             raise
         return servers
 
-    def _database(self, given: str | None) -> str:
+    def _resolve(self, kind: str, given: str | None, variable: str, default: str,
+                 answers: Callable[[str], bool], embedded: Callable[[], tuple[str, str]]
+                 ) -> str:
+        """The given server, else the one answering on `default`, else an embedded one."""
         if given:
-            self.described.append(f"PostgreSQL {_shown(given)} (MQ_TEST_DATABASE_URL)")
+            self.described.append(f"{kind} {_shown(given)} ({variable})")
             return given
-        if _postgres_answers(DEFAULT_DATABASE_URL):
-            self.described.append(f"PostgreSQL {DEFAULT_DATABASE_URL} (answering)")
-            return DEFAULT_DATABASE_URL
+        if answers(default):
+            self.described.append(f"{kind} {default} (answering)")
+            return default
         started = time.monotonic()
-        url = self._stack.enter_context(embedded_postgres(
-            self._scratch() / "postgres", keep=False, settings=UNDURABLE))
-        self.described.append(f"embedded PostgreSQL {_server_version(url)} "
-                              f"(started in {time.monotonic() - started:.1f} s)")
+        url, name = embedded()
+        self.described.append(f"embedded {name} (started in {time.monotonic() - started:.1f} s)")
         return url
 
-    def _redis(self, given: str | None) -> str:
-        if given:
-            self.described.append(f"Redis {_shown(given)} (MQ_TEST_REDIS_URL)")
-            return given
-        if _redis_answers(DEFAULT_REDIS_URL):
-            self.described.append(f"Redis {DEFAULT_REDIS_URL} (answering)")
-            return DEFAULT_REDIS_URL
-        started = time.monotonic()
+    def _embedded_postgres(self) -> tuple[str, str]:
+        url = self._stack.enter_context(embedded_postgres(
+            self._scratch() / "postgres", keep=False, settings=UNDURABLE))
+        return url, f"PostgreSQL {_server_version(url)}"
+
+    def _embedded_valkey(self) -> tuple[str, str]:
         url = self._stack.enter_context(embedded_valkey(self._scratch() / "valkey"))
-        self.described.append(f"embedded Valkey {url} "
-                              f"(started in {time.monotonic() - started:.1f} s)")
-        return url
+        return url, f"Valkey {url}"
 
     def _scratch(self) -> Path:
         if self._directory is None:
