@@ -50,7 +50,6 @@ import httpx
 import psycopg2
 from redis import Redis
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -59,6 +58,7 @@ from bench.openloop import Sink, run_open_loop, summarize, webhook_sink  # noqa:
 from models import Database, upgrade  # noqa: E402
 from models.database import temporary_database  # noqa: E402
 from models.tenancy import create_tenant  # noqa: E402
+from mq.urls import libpq_url  # noqa: E402
 
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL",
                            "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
@@ -187,10 +187,6 @@ def group_cpu_s(pgid: int) -> float:
 
 
 # --- the machine ----------------------------------------------------------------------------
-
-def libpq_url(db_url: str) -> str:
-    return make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
-
 
 def commit_rate(db_url: str, seconds: float) -> dict[str, float]:
     """INSERT + COMMIT of one small row, in a loop on one connection: how many durable

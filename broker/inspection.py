@@ -47,7 +47,7 @@ def inspect_groups(redis: RedisClient, keys: Keys, targets: Sequence[GroupTarget
     groups_of = {key: _by_name(reply) for key, reply in
                  zip(streams, pipe.execute(raise_on_error=False), strict=True)}
     views: dict[tuple[str, str], GroupView] = {}
-    follow_ups: list[tuple[GroupView, str]] = []
+    follow_ups: list[tuple[GroupView, str, int]] = []
     pipe = redis.pipeline(transaction=False)
     for target in targets:
         view = views.setdefault((target.topic_id, target.group), GroupView())
@@ -56,8 +56,9 @@ def inspect_groups(redis: RedisClient, keys: Keys, targets: Sequence[GroupTarget
             if info is None:
                 continue
             _add_group(view, info, key, target.group, pipe, follow_ups)
-    for (view, kind), reply in zip(follow_ups, pipe.execute(raise_on_error=False), strict=True):
-        _apply(view, kind, reply)
+    for (view, kind, lag), reply in zip(follow_ups, pipe.execute(raise_on_error=False),
+                                        strict=True):
+        _apply(view, kind, lag, reply)
     return views
 
 
@@ -68,7 +69,7 @@ def _by_name(reply: object) -> dict[str, dict]:
 
 
 def _add_group(view: GroupView, info: dict, key: str, group: str, pipe: object,
-               follow_ups: list[tuple[GroupView, str]]) -> None:
+               follow_ups: list[tuple[GroupView, str, int]]) -> None:
     pending = int(info.get("pending") or 0)
     lag = info.get("lag")
     lag = int(lag) if lag is not None else 0
@@ -76,24 +77,25 @@ def _add_group(view: GroupView, info: dict, key: str, group: str, pipe: object,
     view.lag += lag
     if pending:
         pipe.xpending(key, group)  # type: ignore[attr-defined]
-        follow_ups.append((view, "pending"))
+        follow_ups.append((view, "pending", lag))
     if lag:  # also tells a stale lag (`streams.group_lag`): nothing after the last delivered
         pipe.xrange(key, f"({info['last-delivered-id']}", "+", count=1)  # type: ignore[attr-defined]
-        follow_ups.append((view, f"unread:{lag}"))
+        follow_ups.append((view, "unread", lag))
     pipe.xinfo_consumers(key, group)  # type: ignore[attr-defined]
-    follow_ups.append((view, "consumers"))
+    follow_ups.append((view, "consumers", lag))
 
 
-def _apply(view: GroupView, kind: str, reply: object) -> None:
+def _apply(view: GroupView, kind: str, lag: int, reply: object) -> None:
+    """One follow-up reply; `lag` is what the group's counters claimed."""
     if isinstance(reply, Exception):
         return
     if kind == "pending" and isinstance(reply, dict):
         view.note_entry(reply.get("min"))
-    elif kind.startswith("unread:") and isinstance(reply, list):
+    elif kind == "unread" and isinstance(reply, list):
         if reply:
             view.note_entry(reply[0][0])
         else:  # the counters were stale: the group has read everything
-            view.lag -= int(kind.removeprefix("unread:"))
+            view.lag -= lag
     elif kind == "consumers" and isinstance(reply, list):
         view.consumers.update(c["name"] for c in reply)
 

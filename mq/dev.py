@@ -29,6 +29,7 @@ from types import FrameType
 
 from mq.embedded import embedded_postgres, embedded_valkey
 from mq.settings import Settings
+from mq.urls import without_password
 
 STATE_DIR = Path(".mq")
 DEV_TENANT = "dev"
@@ -55,7 +56,7 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
             from models import upgrade
 
             upgrade(settings.database_url)
-            say(f"database {shown(settings.database_url)} migrated")
+            say(f"database {without_password(settings.database_url)} migrated")
             key = ensure_dev_key(settings)
             return run_processes(settings, environ, banner(settings, key, environ))
     except (KeyboardInterrupt, Stopped):
@@ -71,14 +72,22 @@ def _raise_stopped(_signum: int, _frame: FrameType | None) -> None:
     raise Stopped
 
 
+def database_configured(environ: Mapping[str, str]) -> bool:
+    return bool(environ.get("DATABASE_URL"))
+
+
+def redis_configured(settings: Settings, environ: Mapping[str, str]) -> bool:
+    return bool(environ.get("REDIS_URL") or settings.redis_cluster_nodes)
+
+
 @contextlib.contextmanager
 def embedded_database(settings: Settings, environ: Mapping[str, str]) -> Iterator[str]:
     """Yield the database URL to use: the configured one, or an embedded PostgreSQL's."""
-    if environ.get("DATABASE_URL"):
+    if database_configured(environ):
         yield settings.database_url
         return
     with embedded_postgres(STATE_DIR / "postgres") as url:
-        say(f"embedded PostgreSQL on {shown(url)}, data in {STATE_DIR / 'postgres'}")
+        say(f"embedded PostgreSQL on {without_password(url)}, data in {STATE_DIR / 'postgres'}")
         try:
             yield url
         finally:
@@ -88,7 +97,7 @@ def embedded_database(settings: Settings, environ: Mapping[str, str]) -> Iterato
 @contextlib.contextmanager
 def embedded_redis(settings: Settings, environ: Mapping[str, str]) -> Iterator[str]:
     """Yield the Redis URL to use: the configured one, or an embedded Valkey server's."""
-    if environ.get("REDIS_URL") or settings.redis_cluster_nodes:
+    if redis_configured(settings, environ):
         yield settings.redis_url
         return
     with embedded_valkey(STATE_DIR / "valkey", persist=True) as url:
@@ -155,18 +164,11 @@ def ensure_dev_key(settings: Settings) -> str:
         database.dispose()
 
 
-def shown(url: str) -> str:
-    """A URL as it may be printed: without its password."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
 def banner(settings: Settings, key: str, environ: Mapping[str, str]) -> str:
     base = f"http://127.0.0.1:{settings.port}"
-    database = ("PostgreSQL (configured)" if environ.get("DATABASE_URL")
+    database = ("PostgreSQL (configured)" if database_configured(environ)
                 else f"PostgreSQL (embedded, data in {STATE_DIR / 'postgres'})")
-    redis = ("Redis (configured)" if environ.get("REDIS_URL") or settings.redis_cluster_nodes
+    redis = ("Redis (configured)" if redis_configured(settings, environ)
              else f"Valkey (embedded, data in {STATE_DIR / 'valkey'})")
     return "\n".join([
         "",
@@ -176,8 +178,8 @@ def banner(settings: Settings, key: str, environ: Mapping[str, str]) -> str:
         f"  tenant          {DEV_TENANT}",
         f"  admin key       {key}",
         f"  operator token  {settings.mq_operator_token}",
-        f"  database        {database} {shown(settings.database_url)}",
-        f"  redis           {redis} {shown(settings.redis_url)}",
+        f"  database        {database} {without_password(settings.database_url)}",
+        f"  redis           {redis} {without_password(settings.redis_url)}",
         f'  try             export MQ_KEY={key}; curl -H "Authorization: Bearer $MQ_KEY" '
         f"{base}/api/v1/mq/queues",
         "Press Ctrl-C to stop.",

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 
+from mq.urls import libpq_url
+
 #: Settings for a throw-away test server: durability buys nothing there.
 UNDURABLE = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
@@ -61,8 +63,7 @@ def embedded_postgres(data_dir: Path, *, keep: bool = True,
 def _alter_system(url: str, settings: dict[str, str]) -> None:
     import psycopg2
 
-    connection = psycopg2.connect(make_url(url).set(drivername="postgresql")
-                                  .render_as_string(hide_password=False))
+    connection = psycopg2.connect(libpq_url(url))
     try:
         connection.autocommit = True
         with connection.cursor() as cursor:

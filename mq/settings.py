@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from mq.errors import ConfigurationError
+from mq.urls import is_postgresql
 
 MIB = 1024 * 1024
 
@@ -40,7 +41,7 @@ def _json_object(raw: str) -> dict[str, str]:
 def _postgresql_url(raw: str) -> str:
     """The metadata store is PostgreSQL only (`postgres://` as Heroku spells it included)."""
     value = raw.strip()
-    if value.split("://", 1)[0].split("+", 1)[0] not in ("postgresql", "postgres"):
+    if not is_postgresql(value):
         raise ValueError("must be a PostgreSQL URL, "
                          "e.g. postgresql://user:password@host:5432/database")
     return value

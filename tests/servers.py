@@ -18,9 +18,9 @@ from pathlib import Path
 
 import psycopg2
 from redis import Redis
-from sqlalchemy.engine import make_url
 
 from mq.embedded import UNDURABLE, embedded_postgres, embedded_valkey
+from mq.urls import libpq_url, without_password
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -56,7 +56,7 @@ class RunServers:
                  ) -> str:
         """The given server, else the one answering on `default`, else an embedded one."""
         if given:
-            self.described.append(f"{kind} {_shown(given)} ({variable})")
+            self.described.append(f"{kind} {without_password(given)} ({variable})")
             return given
         if answers(default):
             self.described.append(f"{kind} {default} (answering)")
@@ -86,17 +86,9 @@ class RunServers:
             shutil.rmtree(self._directory, ignore_errors=True)
 
 
-def _shown(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def _postgres_answers(url: str) -> bool:
     try:
-        psycopg2.connect(_libpq(url), connect_timeout=2).close()
+        psycopg2.connect(libpq_url(url), connect_timeout=2).close()
     except psycopg2.Error:
         return False
     return True
@@ -111,7 +103,7 @@ def _redis_answers(url: str) -> bool:
 
 
 def _server_version(url: str) -> str:
-    connection = psycopg2.connect(_libpq(url))
+    connection = psycopg2.connect(libpq_url(url))
     try:
         with connection.cursor() as cursor:
             cursor.execute("SHOW server_version")
