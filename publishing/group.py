@@ -54,8 +54,6 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import (
     DBAPIError,
     IntegrityError,
-    InterfaceError,
-    OperationalError,
     SQLAlchemyError,
 )
 
@@ -216,12 +214,12 @@ class Publisher:
             except DBAPIError as exc:
                 if not exc.connection_invalidated:
                     raise
-                self._drop_connection(exc)
+                self._drop_connection()
                 inserted, stored = self._write_records(candidates, pending)
         except IntegrityError as exc:  # e.g. a topic deleted meanwhile: find whose
             raise _OneByOne(exc) from None
         except (DBAPIError, SQLAlchemyError) as exc:
-            self._drop_connection(exc)
+            self._drop_connection()
             if isinstance(exc, DBAPIError) and _is_bad_data(exc):
                 raise _OneByOne(exc) from None
             raise
@@ -415,7 +413,7 @@ class Publisher:
             with connection.begin():
                 records.set_offsets(connection, pending, lazily=not durable)
         except SQLAlchemyError as exc:
-            self._drop_connection(exc)
+            self._drop_connection()
             log.warning("offsets of %d messages not written yet: %s", len(pending), exc)
             return
         self._settle(pending, durable=durable)
@@ -453,8 +451,8 @@ class Publisher:
             connection = self._connect()
             with connection.begin():
                 records.delete_records(connection, record_ids)
-        except SQLAlchemyError as exc:
-            self._drop_connection(exc)
+        except SQLAlchemyError:
+            self._drop_connection()
             log.warning("records of %d unpublished messages left for the outbox sweep",
                         len(record_ids))
 
@@ -465,7 +463,7 @@ class Publisher:
             with connection.begin():
                 gone = job.items and not records.topic_exists(connection, job.items[0].topic_id)
         except SQLAlchemyError as exc:
-            self._drop_connection(exc)
+            self._drop_connection()
             return _as_service_error(exc)
         if gone:
             return TopicNotFound(job.topic_name)
@@ -483,21 +481,21 @@ class Publisher:
 
     def _connect(self) -> Connection:
         """The publisher's own connection, in autocommit mode, so that each group's one
-        statement is its own transaction (`records.write_group`)."""
+        statement is its own transaction (`records.write_group`). It carries prepared
+        statements and their session settings (`models.bulk.PreparedStatement`), so it is
+        closed for good rather than handed back to the pool."""
         if self._connection is None:
             self._connection = self.engine.connect().execution_options(
                 isolation_level="AUTOCOMMIT")
         return self._connection
 
-    def _drop_connection(self, exc: BaseException) -> None:
-        """After a database error the connection is closed (a broken one invalidated), so the
-        next group starts on a clean one."""
+    def _drop_connection(self) -> None:
+        """After a database error the connection is closed, so the next group starts on a
+        fresh one."""
         if self._connection is None:
             return
         try:
-            if isinstance(exc, OperationalError | InterfaceError) or (
-                    isinstance(exc, DBAPIError) and exc.connection_invalidated):
-                self._connection.invalidate()  # broken: never back to the pool
+            self._connection.invalidate()
             self._connection.close()
         except SQLAlchemyError:
             pass
@@ -505,9 +503,7 @@ class Publisher:
 
     def close(self) -> None:
         self.flush_offsets(durable=True)
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        self._drop_connection()
 
 
 class GroupWriter:

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, select, tuple_
 
 from models import MessageRecord, Topic
-from models.bulk import compact_json, dbapi_cursor
+from models.bulk import PreparedStatement, compact_json
 
 RECORDS = MessageRecord.__table__
 
@@ -63,8 +63,10 @@ _WRITE_GROUP = (
     "SELECT 'new', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL::timestamptz, "
     "NULL::timestamptz FROM inserted "
     f"UNION ALL SELECT 'old', * FROM ({_STORED}) AS stored")
-_WRITE_OFFSETS_LAZILY = (
-    f"BEGIN; SET LOCAL synchronous_commit TO OFF; {_SET_OFFSETS}; COMMIT")
+_GROUP_PARAMS = (("rows", "text"), ("offset_ids", "varchar[]"), ("offsets", "varchar[]"),
+                 ("lookup_tenants", "varchar[]"), ("lookup_ids", "varchar[]"))
+WRITE_GROUP = PreparedStatement("mq_write_group", _GROUP_PARAMS, _WRITE_GROUP)
+SET_OFFSETS = PreparedStatement("mq_set_offsets", _GROUP_PARAMS[1:3], _SET_OFFSETS)
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ def write_group(connection: Connection, rows: Sequence[dict[str, Any]],
                   lookup_ids=[message_id for _, message_id in wanted])
     inserted: set[str] = set()
     stored: dict[tuple[str, str], StoredRecord] = {}
-    for kind, *found in execute(connection, _WRITE_GROUP, params, fetch=True):
+    for kind, *found in WRITE_GROUP.execute(connection, params, fetch=True):
         if kind == "new":
             inserted.add(found[0])
         else:
@@ -134,16 +136,8 @@ def set_offsets(connection: Connection, offsets: dict[str, str], *, lazily: bool
     """Write stream offsets to their records (record id -> offset); `lazily`: without waiting
     for the commit's flush (autocommit connection)."""
     if offsets:
-        execute(connection, _WRITE_OFFSETS_LAZILY if lazily else _SET_OFFSETS,
-                {"offset_ids": list(offsets), "offsets": list(offsets.values())})
-
-
-def execute(connection: Connection, statement: str, params: dict[str, Any], *,
-            fetch: bool = False) -> list[tuple[Any, ...]]:
-    """Run `statement` on the connection's DBAPI cursor (see `models.bulk.dbapi_cursor`)."""
-    with dbapi_cursor(connection, statement) as cursor:
-        cursor.execute(statement, params)
-        return cursor.fetchall() if fetch else []
+        SET_OFFSETS.execute(connection, {"offset_ids": list(offsets),
+                                         "offsets": list(offsets.values())}, unflushed=lazily)
 
 
 def delete_records(connection: Connection, record_ids: Sequence[str]) -> None:
