@@ -11,7 +11,7 @@ from functools import cached_property
 from inspect import iscoroutinefunction
 from typing import Any
 
-from flask import Flask, Response, g, has_request_context, request
+from flask import Flask, Response, g, has_app_context, request
 
 from api.bodies import check_request_body
 from api.cache import EpochCache
@@ -101,6 +101,8 @@ def create_app(
     app.before_request(check_request_body)
     app.after_request(_tag_response)
     app.teardown_appcontext(close_request_session)
+    from api.fast_path import PublishFastPath  # after the blueprints, whose views it runs
+    app.wsgi_app = PublishFastPath(app, BASE, request_id)  # type: ignore[method-assign]
     return app
 
 
@@ -129,14 +131,18 @@ def _register_blueprints(api: MQApi) -> None:
 
 def _with_request_id(record: logging.LogRecord) -> bool:
     """Log lines written while a request is served carry its request id."""
-    if getattr(record, "request_id", None) is None and has_request_context():
+    if getattr(record, "request_id", None) is None and has_app_context():
         record.request_id = g.get("request_id")
     return True
 
 
 def _start_request() -> None:
-    supplied = request.headers.get("X-Request-Id", "")
-    g.request_id = supplied if _REQUEST_ID.match(supplied) else f"{random.getrandbits(128):032x}"
+    g.request_id = request_id(request.headers.get("X-Request-Id", ""))
+
+
+def request_id(supplied: str) -> str:
+    """The request's id: the client's `X-Request-Id` if it is a sane one, else a new one."""
+    return supplied if _REQUEST_ID.match(supplied) else f"{random.getrandbits(128):032x}"
 
 
 def _tag_response(response: Response) -> Response:

@@ -25,6 +25,7 @@ from publishing.group import StaleEpoch
 ROLES = ("admin", "producer", "consumer")
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,11 @@ def principal() -> Principal:
 
 
 def _bearer_token() -> str:
-    header = request.headers.get("Authorization", "")
+    return bearer_token(request.headers.get("Authorization", ""))
+
+
+def bearer_token(header: str) -> str:
+    """The token of an `Authorization: Bearer <token>` header."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing or malformed Authorization header (expected 'Bearer <key>')")
@@ -85,35 +90,43 @@ def tenant_access(*roles: str, publishes: bool = False) -> Callable[[F], F]:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if not publishes:
-                return _as_caller(view, allowed, args, kwargs)
-            g.epoch_checked_later = True
-            try:
-                return _as_caller(view, allowed, args, kwargs)
-            except StaleEpoch as stale:
-                current = stale.epoch
-            except MQError:  # refused under a trusted epoch: refuse only if it is current
-                trusted, current = g.get("cache_epoch"), services().cache.current_epoch()
-                if current == trusted:
-                    raise
-            g.epoch_checked_later = False
-            g.cache_epoch = current
-            services().cache.note_epoch(current)
-            return _as_caller(view, allowed, args, kwargs)
+                return _as_caller(_bearer_token(), allowed, lambda: view(*args, **kwargs))
+            return publish_as_caller(_bearer_token(), allowed, lambda: view(*args, **kwargs))
 
         return wrapper  # type: ignore[return-value]
 
     return decorate
 
 
-def _as_caller(view: Callable[..., Any], allowed: tuple[str, ...], args: Any, kwargs: Any
-               ) -> Any:
-    found = _load_principal(_bearer_token())
+def publish_as_caller(token: str, allowed: tuple[str, ...], publish: Callable[[], T]) -> T:
+    """Run `publish` as the holder of `token`, whose role must be one of `allowed`.
+
+    Its look-ups trust the cache epoch this process read last; the group writer checks it.
+    If it was stale (`StaleEpoch`), or a check refused under it while it is no longer
+    current, `publish` runs again under the current epoch (see `api.cache`)."""
+    g.epoch_checked_later = True
+    try:
+        return _as_caller(token, allowed, publish)
+    except StaleEpoch as stale:
+        current = stale.epoch
+    except MQError:  # refused under a trusted epoch: refuse only if it is current
+        trusted, current = g.get("cache_epoch"), services().cache.current_epoch()
+        if current == trusted:
+            raise
+    g.epoch_checked_later = False
+    g.cache_epoch = current
+    services().cache.note_epoch(current)
+    return _as_caller(token, allowed, publish)
+
+
+def _as_caller(token: str, allowed: tuple[str, ...], call: Callable[[], T]) -> T:
+    found = _load_principal(token)
     if found is None:
         raise Unauthorized("unknown API key")
     if found.role not in allowed:
         raise Forbidden(f"the '{found.role}' role may not make this call")
     g.principal = found
-    return view(*args, **kwargs)
+    return call()
 
 
 def operator_access(view: F) -> F:

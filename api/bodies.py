@@ -33,7 +33,12 @@ def check_request_body() -> None:
         return
     if not current.is_json:
         raise UnsupportedMediaType("the request body must be application/json")
-    raw = current.get_data(cache=True)
+    g.json_body = parse_json_body(current.get_data(cache=True))  # for webargs
+    # (`api.parsing`): parsed once
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """A request body's JSON, refused (`InvalidJSON`, `ValidationError`) as described above."""
     try:
         body = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -42,13 +47,13 @@ def check_request_body() -> None:
         raise InvalidJSON(TOO_DEEP) from None
     if _too_deep(raw, body):
         raise InvalidJSON(TOO_DEEP)
-    g.json_body = body  # for webargs (`api.parsing`): parsed once
     if _SUSPICIOUS.search(raw):
         problem = _find_bad_text(body, "")
         if problem:
             path, reason = problem
             raise ValidationError("the request body holds text that cannot be stored",
                                   {path or "body": [reason]})
+    return body
 
 
 def _too_deep(raw: bytes, body: Any) -> bool:

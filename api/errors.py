@@ -87,25 +87,27 @@ class MQApi(Api):
         return error_response(from_http_exception(error))
 
 
-def register_error_handlers(app: Flask) -> None:
-    app.register_error_handler(errors.MQError, error_response)
-
-    @app.errorhandler(sqlalchemy.exc.OperationalError)
-    @app.errorhandler(sqlalchemy.exc.InterfaceError)
-    @app.errorhandler(sqlalchemy.exc.TimeoutError)
-    def database_down(exc: Exception) -> Response:
+def service_error(exc: Exception) -> errors.MQError:
+    """The contract's error for any exception raised while serving a request; unreachable
+    stores are logged as warnings, anything unexpected with its stack trace."""
+    if isinstance(exc, errors.MQError):
+        return exc
+    if isinstance(exc, HTTPException):
+        return from_http_exception(exc)
+    if isinstance(exc, _DATABASE_DOWN):
         log.warning("metadata database unreachable: %s", type(exc).__name__)
-        return error_response(errors.DatabaseUnavailable("the metadata database is unreachable"))
-
-    @app.errorhandler(redis.exceptions.ConnectionError)
-    @app.errorhandler(redis.exceptions.TimeoutError)
-    def redis_down(exc: Exception) -> Response:
+        return errors.DatabaseUnavailable("the metadata database is unreachable")
+    if isinstance(exc, _REDIS_DOWN):
         log.warning("redis unreachable: %s", type(exc).__name__)
-        return error_response(errors.BrokerNotAvailable("the message broker is unreachable"))
+        return errors.BrokerNotAvailable("the message broker is unreachable")
+    log.error("unhandled error", exc_info=exc)
+    return errors.MQError("internal error")
 
-    @app.errorhandler(Exception)
-    def internal(exc: Exception) -> Response:
-        if isinstance(exc, HTTPException):
-            return error_response(from_http_exception(exc))
-        log.exception("unhandled error")
-        return error_response(errors.MQError("internal error"))
+
+_DATABASE_DOWN = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                  sqlalchemy.exc.TimeoutError)
+_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(Exception, lambda exc: error_response(service_error(exc)))

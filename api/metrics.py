@@ -275,12 +275,17 @@ def _start_timer() -> None:
 
 
 def _observe_request(response: Response) -> Response:
-    started = g.get("metrics_started")
     current = request._get_current_object()  # type: ignore[attr-defined]
     rule = current.url_rule
-    route = rule.rule if rule is not None else "unmatched"
-    metrics.child(metrics.HTTP_REQUESTS, current.method, route, str(response.status_code)).inc()
-    if started is not None:
-        metrics.child(metrics.HTTP_DURATION, current.method, route).observe(
-            time.perf_counter() - started)
+    observe_request(current.method, rule.rule if rule is not None else "unmatched",
+                    response.status_code, g.get("metrics_started"))
     return response
+
+
+def observe_request(method: str, route: str, status: int, started: float | None) -> None:
+    """Count a request answered with `status` and, if `started` (perf_counter) is known,
+    its duration."""
+    metrics.child(metrics.HTTP_REQUESTS, method, route, str(status)).inc()
+    if started is not None:
+        metrics.child(metrics.HTTP_DURATION, method, route).observe(
+            time.perf_counter() - started)

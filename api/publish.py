@@ -140,33 +140,54 @@ def _batch_answer(results: list[Published]) -> dict[str, Any]:
     }
 
 
+def publish_single(body: dict[str, Any]) -> Response:
+    return _publish_one(body["topic"], body)
+
+
+def publish_batch(body: dict[str, Any]) -> Response:
+    return _publish_batch(body["topic"], body["messages"])
+
+
+def publish_to_topic(body: dict[str, Any], name: str) -> Response:
+    if "messages" in body:
+        return _publish_batch(name, body["messages"])
+    if "payload" not in body:
+        raise ValidationError("payload is required",
+                              {"payload": ["Missing data for required field."]})
+    return _publish_one(name, body)
+
+
+PUBLISHERS = ("admin", "producer")
+SINGLE, BATCH, TO_TOPIC = PublishBody(), BatchBody(), TopicPublishBody()
+
+
 @blp.route("/publish")
 class Publish(MethodView):
-    @tenant_access("admin", "producer", publishes=True)
-    @blp.arguments(PublishBody())
+    @tenant_access(*PUBLISHERS, publishes=True)
+    @blp.arguments(SINGLE)
     @blp.response(201, PublishOut)
     @blp.alt_response(200, schema=PublishOut, description="duplicate message_id")
     @blp.doc(security=[{"bearer": []}])
     def post(self, body: dict[str, Any]) -> Response:
         """Publish one message."""
-        return _publish_one(body["topic"], body)
+        return publish_single(body)
 
 
 @blp.route("/publish/batch")
 class PublishBatch(MethodView):
-    @tenant_access("admin", "producer", publishes=True)
-    @blp.arguments(BatchBody())
+    @tenant_access(*PUBLISHERS, publishes=True)
+    @blp.arguments(BATCH)
     @blp.response(201, BatchOut)
     @blp.doc(security=[{"bearer": []}])
     def post(self, body: dict[str, Any]) -> Response:
         """Publish up to 1,000 messages in order; one invalid message rejects the batch."""
-        return _publish_batch(body["topic"], body["messages"])
+        return publish_batch(body)
 
 
 @blp.route("/topics/<name>/publish")
 class TopicPublish(MethodView):
-    @tenant_access("admin", "producer", publishes=True)
-    @blp.arguments(TopicPublishBody())
+    @tenant_access(*PUBLISHERS, publishes=True)
+    @blp.arguments(TO_TOPIC)
     @blp.response(201, PublishOut)
     @blp.alt_response(200, schema=PublishOut, description="duplicate message_id")
     @blp.alt_response(201, schema=BatchOut, description="batch (`messages` given)",
@@ -174,9 +195,4 @@ class TopicPublish(MethodView):
     @blp.doc(security=[{"bearer": []}])
     def post(self, body: dict[str, Any], name: str) -> Response:
         """Publish one message, or a batch with `messages`, to the topic in the path."""
-        if "messages" in body:
-            return _publish_batch(name, body["messages"])
-        if "payload" not in body:
-            raise ValidationError("payload is required",
-                                  {"payload": ["Missing data for required field."]})
-        return _publish_one(name, body)
+        return publish_to_topic(body, name)
