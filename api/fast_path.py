@@ -65,6 +65,7 @@ class PublishFastPath:
         started = time.perf_counter()
         (rule, schema, view), args = found
         with self.app.app_context():
+            g.metrics_started = started
             response = self._answer(environ, raw, schema, lambda body: view(body, *args))
             if response is not None:
                 observe_request("POST", rule, response.status_code, started)

@@ -151,3 +151,4 @@ def test_request_id_and_metrics(fast_app, both):
         "/metrics", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}).get_data(as_text=True)
     assert f'route="{API}/publish",status="201"' in text
     assert f'route="{API}/publish",status="401"' in text
+    assert "mq_publish_duration_seconds_count{" in text
