@@ -73,3 +73,16 @@ def test_a_name_with_one_private_address_among_public_ones_is_refused(settings, 
     finally:
         handler.close()
     assert webhook.received("/m") == []
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth(settings, webhook):  # noqa: F811
+    handler = _handler(settings, ScriptedDNS(["127.0.0.1"]), allow_private=True)
+    try:
+        url = f"http://us%40er:p%3Ass@127.0.0.1:{webhook.port}/with%20auth?x=1"
+        result = handler.deliver({"type": "http", "url": url}, make_delivery({"n": 1}))
+    finally:
+        handler.close()
+    assert result.status == 200
+    [request] = webhook.received("/with%20auth?x=1")
+    assert request.headers["authorization"] == "Basic dXNAZXI6cDpzcw=="  # us@er:p:ss
+    assert request.headers["user-agent"] == "mq-webhooks/1"
