@@ -21,11 +21,14 @@ from broker.keys import Keys
 class Heartbeat:
     """The heartbeat of this process."""
 
-    def __init__(self, redis: RedisClient, keys: Keys, kind: str, *, ttl_s: float = 15) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys, kind: str, *, ttl_s: float = 15,
+                 alive_as: str | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.kind = kind
         self.ttl_s = ttl_s
+        #: A worker's broker instance: each beat also renews its `Keys.worker_alive` key.
+        self.alive_as = alive_as
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.id = f"{kind}:{self.host}:{self.pid}:{uuid.uuid4().hex[:6]}"
@@ -37,10 +40,19 @@ class Heartbeat:
                   "last_heartbeat": datetime.fromtimestamp(now, UTC).isoformat(
                       timespec="milliseconds").replace("+00:00", "Z"),
                   **extra}
-        self.redis.hset(self.keys.processes, self.id, json.dumps(record))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(self.keys.processes, self.id, json.dumps(record))
+        if self.alive_as is not None:
+            pipe.set(self.keys.worker_alive(self.alive_as), self.id,
+                     px=max(1, int(self.ttl_s * 1000)))
+        pipe.execute()
 
     def stop(self) -> None:
-        self.redis.hdel(self.keys.processes, self.id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hdel(self.keys.processes, self.id)
+        if self.alive_as is not None:
+            pipe.delete(self.keys.worker_alive(self.alive_as))
+        pipe.execute()
 
 
 def live_processes(redis: RedisClient, keys: Keys) -> list[dict[str, Any]]:

@@ -28,6 +28,9 @@ partitions of one topic carry different tags so they spread across slots.
 - `{ns}:lat:{<subscription_id>}` list: recent delivery latencies (`"<ms>:<latency ms>"`).
 - `{ns}:control` stream: control plane (subscription and topic changes) read by workers.
 - `{ns}:procs` hash: process id -> JSON heartbeat of workers and schedulers.
+- `{ns}:alive:<instance>` string: present while a worker instance beats (it expires after
+  `WORKER_DEAD_AFTER_MS` without a beat, by the Redis server's clock); when it is gone, the
+  surviving workers take over the instance's pending entries (`broker/takeover.py`).
 - `{ns}:epoch` string: a counter the API increments when a cached key or topic changes.
 - `{ns}:lock:<name>` string: leases of the scheduler's jobs (`scheduler-leader`,
   `delay-rebuild`, `retention`, `outbox`: the holder's token, with an expiry it renews) and
@@ -101,6 +104,9 @@ class Keys:
     @property
     def processes(self) -> str:
         return f"{self.ns}:procs"
+
+    def worker_alive(self, instance: str) -> str:
+        return f"{self.ns}:alive:{instance}"
 
     @property
     def cache_epoch(self) -> str:

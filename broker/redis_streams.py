@@ -52,6 +52,7 @@ from broker.delivery import ABANDONED_CONSUMER, DEFAULT_POOL, Route, delivery_me
 from broker.envelope import FIELD, Envelope
 from broker.keys import Keys
 from broker.scripts import Scripts
+from broker.takeover import CHECK_S, DeadWorkers, take_pending
 from mq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -319,6 +320,9 @@ class StreamsConsumer(Consumer):
         self.next_reclaim_pass = 0.0
         self.last_wake = 0.0
         self.last_renew = time.monotonic()
+        self.dead_workers = DeadWorkers(self.client, self.keys, broker.instance)
+        self.orphaned: set[str] = set()  # dead instances whose entries are being taken over
+        self.next_dead_check = 0.0
         ensure_pool_group(self.client, self.keys, pool)
         self.last_seen[self.control_key] = self._tips([self.control_key])[self.control_key]
         self.last_seen[self.pool_key] = "0-0"
@@ -431,12 +435,15 @@ class StreamsConsumer(Consumer):
         if now - self.last_wake >= PEEK_S:
             self._wake(block_ms=None)
         self._maybe_renew(now)
+        self._look_for_dead_workers(now)
         budget = self.prefetch - len(self.held)
         if budget <= 0:
             self.room.clear()
             if len(self.held) >= self.prefetch:
                 self.room.wait(0.05)  # until an ack frees a slot
             return None
+        if self.orphaned:
+            self._take_over(budget - len(self.buffer))
         self._maybe_reclaim(now, budget)
         if not self.buffer:
             self._drain(budget)
@@ -680,6 +687,42 @@ class StreamsConsumer(Consumer):
             self.next_pool_reclaim = now + self._pool_lease_ms() / 2000
             self._reclaim([(self.pool_key, self.pool, self.broker.instance, None)],
                           self._pool_lease_ms(), budget - len(self.buffer))
+
+    def _look_for_dead_workers(self, now: float) -> None:
+        """Note the workers whose heartbeat stopped (`broker.takeover`); their entries are
+        taken over as room allows."""
+        if now < self.next_dead_check:
+            return
+        self.next_dead_check = now + CHECK_S
+        dead = self.dead_workers.newly_dead()
+        if dead:
+            log.warning("worker(s) %s stopped beating: taking over their entries",
+                        ", ".join(sorted(dead)))
+        self.orphaned |= dead
+
+    def _take_over(self, room: int) -> None:
+        """Claim the orphaned instances' pending entries on the pool stream and on every
+        stream of this pool's subscriptions; instances with entries left stay orphaned."""
+        if room <= 0:
+            return
+        mine = self.broker.instance
+        jobs: list[tuple[str, str, str, str, Route | None, str]] = []
+        for instance in self.orphaned:
+            jobs.append((self.pool_key, self.pool, instance, mine, None, instance))
+            for route in self.routes.values():
+                jobs += [(key, route.group, route.consumer(instance), route.consumer(mine),
+                          route, instance) for key in route.streams(self.keys)]
+        count = max(1, min(100, room // len(jobs)))
+        left: set[str] = set()
+        for start in range(0, len(jobs), RECLAIM_PIPELINE):
+            chunk = jobs[start:start + RECLAIM_PIPELINE]
+            taken = take_pending(self.client, [job[:4] for job in chunk], count)
+            for (key, group, _, heir, route, instance), (entries, more) in zip(
+                    chunk, taken, strict=True):
+                self._claimed(key, group, heir, route, ("0-0", entries))
+                if more:
+                    left.add(instance)
+        self.orphaned = left
 
     def _reclaim_topics(self, now: float, due: list[str], budget: int) -> None:
         by_timeout: dict[int, list[tuple[str, str, str, Route | None]]] = {}

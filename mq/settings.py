@@ -81,6 +81,9 @@ class Settings:
     max_concurrent_consumers: int = 10
     message_batch_size: int = 100
     processing_timeout_ms: int = 30_000
+    #: A worker whose heartbeat (every second) stops for this long is taken for dead, and
+    #: its pending entries go to the surviving workers (`broker.takeover`).
+    worker_dead_after_ms: int = 3000
 
     port: int = 3010
     max_request_bytes: int = 6 * MIB

@@ -33,7 +33,7 @@ from workers.schemas import SchemaDefinitions
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_S = 5.0
+HEARTBEAT_S = 1.0
 RESYNC_S = 30.0
 #: How long a stopping worker lets running deliveries finish.
 STOP_TIMEOUT_MS = 30_000
@@ -74,7 +74,10 @@ def run_process(settings: Settings, *, pools: list[str], threads: int) -> int:
     registry = SubscriptionRegistry(database, broker, pools)
     delivery.dead_letter_codec = registry.dead_letter_codec
     registry.resync()
-    heartbeat = Heartbeat(broker.client, broker.keys, "worker", ttl_s=3 * HEARTBEAT_S)
+    heartbeat = Heartbeat(broker.client, broker.keys, "worker",
+                          ttl_s=max(settings.worker_dead_after_ms / 1000, 2 * HEARTBEAT_S),
+                          alive_as=broker.instance)
+    heartbeat.beat(subscriptions=len(broker.routes), pools=pools, instance=broker.instance)
     broker.emit_after("process_boot")
     worker = dramatiq.Worker(broker, queues=set(pools), worker_threads=threads,
                              worker_timeout=1000)
