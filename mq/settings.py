@@ -84,6 +84,9 @@ class Settings:
     #: A worker whose heartbeat (every second) stops for this long is taken for dead, and
     #: its pending entries go to the surviving workers (`broker.takeover`).
     worker_dead_after_ms: int = 3000
+    #: Entries a worker process holds per pool without having acknowledged them (read,
+    #: queued, running): what a SIGKILL can deliver twice. 0: 8 per delivery thread.
+    worker_prefetch: int = 0
 
     port: int = 3010
     max_request_bytes: int = 6 * MIB

@@ -83,7 +83,7 @@ def run_process(settings: Settings, *, pools: list[str], threads: int) -> int:
                              worker_timeout=1000)
     # Entries held per pool consumer (read, queued, running or being acked). Dramatiq's
     # default of 2 per thread left threads idle while the consumer was between round trips.
-    worker.queue_prefetch = threads * PREFETCH_PER_THREAD
+    worker.queue_prefetch = settings.worker_prefetch or threads * PREFETCH_PER_THREAD
     worker.start()
     log.info("worker %s serving %d subscriptions on pools %s with %d threads",
              broker.instance, len(broker.routes), ",".join(pools), threads)

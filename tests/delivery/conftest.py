@@ -177,9 +177,9 @@ class Processes:
         self.procs.append(proc)
         return proc
 
-    def worker(self, *, threads: int = 8, wait: bool = True, extra: tuple[str, ...] = ()
-               ) -> subprocess.Popen[bytes]:
-        proc = self._start("worker", "--threads", str(threads), *extra)
+    def worker(self, *, threads: int = 8, wait: bool = True, extra: tuple[str, ...] = (),
+               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        proc = self._start("worker", "--threads", str(threads), *extra, env=env)
         if wait:
             self.wait_ready(proc, "worker")
         return proc

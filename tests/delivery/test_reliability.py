@@ -168,3 +168,28 @@ def test_a_stalled_worker_loses_its_entries_but_nothing_is_lost_or_counted_twice
     wait_until(lambda: processes.redis.hget(counters, "delivered") == "40")
     time.sleep(1.0)  # a late acknowledgement would count now
     assert processes.redis.hget(counters, "delivered") == "40"
+
+
+def test_duplicates_after_a_sigkill_are_bounded_by_the_prefetch(
+        tenant, subscriptions, webhook, processes):
+    """A worker holds at most WORKER_PREFETCH unacknowledged entries, so a SIGKILL can
+    deliver at most that many messages twice."""
+    queue = tenant.create_queue("orders")
+    sub = subscriptions.create("orders", "bounded", webhook.url("/b"))
+    webhook.delay_s["/b"] = 0.02
+    victim = processes.worker(threads=2, env={"WORKER_PREFETCH": "3"})
+    consumer = f"{sub['consumer_name']}@{_instance(processes, victim)}"
+    key, group = Keys(processes.settings.redis_namespace).stream(queue["id"], 0), \
+        group_name(tenant.id, "bounded")
+    ids = publish_many(tenant, "orders", 200)
+    held = []
+    while len(webhook.received("/b")) < 60:  # what the victim holds, sampled as it works
+        held.append(_pending_by_consumer(processes, key, group).get(consumer, 0))
+        time.sleep(0.01)
+    assert 0 < max(held) <= 3, held  # without the setting: 16 (8 per thread)
+    processes.kill(victim)
+    processes.worker(threads=2)
+    webhook.wait_for("/b", 200, timeout=60)
+    counts = Counter(r.headers["x-mq-message-id"] for r in webhook.settle("/b", quiet_s=2.0))
+    assert set(counts) == set(ids)
+    assert sum(n - 1 for n in counts.values()) <= 3
