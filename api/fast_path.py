@@ -47,11 +47,9 @@ class PublishFastPath:
         self.flask: WSGIApp = app.wsgi_app
         self.max_bytes: int | None = app.config.get("MAX_CONTENT_LENGTH")
         self.request_id = request_id
-        self.exact: dict[str, Route] = {
-            f"{base}/publish": (f"{base}/publish", publish.SINGLE, publish.publish_single),
-            f"{base}/publish/batch": (f"{base}/publish/batch", publish.BATCH,
-                                      publish.publish_batch),
-        }
+        exact: list[Route] = [(f"{base}/publish", publish.SINGLE, publish.publish_single),
+                              (f"{base}/publish/batch", publish.BATCH, publish.publish_batch)]
+        self.exact = {route[0]: route for route in exact}  # a path is its own rule
         self.to_topic: Route = (f"{base}/topics/<name>/publish", publish.TO_TOPIC,
                                 publish.publish_to_topic)
         self.topic_path = re.compile(rf"^{re.escape(base)}/topics/([^/]+)/publish$")
