@@ -1,5 +1,5 @@
 # make dev   - create .venv, install the project, run the whole service on embedded defaults
-# make test  - create .venv, install the project with its test tools, lint, run the tests
+# make test  - create .venv, install the project with its test tools, lint, type-check, run the tests
 # make bench - publish throughput and latency next to the machine's ceiling
 
 VENV := .venv
@@ -17,6 +17,7 @@ dev: $(VENV)/.installed-dev
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-test
