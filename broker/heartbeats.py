@@ -1,7 +1,9 @@
 """Process heartbeats: workers and schedulers announce themselves in one Redis hash.
 
-Each process writes `{ns}:procs[<id>] = {"id", "kind", "host", "pid", "ts", "ttl_s", ...}`
-every few seconds; a beat older than its `ttl_s` counts as dead and is pruned by readers.
+Each process writes `{ns}:procs[<id>] = {"id", "kind", "host", "node", "pid", "ts", "ttl_s",
+...}` every few seconds; a beat older than its `ttl_s` counts as dead and is pruned by readers.
+`node` names the kernel and process namespace the pid belongs to (`local_node()`), so a
+process can tell that another one on its own machine is gone without waiting for its beat.
 """
 
 from __future__ import annotations
@@ -12,10 +14,37 @@ import socket
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from broker.connection import RedisClient
 from broker.keys import Keys
+
+
+def local_node() -> str | None:
+    """What makes a pid mean one process: this boot of this kernel and this pid namespace
+    (Linux). None where that cannot be told; then no pid is ever checked."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return f"{socket.gethostname()}/{boot}/{namespace}"
+
+
+def process_gone(pid: int) -> bool:
+    """True when no process `pid` runs on this node (an unreaped zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state == "Z"
 
 
 class Heartbeat:
@@ -30,12 +59,14 @@ class Heartbeat:
         #: A worker's broker instance: each beat also renews its `Keys.worker_alive` key.
         self.alive_as = alive_as
         self.host = socket.gethostname()
+        self.node = local_node()
         self.pid = os.getpid()
         self.id = f"{kind}:{self.host}:{self.pid}:{uuid.uuid4().hex[:6]}"
 
     def beat(self, **extra: Any) -> None:
         now = time.time()
-        record = {"id": self.id, "kind": self.kind, "host": self.host, "pid": self.pid,
+        record = {"id": self.id, "kind": self.kind, "host": self.host, "node": self.node,
+                  "pid": self.pid,
                   "ts": now, "ttl_s": self.ttl_s,
                   "last_heartbeat": datetime.fromtimestamp(now, UTC).isoformat(
                       timespec="milliseconds").replace("+00:00", "Z"),

@@ -6,8 +6,10 @@ fleet knows sooner: every worker renews `Keys.worker_alive(<instance>)` with eac
 (every second), with an expiry of `WORKER_DEAD_AFTER_MS` (3 s by default) counted by the
 Redis server's clock, so no host's clock matters. A consumer that saw an instance alive and
 then finds its key gone claims that instance's pending entries on every stream and pool it
-serves itself, whatever their idle time. `session_timeout_ms` stays the bound for a live
-worker whose handler hangs.
+serves itself, whatever their idle time. A worker on the consumer's own node (same kernel
+boot and pid namespace, `heartbeats.local_node`) whose pid is gone is dead at once, without
+waiting for its key to expire. `session_timeout_ms` stays the bound for a live worker whose
+handler hangs.
 
 Race-free: survivors claim with `XCLAIM … <min idle>`, and an entry one survivor claimed
 has just been reset to idle 0, so a second survivor's claim of it does nothing. An instance
@@ -21,8 +23,10 @@ delivery at worst, never a loss or a double count.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from broker.connection import RedisClient
+from broker.heartbeats import local_node, process_gone
 from broker.keys import Keys
 
 #: How often a consumer looks for workers that stopped beating.
@@ -39,28 +43,39 @@ class DeadWorkers:
         self.redis = redis
         self.keys = keys
         self.own_instance = own_instance
+        self.node = local_node()
         self.alive: set[str] = set()
+        #: Instances already reported dead because their process is gone from this node.
+        self.gone: set[str] = set()
 
     def newly_dead(self) -> set[str]:
         """Instances alive at the previous look and gone now (this process excluded)."""
-        candidates = sorted(self.alive | self._announced())
+        beats = self._announced()
+        candidates = sorted(self.alive | set(beats))
         pipe = self.redis.pipeline(transaction=False)
         for instance in candidates:
             pipe.exists(self.keys.worker_alive(instance))
         alive = {instance for instance, exists in zip(candidates, pipe.execute(), strict=True)
                  if exists}
-        dead = self.alive - alive - {self.own_instance}
-        self.alive = alive
-        return dead
+        gone_here = {instance for instance, beat in beats.items() if self._gone_here(beat)}
+        dead = (self.alive - alive) | (gone_here - self.gone)
+        self.gone = gone_here
+        self.alive = alive - gone_here
+        return dead - {self.own_instance}
 
-    def _announced(self) -> set[str]:
-        """Worker instances named by heartbeats in the process hash."""
-        found = set()
+    def _announced(self) -> dict[str, dict[str, Any]]:
+        """Worker instances named by heartbeats in the process hash, with their beat."""
+        found = {}
         for raw in self.redis.hvals(self.keys.processes):
             beat = json.loads(raw)
             if beat.get("kind") == "worker" and beat.get("instance"):
-                found.add(str(beat["instance"]))
+                found[str(beat["instance"])] = beat
         return found
+
+    def _gone_here(self, beat: dict[str, Any]) -> bool:
+        """The beat's process ran on this node and its pid is gone."""
+        return (self.node is not None and beat.get("node") == self.node
+                and isinstance(beat.get("pid"), int) and process_gone(beat["pid"]))
 
 
 #: One claim: stream, group, the dead consumer, the consumer taking over.
