@@ -41,7 +41,13 @@ from publishing.messages import Prepared
 log = logging.getLogger(__name__)
 
 LEASE_MS = 15_000
-OUTBOX_AGE = timedelta(seconds=30)
+#: A record this old without an offset is the outbox sweep's (its publisher appends within
+#: milliseconds of its commit, or died); appending is idempotent per record while its marker
+#: lives (`broker.streams`), so a publisher and the sweep racing over one record append it once.
+OUTBOX_AGE = timedelta(seconds=5)
+#: How often the sweep looks: a message whose publisher died is delivered within about
+#: `OUTBOX_AGE` + this (one index range scan of records without an offset each time).
+OUTBOX_SWEEP_S = 2.0
 OUTBOX_PAGE = 500
 DEAD_LETTER_RETENTION_MS = 7 * 24 * 3600 * 1000
 

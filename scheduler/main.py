@@ -30,6 +30,7 @@ from broker.scripts import Scripts
 from mq.logging import RepeatedFailures
 from mq.settings import Settings
 from scheduler.delayed import HOUSEKEEPING_S, REBUILD_RETRY_S, DelayedJobs
+from scheduler.housekeeping import OUTBOX_SWEEP_S
 from scheduler.janitor import reap_consumers
 from scheduler.metrics import GaugeExporter
 
@@ -95,7 +96,7 @@ def run(settings: Settings) -> int:
     every(REBUILD_RETRY_S, delayed.rebuild, "rebuild-delay-set", now=True)
     every(0.2, delayed.fire_schedules, "recurring-schedules")
     every(HOUSEKEEPING_S, delayed.trim_retention, "trim-retention", now=True)
-    every(HOUSEKEEPING_S / 6, delayed.sweep_outbox, "sweep-outbox", now=True)
+    every(OUTBOX_SWEEP_S, delayed.sweep_outbox, "sweep-outbox", now=True)
     scheduler.start()
     log.info("scheduler started")
     stop.wait()

@@ -21,6 +21,7 @@ import uuid
 import warnings
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,23 @@ def chaos_settings(own_postgres: OwnPostgres, own_redis: DurableRedis) -> Iterat
                        log_format="text")
 
 
+@dataclass
+class Steady:
+    """A publishing thread and the ids it had acknowledged."""
+
+    stopping: threading.Event
+    acknowledged: list[str]
+    thread: threading.Thread | None = None
+
+    def stop(self) -> list[str]:
+        """Stop after the batch on its way; returns every acknowledged id."""
+        self.stopping.set()
+        assert self.thread is not None
+        self.thread.join(90)
+        assert not self.thread.is_alive(), "a publish never got through"
+        return self.acknowledged
+
+
 class Fleet:
     """One test's processes, sink and tenant, driven over HTTP as a user would."""
 
@@ -203,20 +221,20 @@ class Fleet:
             time.sleep(0.1)
 
     def publish_steadily(self, topic: dict[str, Any], *, batch: int, every_s: float,
-                         for_s: float) -> tuple[threading.Thread, list[str]]:
-        """A thread publishing `batch` messages every `every_s` for `for_s` seconds; the list
-        fills with the acknowledged ids."""
-        acknowledged: list[str] = []
+                         for_s: float) -> Steady:
+        """Publish `batch` messages every `every_s` for `for_s` seconds (or until stopped)
+        on a thread of its own."""
+        steady = Steady(threading.Event(), [])
 
         def run() -> None:
             end = time.monotonic() + for_s
-            while time.monotonic() < end:
-                acknowledged.extend(self.publish(topic, batch))
+            while time.monotonic() < end and not steady.stopping.is_set():
+                steady.acknowledged.extend(self.publish(topic, batch))
                 time.sleep(every_s)
 
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        return thread, acknowledged
+        steady.thread = threading.Thread(target=run, daemon=True)
+        steady.thread.start()
+        return steady
 
     def first_ack_after(self, moment: float) -> float:
         """Seconds from `moment` to the first publish acknowledged after it."""

@@ -51,7 +51,7 @@ def test_a_worker_killed_three_times_loses_nothing_and_its_messages_return_in_se
     fleet.sink.delay_s["/w"] = 0.05
     fleet.processes.worker(threads=THREADS)
     victim = fleet.processes.worker(threads=THREADS)
-    publisher, acknowledged = fleet.publish_steadily(topic, batch=10, every_s=0.15, for_s=9)
+    publisher = fleet.publish_steadily(topic, batch=10, every_s=0.15, for_s=9)
 
     kills: list[tuple[float, set[str]]] = []
     for _ in range(KILLS):
@@ -60,7 +60,7 @@ def test_a_worker_killed_three_times_loses_nothing_and_its_messages_return_in_se
         fleet.processes.kill(victim)
         kills.append((time.time(), held))
         victim = fleet.processes.worker(threads=THREADS)
-    publisher.join(30)
+    acknowledged = publisher.stop()
 
     counts = fleet.wait_for_all("/w", acknowledged)
     returned = [at - killed_at for killed_at, held in kills for message_id in held
