@@ -6,7 +6,7 @@ from typing import Any
 
 from api.auth import principal
 from api.services import services
-from broker.codec import (
+from formats.codec import (
     AES_GCM,
     MARKER,
     SCHEMA_FORMATS,
@@ -17,9 +17,9 @@ from broker.codec import (
     is_encoded,
     topic_codec,
 )
+from formats.encryption import DecryptError, cached_keyring
 from models import Schema, Topic
 from models.registry import referenced_schema
-from mq.crypto import DecryptError, cached_keyring
 from mq.errors import ValidationError
 
 

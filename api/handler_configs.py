@@ -15,10 +15,10 @@ from marshmallow import EXCLUDE, Schema, fields, validate, validates
 from marshmallow import ValidationError as InvalidFields
 
 from api.fields import strict_int
+from formats.json_schema import SchemaDefinitionError, checked_schema
 from handlers.database import OPERATIONS, config_problems
 from handlers.filters import FilterPolicyError, compile_policy
 from handlers.function import reference_problem
-from handlers.schema_check import SchemaDefinitionError, checked_schema
 from handlers.transform import TransformError, compile_expression
 from handlers.urls import WebhookURLError, check_webhook_url
 from mq.settings import Settings
