@@ -20,7 +20,7 @@ from api.schemas import validate_payload
 from api.services import services
 from formats.encryption import Keyring, cached_keyring
 from mq.errors import Forbidden, TopicNotActive
-from publishing.group import Job, Published
+from publishing.jobs import Job, Published
 from publishing.messages import (
     Prepared,
     PublishTarget,

@@ -127,9 +127,8 @@ def prepare_message(topic: PublishTarget, producer: str | None, message: dict[st
     }
     if not topic.codec.plain:
         row["payload"], row["headers"] = _encode(topic, row, index, keyring)
-        payload_json = None
     return Prepared(row, envelope_of(row), given_id=bool(message.get("message_id")),
-                    payload_json=payload_json)
+                    payload_json=payload_json if topic.codec.plain else None)
 
 
 def envelope_of(row: dict[str, Any]) -> Envelope:

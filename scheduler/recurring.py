@@ -33,7 +33,8 @@ from models.base import utcnow
 from models.registry import referenced_schema
 from mq.cron import cron_trigger, next_run
 from mq.errors import MQError, ValidationError
-from publishing.group import Job, Publisher
+from publishing.group import Publisher
+from publishing.jobs import Job
 from publishing.messages import PublishTarget, key_partition, prepare_message, scheduled
 
 log = logging.getLogger(__name__)
