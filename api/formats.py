@@ -6,13 +6,13 @@ from typing import Any
 
 from api.auth import principal
 from api.services import services
+from formats.avro import avro_schema_of
 from formats.codec import (
     AES_GCM,
     MARKER,
     SCHEMA_FORMATS,
     Codec,
     DecodingError,
-    avro_schema_of,
     decode,
     is_encoded,
     topic_codec,

@@ -21,7 +21,7 @@ from api.schemas import check_subject_reference
 from api.services import services
 from broker.control import announce
 from broker.keys import group_name
-from formats.codec import avro_schema_of
+from formats.avro import avro_schema_of
 from formats.json_schema import SchemaDefinitionError, checked_schema
 from models import Schedule, Subscription, Topic
 from mq.errors import BackendNotSupported, TopicAlreadyExists, TopicNotFound, ValidationError

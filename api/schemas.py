@@ -19,7 +19,7 @@ from api.auth import principal, tenant_access
 from api.pagination import PageArgs, paginate
 from api.parsing import Blueprint
 from api.services import services
-from formats.codec import avro_schema_of
+from formats.avro import avro_schema_of
 from formats.json_schema import SchemaDefinitionError
 from formats.schema_registry import (
     FORMATS,

@@ -35,7 +35,6 @@ from typing import Any
 import msgpack
 
 from formats import avro, protobuf
-from formats.avro import avro_schema_of
 from formats.compression import UnknownCompression, compress, decompress
 from formats.encryption import DecryptError, Keyring
 
@@ -220,7 +219,7 @@ def topic_codec(topic: Any, registered: Any = None) -> Codec:
     codec = Codec(message_format=message_format,
                   compression=topic.compression_type or "none",
                   encryption=topic.encryption or "none",
-                  schema=avro_schema_of(topic.schema_definition)
+                  schema=avro.avro_schema_of(topic.schema_definition)
                   if message_format == "avro" else None)
     if codec.message_format in SCHEMA_FORMATS and codec.schema is None \
             and registered is not None and registered.format == codec.message_format:

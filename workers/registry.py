@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 from broker.delivery import DEFAULT_POOL, Route
 from broker.keys import group_name
 from broker.redis_streams import RedisStreamsBroker
-from formats.codec import Codec, avro_schema_of, topic_codec
+from formats.avro import avro_schema_of
+from formats.codec import Codec, topic_codec
 from models import Database, Subscription, Topic
 
 log = logging.getLogger(__name__)
