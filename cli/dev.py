@@ -49,6 +49,9 @@ class Stopped(Exception):
     """SIGTERM arrived before the process manager took over the signals."""
 
 
+_stop_asked = threading.Event()
+
+
 def run(settings: Settings, environ: Mapping[str, str]) -> int:
     """Run the dev stack until Ctrl-C or SIGTERM; returns the exit code."""
     signal.signal(signal.SIGTERM, _raise_stopped)
@@ -58,8 +61,10 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
                 embedded_redis(settings, environ) as redis_url:
             settings = dev_settings(settings, environ, database_url, redis_url)
             upgrade(settings.database_url)
+            _stop_if_asked()
             say(f"database {without_password(settings.database_url)} migrated")
             key = ensure_dev_key(settings)
+            _stop_if_asked()
             return run_processes(settings, environ, banner(settings, key, environ))
     except (KeyboardInterrupt, Stopped):
         say("stopped")
@@ -71,7 +76,15 @@ def say(text: str) -> None:
 
 
 def _raise_stopped(_signum: int, _frame: FrameType | None) -> None:
+    _stop_asked.set()
     raise Stopped
+
+
+def _stop_if_asked() -> None:
+    """Raise `Stopped` again if SIGTERM came: raised inside code that loses exceptions (a C
+    extension's module import, such as the database driver's), it may not have arrived."""
+    if _stop_asked.is_set():
+        raise Stopped
 
 
 def database_configured(environ: Mapping[str, str]) -> bool:
