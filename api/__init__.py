@@ -24,7 +24,8 @@ from models import Database
 from mq import __version__
 from mq.logging import configure_logging
 from mq.settings import Settings
-from publishing.group import GroupWriter, Publisher
+from publishing.group import Publisher
+from publishing.writer import GroupWriter
 
 BASE = "/api/v1/mq"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

@@ -20,7 +20,7 @@ from api.services import services
 from models import ApiKey, Tenant
 from models.tenancy import hash_key
 from mq.errors import Forbidden, MQError, Unauthorized
-from publishing.group import StaleEpoch
+from publishing.jobs import StaleEpoch
 
 ROLES = ("admin", "producer", "consumer")
 

@@ -6,20 +6,20 @@ from typing import Any
 
 from api.auth import principal
 from api.services import services
-from broker.codec import (
+from formats.avro import avro_schema_of
+from formats.codec import (
     AES_GCM,
     MARKER,
     SCHEMA_FORMATS,
     Codec,
     DecodingError,
-    avro_schema_of,
     decode,
     is_encoded,
     topic_codec,
 )
+from formats.encryption import DecryptError, cached_keyring
 from models import Schema, Topic
 from models.registry import referenced_schema
-from mq.crypto import DecryptError, cached_keyring
 from mq.errors import ValidationError
 
 

@@ -261,7 +261,7 @@ def install(app: Flask) -> None:
 @operator_access
 def _prometheus() -> Response:
     """This process's metrics, or, under gunicorn started by `mq api`, every API worker's
-    (prometheus-client's multiprocess mode, see `mq.cli.metrics_environ`)."""
+    (prometheus-client's multiprocess mode, see `cli.main.metrics_environ`)."""
     directory = services().settings.prometheus_multiproc_dir
     registry = REGISTRY
     if directory:

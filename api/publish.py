@@ -17,7 +17,7 @@ from api.queues import find_topic
 from api.quotas import check_stored_bytes, take_publish_rate
 from api.services import services
 from mq.errors import ValidationError
-from publishing.group import Published
+from publishing.jobs import Published
 from publishing.messages import PublishTarget
 
 PREFIX = ""

@@ -18,9 +18,9 @@ from api.auth import Principal
 from api.metrics import record_published
 from api.schemas import validate_payload
 from api.services import services
-from mq.crypto import Keyring, cached_keyring
+from formats.encryption import Keyring, cached_keyring
 from mq.errors import Forbidden, TopicNotActive
-from publishing.group import Job, Published
+from publishing.jobs import Job, Published
 from publishing.messages import (
     Prepared,
     PublishTarget,

@@ -19,10 +19,10 @@ from api.parsing import Blueprint
 from api.quotas import check_count, tenant_quotas
 from api.schemas import check_subject_reference
 from api.services import services
-from broker.codec import avro_schema_of
 from broker.control import announce
 from broker.keys import group_name
-from handlers.schema_check import SchemaDefinitionError, checked_schema
+from formats.avro import avro_schema_of
+from formats.json_schema import SchemaDefinitionError, checked_schema
 from models import Schedule, Subscription, Topic
 from mq.errors import BackendNotSupported, TopicAlreadyExists, TopicNotFound, ValidationError
 

@@ -19,9 +19,9 @@ from api.auth import principal, tenant_access
 from api.pagination import PageArgs, paginate
 from api.parsing import Blueprint
 from api.services import services
-from broker.codec import avro_schema_of
-from handlers.schema_check import SchemaDefinitionError
-from handlers.schema_registry import (
+from formats.avro import avro_schema_of
+from formats.json_schema import SchemaDefinitionError
+from formats.schema_registry import (
     FORMATS,
     MODES,
     PayloadCheck,

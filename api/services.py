@@ -17,7 +17,7 @@ from broker.keys import Keys
 from broker.streams import TopicStreams
 from models import Database
 from mq.settings import Settings
-from publishing.group import GroupWriter
+from publishing.writer import GroupWriter
 
 
 @dataclass

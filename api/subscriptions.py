@@ -24,12 +24,6 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal, principal, tenant_access
 from api.fields import NAME_PATTERN, Timestamp, name_field, strict_int
-from api.handler_configs import (
-    MessageFilter,
-    keep_secrets,
-    public_view,
-    validate_handler_config,
-)
 from api.pagination import PageArgs, paginate
 from api.parsing import Blueprint
 from api.queues import find_topic
@@ -38,6 +32,8 @@ from api.services import services
 from broker.control import Op, announce
 from broker.keys import group_name
 from broker.streams import parse_entry_id
+from handlers.configs import MessageFilter
+from handlers.registry import keep_secrets, public_view, validate_handler_config
 from models import ConsumptionRecord, Subscription, Tenant, Topic
 from mq.errors import (
     BackendNotSupported,

@@ -51,7 +51,7 @@ LEAD_S = 8.0  # the earliest due time after the start of sending (sending takes 
 def mq_sender(system: MQSystem) -> Callable[[float], str]:
     """Publish one message due at the given Unix time through the publishing core's delayed
     flow (a `scheduled` record, then parked in the delay set)."""
-    from publishing.group import Job
+    from publishing.jobs import Job
     from publishing.messages import PublishTarget, prepare_message, scheduled
 
     target = PublishTarget.of(system.topic)

@@ -149,7 +149,7 @@ class MQSystem:
     def publish_group(self, size: int) -> list[str]:
         """The publishing core's flow (records, append, offsets) for `size` messages at once;
         returns the ids the handler will note (carried in the payloads)."""
-        from publishing.group import Job
+        from publishing.jobs import Job
         from publishing.messages import PublishTarget, prepare_message
 
         ids = [uuid.uuid4().hex for _ in range(size)]

@@ -114,8 +114,8 @@ def procfile_command(name: str) -> str:
 
 
 def web_command(app_target: str) -> str:
-    """The Procfile's `web` line, optionally serving another app."""
-    return procfile_command("web").replace("'api:create_app()'", shlex.quote(app_target))
+    """The Procfile's `web` line (`mq api`), optionally serving another app."""
+    return f"{procfile_command('web')} --app {shlex.quote(app_target)}"
 
 
 @contextmanager

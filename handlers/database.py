@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import JSON, Column, MetaData, Table, and_, create_engine, delete, inspect
@@ -56,7 +57,9 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "update": ("mapping", "criteria"),
     "delete": ("criteria",),
 }
-UPSERT_DIALECTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+#: Dialect -> its INSERT with `ON CONFLICT` (`excluded`, `on_conflict_do_…`).
+UPSERT_DIALECTS: dict[str, Callable[[Table], Any]] = {"postgresql": postgresql.insert,
+                                                      "sqlite": sqlite.insert}
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", ""})
 SERVICE_DATABASE = ("is the service's own database under the service's own user; tenants "

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from formats.json_schema import payload_problem, schema_validator
 from handlers.base import Delivery, PermanentFailure
 from handlers.filters import FilterPolicyError, Policy, compile_policy
 from handlers.paths import message_document
-from handlers.schema_check import payload_problem, schema_validator
 from handlers.transform import transform
 
 

@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
@@ -87,3 +87,19 @@ def create_tenant(session: Session, name: str) -> tuple[Tenant, str]:
     _, key = add_api_key(session, tenant.id, "admin", "admin")
     session.commit()
     return tenant, key
+
+
+def ensure_admin_key(session: Session, tenant_name: str, saved_key: str | None) -> str:
+    """An admin key of the tenant named `tenant_name`, committed: `saved_key` if it still
+    opens the tenant, else a new one (the tenant is created if missing; otherwise its `admin`
+    key is replaced, as keys are stored hashed and the saved copy was the only one)."""
+    tenant = session.scalar(select(Tenant).where(Tenant.name == tenant_name))
+    if tenant is None:
+        return create_tenant(session, tenant_name)[1]
+    if saved_key and session.scalar(select(ApiKey.id).where(
+            ApiKey.tenant_id == tenant.id, ApiKey.key_hash == hash_key(saved_key))):
+        return saved_key
+    session.execute(delete(ApiKey).where(ApiKey.tenant_id == tenant.id, ApiKey.name == "admin"))
+    _, key = add_api_key(session, tenant.id, "admin", "admin")
+    session.commit()
+    return key

@@ -1,3 +1,4 @@
-"""What every process shares: settings, errors, logging and the `mq` command line."""
+"""What every process shares, at the bottom of the import graph: settings, errors, logging
+and metrics helpers."""
 
 __version__ = "0.1.0"

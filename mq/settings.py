@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 
 from mq.errors import ConfigurationError
@@ -140,7 +140,7 @@ class Settings:
         return out
 
 
-def _parser_for(type_name: object) -> object:
+def _parser_for(type_name: object) -> Callable[[str], object]:
     text = str(type_name)
     if text.startswith("int"):
         return int
@@ -151,4 +151,5 @@ def _parser_for(type_name: object) -> object:
     return str
 
 
-_PARSERS = {"mq_db_targets": _json_object, "database_url": _postgresql_url}
+_PARSERS: dict[str, Callable[[str], object]] = {"mq_db_targets": _json_object,
+                                                "database_url": _postgresql_url}

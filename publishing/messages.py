@@ -9,12 +9,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from broker.codec import PLAIN, Codec, EncodingError
 from broker.envelope import Envelope
+from formats.codec import PLAIN, Codec, EncodingError
+from formats.encryption import Keyring
 from models import MessageRecord, Topic
 from models.base import fast_id, new_id, utcnow
 from models.bulk import compact_json
-from mq.crypto import Keyring
 from mq.errors import PayloadTooLarge, SerializationError, ValidationError
 
 BATCH_MAX_BYTES = 5 * 1024 * 1024
@@ -127,9 +127,8 @@ def prepare_message(topic: PublishTarget, producer: str | None, message: dict[st
     }
     if not topic.codec.plain:
         row["payload"], row["headers"] = _encode(topic, row, index, keyring)
-        payload_json = None
     return Prepared(row, envelope_of(row), given_id=bool(message.get("message_id")),
-                    payload_json=payload_json)
+                    payload_json=payload_json if topic.codec.plain else None)
 
 
 def envelope_of(row: dict[str, Any]) -> Envelope:
@@ -169,7 +168,7 @@ def check_batch_size(prepared: Sequence[Prepared]) -> None:
 
 def _encode(topic: PublishTarget, row: dict[str, Any], index: int | None,
             keyring: Keyring | None) -> tuple[Any, dict[str, Any]]:
-    """The payload and headers as the topic stores them (see `broker.codec`)."""
+    """The payload and headers as the topic stores them (see `formats.codec`)."""
     try:
         return topic.codec.encode(keyring, topic.tenant_id, row["message_id"], row["payload"],
                                   row["headers"])

@@ -16,14 +16,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, delete, select, tuple_
+from sqlalchemy import Connection, Table, delete, select, tuple_
 
 from models import MessageRecord, Topic
 from models.bulk import PreparedStatement, compact_json
 
-RECORDS = MessageRecord.__table__
+RECORDS = cast(Table, MessageRecord.__table__)
 
 #: The columns a prepared row fills, with their PostgreSQL types.
 _COLUMNS = (

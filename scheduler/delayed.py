@@ -37,9 +37,9 @@ from broker.connection import RedisClient, connect
 from broker.delays import DelaySet
 from broker.heartbeats import Lease
 from broker.keys import Keys
+from formats.encryption import cached_keyring
 from models import Database, MessageRecord
 from models.base import utcnow
-from mq.crypto import cached_keyring
 from mq.settings import Settings
 from publishing.group import Publisher
 from scheduler.housekeeping import Housekeeping

@@ -24,16 +24,17 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from broker.codec import topic_codec
 from broker.connection import RedisClient
 from broker.keys import Keys
+from formats.codec import topic_codec
+from formats.encryption import Keyring
 from models import Database, Schedule, Topic
 from models.base import utcnow
 from models.registry import referenced_schema
 from mq.cron import cron_trigger, next_run
-from mq.crypto import Keyring
 from mq.errors import MQError, ValidationError
-from publishing.group import Job, Publisher
+from publishing.group import Publisher
+from publishing.jobs import Job
 from publishing.messages import PublishTarget, key_partition, prepare_message, scheduled
 
 log = logging.getLogger(__name__)

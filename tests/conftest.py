@@ -27,7 +27,7 @@ from broker.keys import Keys
 from models import Database, upgrade
 from models.database import temporary_database
 from mq.settings import Settings
-from publishing.group import GroupWriter
+from publishing.writer import GroupWriter
 from tests.processes import free_port
 from tests.servers import RunServers
 

@@ -41,7 +41,7 @@ def child_env(**overrides: str) -> dict[str, str]:
 def mq(*args: str, env: Mapping[str, str], cwd: Path | None = None,
        timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run `mq ARGS` to completion."""
-    return subprocess.run([sys.executable, "-m", "mq.cli", *args], env=dict(env), cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=dict(env), cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -50,7 +50,7 @@ class Running:
 
     def __init__(self, *args: str, env: Mapping[str, str], cwd: Path | None = None) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mq.cli", *args], env=dict(env), cwd=cwd,
+            [sys.executable, "-m", "cli.main", *args], env=dict(env), cwd=cwd,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True,
         )

@@ -2,7 +2,7 @@
 
 Each of PostgreSQL and Redis is, in this order: the one named by `MQ_TEST_DATABASE_URL` /
 `MQ_TEST_REDIS_URL`; the one answering on its default address; or, where nothing answers, an
-embedded server (`mq.embedded`) started for the run and stopped after it. So the suite needs
+embedded server (`cli.embedded`) started for the run and stopped after it. So the suite needs
 nothing but Python, and uses real servers wherever there are some.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg2
 from redis import Redis
 
-from mq.embedded import UNDURABLE, embedded_postgres, embedded_valkey
+from cli.embedded import UNDURABLE, embedded_postgres, embedded_valkey
 from mq.urls import libpq_url, without_password
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"

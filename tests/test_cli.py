@@ -16,8 +16,8 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, inspect, text
 
+from cli.main import build_parser, gunicorn_args
 from models.database import temporary_database
-from mq.cli import build_parser, gunicorn_args
 from mq.settings import Settings
 from tests.conftest import ADMIN_DATABASE_URL, API
 from tests.processes import (
@@ -151,21 +151,24 @@ def test_worker_options() -> None:
             build_parser().parse_args(["worker", *bad])
 
 
-def test_procfile_web_is_the_command_mq_api_runs() -> None:
+def test_procfile_processes_are_mq_commands() -> None:
+    """The Procfile names `mq` commands only: the gunicorn command line `mq api` runs has one
+    source, `gunicorn_args`."""
     processes = dict(line.split(":", 1) for line in
                      (ROOT / "Procfile").read_text().splitlines() if line.strip())
-    assert set(processes) == {"release", "web", "worker", "scheduler"}
-    assert processes["release"].strip() == "mq db upgrade"
-    assert processes["worker"].strip() == "mq worker"
-    assert processes["scheduler"].strip() == "mq scheduler"
-    web = processes["web"].strip()
+    assert {name: command.strip() for name, command in processes.items()} == {
+        "release": "mq db upgrade", "web": "mq api", "worker": "mq worker",
+        "scheduler": "mq scheduler"}
+
+
+def test_mq_api_runs_gunicorn_with_the_settings() -> None:
     settings = Settings(port=4567, web_concurrency=3)
-    expanded = (web.replace("${PORT:-3010}", "4567").replace("${WEB_CONCURRENCY:-2}", "3")
-                .replace("'api:create_app()'", "api:create_app()"))
-    assert expanded.split() == ["gunicorn", *gunicorn_args(settings)]
-    defaults = Settings()
-    assert f"${{PORT:-{defaults.port}}}" in web
-    assert f"${{WEB_CONCURRENCY:-{defaults.web_concurrency}}}" in web
+    assert gunicorn_args(settings) == [
+        "--bind", "0.0.0.0:4567", "--workers", "3", "--threads", "4", "--graceful-timeout", "10",
+        "api:create_app()"]
+    args = build_parser().parse_args(["api", "--host", "127.0.0.1"])
+    assert gunicorn_args(settings, args.host, args.app)[:2] == ["--bind", "127.0.0.1:4567"]
+    assert args.app == "api:create_app()"
 
 
 # --- mq dev -------------------------------------------------------------------------------------
@@ -193,7 +196,7 @@ def stop_dev(dev: Running, directory: Path) -> None:
     """SIGINT `mq dev` and check that it stopped cleanly and left no process behind."""
     started = descendants(dev.process.pid)
     assert any("valkey-server" in command for command in started.values()), started
-    assert sum("mq.cli" in command for command in started.values()) >= 3, started
+    assert sum("cli.main" in command for command in started.values()) >= 3, started
     postgres = postmaster_pid(directory)
     assert postgres is not None and is_running(postgres)
     # pg_ctl leaves the postmaster in a session of its own, no longer a descendant.

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mq.dev import KEY_FILE, STATE_DIR
+from cli.dev import KEY_FILE, STATE_DIR
 from mq.settings import Settings
 from tests.processes import ROOT, Running, child_env, free_port, mq, wait_until_up
 

@@ -27,7 +27,11 @@ from dramatiq import Middleware
 from dramatiq.errors import Retry
 from dramatiq.middleware import SkipMessage
 
-from broker.codec import (
+from broker.dead_letters import topic_envelope
+from broker.delivery import ACTOR_NAME, DEFAULT_POOL, Route
+from broker.envelope import FIELD, Envelope
+from broker.redis_streams import RedisStreamsBroker, StreamProxy
+from formats.codec import (
     AES_GCM,
     PLAIN,
     Codec,
@@ -36,15 +40,11 @@ from broker.codec import (
     decode,
     is_encrypted,
 )
-from broker.dead_letters import topic_envelope
-from broker.delivery import ACTOR_NAME, DEFAULT_POOL, Route
-from broker.envelope import FIELD, Envelope
-from broker.redis_streams import RedisStreamsBroker, StreamProxy
+from formats.encryption import DecryptError, Keyring, cached_keyring
 from handlers import pipeline
 from handlers.base import Delivery, HandlerFailure, PermanentFailure
 from handlers.pipeline import Filtered
 from handlers.registry import HandlerRegistry
-from mq.crypto import DecryptError, Keyring, cached_keyring
 from workers.records import RecordWriter
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class DeliveryMiddleware(Middleware):
         self.current = _Current()
 
     def decoded(self, route: Route, envelope: Envelope) -> tuple[Any, dict[str, Any]]:
-        """A stored message's plaintext payload and headers (`broker.codec.decode`), read with
+        """A stored message's plaintext payload and headers (`formats.codec.decode`), read with
         the key of the topic's owner; DecryptError or DecodingError when it cannot be."""
         return decode(self._keyring(), route.topic_tenant_id or route.tenant_id,
                       envelope.message_id, envelope.payload, envelope.headers,

@@ -16,10 +16,11 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from broker.codec import Codec, avro_schema_of, topic_codec
 from broker.delivery import DEFAULT_POOL, Route
 from broker.keys import group_name
 from broker.redis_streams import RedisStreamsBroker
+from formats.avro import avro_schema_of
+from formats.codec import Codec, topic_codec
 from models import Database, Subscription, Topic
 
 log = logging.getLogger(__name__)

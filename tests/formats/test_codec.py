@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from broker.codec import Codec, DecodingError, EncodingError, decode
-from mq.crypto import DecryptError, Keyring, parse_master_key
+from formats.codec import Codec, DecodingError, EncodingError, decode
+from formats.encryption import DecryptError, Keyring, parse_master_key
 
 AVRO_ORDER = {"type": "record", "name": "Order", "fields": [
     {"name": "id", "type": "string"}, {"name": "qty", "type": "int"},

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mq import protobuf
+from formats import protobuf
 from tests.formats.test_codec import PROTO_ORDER
 from tests.formats.test_topics_and_publish import _stored_row, _stream_entries
 

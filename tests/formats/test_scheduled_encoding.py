@@ -9,8 +9,8 @@ import pytest
 from redis import Redis
 
 from broker.keys import Keys
+from formats.encryption import cached_keyring
 from models import Database
-from mq.crypto import cached_keyring
 from publishing.group import Publisher
 from scheduler.recurring import Recurring
 from tests.conftest import REDIS_URL

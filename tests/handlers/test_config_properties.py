@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from marshmallow import ValidationError as InvalidFields
 from sqlalchemy import create_engine, text
 
-from api.handler_configs import validate_handler_config
+from handlers.registry import validate_handler_config
 from mq.settings import Settings
 
 SCALARS = st.none() | st.booleans() | st.integers() | st.text(max_size=12) | st.floats(

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from formats.json_schema import SchemaDefinitionError, checked_schema, payload_problem
 from handlers.base import PermanentFailure
 from handlers.pipeline import FILTERED, Filtered, apply
-from handlers.schema_check import SchemaDefinitionError, checked_schema, payload_problem
 from handlers.transform import TransformError, compile_expression, transform
 from tests.handlers.helpers import make_delivery
 

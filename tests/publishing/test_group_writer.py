@@ -19,7 +19,7 @@ from api import create_app
 from broker.envelope import Envelope
 from broker.keys import Keys
 from models import MessageRecord
-from publishing.group import IDLE_FLUSH_S
+from publishing.writer import IDLE_FLUSH_S
 from tests.conftest import (
     ADMIN_DATABASE_URL,
     OPERATOR_TOKEN,

@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from handlers.schema_check import SchemaDefinitionError
-from handlers.schema_registry import check_definition, incompatibilities, payload_checker
-from mq import protobuf
+from formats import protobuf
+from formats.json_schema import SchemaDefinitionError
+from formats.schema_registry import check_definition, incompatibilities, payload_checker
 
 
 def avro(*fields: dict[str, Any]) -> dict[str, Any]:

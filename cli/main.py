@@ -8,8 +8,10 @@
     mq dev                      everything in one terminal, on embedded defaults
 
 Thin by design: it builds `Settings.from_env()` once and hands it to the code that does the
-work. `mq` is the bottom layer of the package graph, so the upper layers (`api`, `workers`,
-`scheduler`, `models`) are imported inside the command that needs them, never at module level.
+work. `cli` is the top layer of the package graph. The processes' packages are still imported
+inside the command that runs them, so that one process does not load the others' code.
+
+The Procfile's `web` line is `mq api`: the gunicorn command line below is its only source.
 """
 
 from __future__ import annotations
@@ -24,29 +26,36 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 
+from sqlalchemy.exc import OperationalError
+
+from cli import dev
+from models import Database, upgrade
+from models.tenancy import create_tenant
 from mq.errors import ConfigurationError, MQError
+from mq.logging import configure_logging
 from mq.settings import Settings
 
 Command = Callable[[Settings, argparse.Namespace], int]
 
-#: The app factory gunicorn serves; the Procfile's `web` line names the same target.
+#: The app factory gunicorn serves.
 APP_TARGET = "api:create_app()"
 
 
-def gunicorn_args(settings: Settings, host: str = "0.0.0.0") -> list[str]:
-    """gunicorn's arguments for the API: the Procfile's `web` line with its variables filled."""
+def gunicorn_args(settings: Settings, host: str = "0.0.0.0",
+                  app_target: str = APP_TARGET) -> list[str]:
+    """gunicorn's arguments for the API (the Procfile's `web` process)."""
     return [
         "--bind", f"{host}:{settings.port}",
         "--workers", str(settings.web_concurrency),
         "--threads", "4",
         "--graceful-timeout", "10",
-        APP_TARGET,
+        app_target,
     ]
 
 
 def run_api(settings: Settings, args: argparse.Namespace) -> int:
     """Replace this process with gunicorn, so signals and exit codes are gunicorn's own."""
-    argv = [sys.executable, "-m", "gunicorn", *gunicorn_args(settings, args.host)]
+    argv = [sys.executable, "-m", "gunicorn", *gunicorn_args(settings, args.host, args.app)]
     sys.stdout.flush()
     os.execve(sys.executable, argv, {**os.environ, **metrics_environ(settings)})
     return 1  # not reached
@@ -64,7 +73,6 @@ def metrics_environ(settings: Settings) -> dict[str, str]:
 
 
 def run_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from mq.logging import configure_logging
     from workers.main import run
 
     configure_logging(settings, "worker")
@@ -73,7 +81,6 @@ def run_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_scheduler(settings: Settings, _args: argparse.Namespace) -> int:
-    from mq.logging import configure_logging
     from scheduler.main import run
 
     configure_logging(settings, "scheduler")
@@ -83,8 +90,6 @@ def run_scheduler(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def run_db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
-    from models import upgrade
-
     upgrade(settings.database_url)
     print("database migrated to the latest revision")
     return 0
@@ -93,8 +98,6 @@ def run_db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
 def run_tenants_create(settings: Settings, args: argparse.Namespace) -> int:
     """Create a tenant and print its admin key, which is stored hashed and never shown again."""
     from api.fields import TENANT_NAME_PATTERN
-    from models import Database
-    from models.tenancy import create_tenant
 
     name: str = args.name
     if not re.fullmatch(TENANT_NAME_PATTERN, name):
@@ -115,9 +118,7 @@ def run_tenants_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_dev(settings: Settings, _args: argparse.Namespace) -> int:
-    from mq.dev import run
-
-    return run(settings, os.environ)
+    return dev.run(settings, os.environ)
 
 
 def pools(raw: str) -> list[str]:
@@ -140,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     api = commands.add_parser("api", help="serve the HTTP API with gunicorn on $PORT")
     api.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
+    # Another WSGI app under the same server settings: for benchmarks, not for operators.
+    api.add_argument("--app", default=APP_TARGET, help=argparse.SUPPRESS)
     api.set_defaults(run=run_api)
 
     worker = commands.add_parser("worker", help="deliver messages to subscriptions")
@@ -189,8 +192,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a clear line for operators instead of a traceback
-        from sqlalchemy.exc import OperationalError
-
         if isinstance(exc, OperationalError):
             return fail(f"cannot reach the database: {exc.orig}")
         raise

@@ -7,9 +7,10 @@ columns alike:
 - payload: `{"$mq": {"f": <format>, "z": <compression>, "e": <encryption>, "d": <data>}}`
   where the bytes are: the payload encoded in the format (`json` UTF-8, `msgpack`, `avro`
   schemaless with the topic's Avro schema, `protobuf` wire format of the first message of the
-  topic's registered `.proto`, see `mq.protobuf`), then compressed (`gzip` or `zstd`), then, when
-  encrypted, sealed with AES-256-GCM (`mq.crypto`, associated data = the message id);
-  `d` is the base64 text of those bytes, or the `mq.crypto` token when encrypted; `s`, for
+  topic's registered `.proto`, see `formats.protobuf`), then compressed (`gzip` or `zstd`, see
+  `formats.compression`), then, when encrypted, sealed with AES-256-GCM (`formats.encryption`,
+  associated data = the message id); `d` is the base64 text of those bytes, or the
+  `formats.encryption` token when encrypted; `s`, for
   Avro or protobuf written with a schema-registry version, is that schema's id (readers use that
   very version).
 - headers, when encrypted: `{"$mq": <token>}` of their JSON (associated data = the message id
@@ -25,26 +26,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
-import io
 import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-import fastavro
 import msgpack
-import zstandard
-from fastavro.validation import ValidationError as AvroValidationError
 
-from mq import protobuf
-from mq.crypto import DecryptError, Keyring
+from formats import avro, protobuf
+from formats.compression import UnknownCompression, compress, decompress
+from formats.encryption import DecryptError, Keyring
 
 MARKER = "$mq"
 FORMATS = ("json", "msgpack", "avro", "protobuf")
 SCHEMA_FORMATS = ("avro", "protobuf")  # formats that encode with a schema
-COMPRESSIONS = ("none", "gzip", "zstd")
 AES_GCM = "aes-256-gcm"
 _HEADERS_AAD = b"/headers"
 
@@ -55,20 +51,6 @@ class EncodingError(Exception):
 
 class DecodingError(Exception):
     """A stored payload that cannot be decoded (corrupt, or of an unknown format)."""
-
-
-def parse_avro_schema(definition: Any) -> Any:
-    """The parsed Avro schema, or ValueError if `definition` is not one."""
-    if not isinstance(definition, dict) or "type" not in definition:
-        raise ValueError("not an Avro schema")
-    if definition.get("$schema") or definition["type"] not in (
-            "record", "enum", "array", "map", "fixed", "string", "int", "long", "float",
-            "double", "boolean", "null", "bytes"):
-        raise ValueError("not an Avro schema")
-    try:
-        return fastavro.parse_schema(definition)
-    except Exception as exc:  # fastavro raises several types for bad schemas
-        raise ValueError(f"invalid Avro schema: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -91,7 +73,7 @@ class Codec:
         """(stored payload, stored headers); EncodingError if the payload does not fit."""
         if self.plain:
             return payload, headers
-        data = _compress(self.compression, _serialize(self, payload))
+        data = compress(self.compression, _serialize(self, payload))
         marker: dict[str, Any] = {"f": self.message_format, "z": self.compression}
         if self.schema_id is not None:
             marker["s"] = self.schema_id
@@ -149,10 +131,12 @@ def decode(keyring: Keyring | None, tenant_id: str, message_id: str, payload: An
         except (binascii.Error, ValueError):
             raise DecodingError("the stored payload is not base64") from None
     try:
-        raw = _decompress(str(marker.get("z", "none")), data)
+        raw = decompress(str(marker.get("z", "none")), data)
         return _deserialize(str(marker.get("f")), raw, schema), headers
     except DecodingError:
         raise
+    except UnknownCompression as exc:
+        raise DecodingError(str(exc)) from None
     except Exception as exc:  # corrupt data surfaces as many exception types
         raise DecodingError(f"the stored payload cannot be decoded: {exc}") from None
 
@@ -194,14 +178,10 @@ def _serialize(codec: Codec, payload: Any) -> bytes:
 def _avro_bytes(definition: Any, payload: Any) -> bytes:
     if definition is None:
         raise EncodingError("the topic has no Avro schema")
-    schema = parse_avro_schema(definition)
     try:
-        fastavro.validation.validate(payload, schema, raise_errors=True)
-        out = io.BytesIO()
-        fastavro.schemaless_writer(out, schema, payload)
-    except (AvroValidationError, TypeError, ValueError, AttributeError, KeyError) as exc:
+        return avro.encode(definition, payload)
+    except avro.AvroPayloadError as exc:
         raise EncodingError(f"does not match the topic's Avro schema: {exc}") from None
-    return out.getvalue()
 
 
 def _protobuf_bytes(definition: Any, payload: Any) -> bytes:
@@ -222,38 +202,10 @@ def _deserialize(message_format: str, raw: bytes, schema: Any) -> Any:
         case "msgpack":
             return msgpack.unpackb(raw, raw=False)
         case "avro":
-            parsed = parse_avro_schema(schema)
-            return fastavro.schemaless_reader(io.BytesIO(raw), parsed, parsed)
+            return avro.decode(schema, raw)
         case "protobuf":
             return protobuf.decode(protobuf.compiled(schema), raw)
     raise DecodingError(f"unknown stored format '{message_format}'")
-
-
-def _compress(compression: str, data: bytes) -> bytes:
-    if compression == "gzip":
-        return gzip.compress(data, mtime=0)
-    if compression == "zstd":
-        return zstandard.ZstdCompressor().compress(data)
-    return data
-
-
-def _decompress(compression: str, data: bytes) -> bytes:
-    if compression == "gzip":
-        return gzip.decompress(data)
-    if compression == "zstd":
-        return zstandard.ZstdDecompressor().decompress(data)
-    if compression != "none":
-        raise DecodingError(f"unknown stored compression '{compression}'")
-    return data
-
-
-def avro_schema_of(definition: Any) -> Any:
-    """`definition` if it is an Avro schema, else None."""
-    try:
-        parse_avro_schema(definition)
-    except ValueError:
-        return None
-    return definition
 
 
 def topic_codec(topic: Any, registered: Any = None) -> Codec:
@@ -267,7 +219,7 @@ def topic_codec(topic: Any, registered: Any = None) -> Codec:
     codec = Codec(message_format=message_format,
                   compression=topic.compression_type or "none",
                   encryption=topic.encryption or "none",
-                  schema=avro_schema_of(topic.schema_definition)
+                  schema=avro.avro_schema_of(topic.schema_definition)
                   if message_format == "avro" else None)
     if codec.message_format in SCHEMA_FORMATS and codec.schema is None \
             and registered is not None and registered.format == codec.message_format:

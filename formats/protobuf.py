@@ -8,6 +8,9 @@ files (or two versions of one) never meet, and the file's first message is the p
 Payloads cross the API and reach handlers in the proto3 JSON mapping (field names as written in
 the `.proto`, lowerCamelCase accepted on input); the wire format is what is stored. Decoded
 payloads show every field (zero values included) and 64-bit integers as JSON numbers.
+
+For the schema registry: valid definitions, payload checks, and compatibility following the
+wire rules of the protobuf language guide, message by message (see `reader_problems`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
+
+from formats.problems import PayloadCheck, PayloadProblem, SchemaDefinitionError
 
 MAX_PROTO_CHARS = 200_000
 _FILE_NAME = "schema.proto"
@@ -216,3 +221,115 @@ def _is_plain_message(field: FieldDescriptor) -> bool:
     message = field.message_type
     return message is not None and not _is_map(field) \
         and not message.full_name.startswith("google.protobuf.")
+
+
+# --- registry definitions ---------------------------------------------------------------------
+
+
+def checked_definition(definition: Any) -> ProtoSchema:
+    """The compiled schema; `SchemaDefinitionError` if `definition` is no usable `.proto`."""
+    try:
+        return compiled(definition)
+    except ProtoSchemaError as exc:
+        raise SchemaDefinitionError(str(exc)) from None
+
+
+def payload_checker(definition: Any) -> PayloadCheck:
+    """Payloads of protobuf topics are the proto3 JSON form of the file's first message."""
+    schema = checked_definition(definition)
+
+    def check(payload: Any) -> PayloadProblem | None:
+        problem = payload_problem(schema, payload)
+        return PayloadProblem(str(problem), problem.path) if problem is not None else None
+
+    return check
+
+
+# --- compatibility ----------------------------------------------------------------------------
+
+
+# Wire-compatible field types (protobuf language guide, "Updating a message type"): a value
+# written as one type of a group reads as any other of the group.
+_WIRE_GROUPS = [
+    {FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_INT64,
+     FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_BOOL, FieldDescriptor.TYPE_ENUM},
+    {FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SINT64},
+    {FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_SFIXED32},
+    {FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64},
+    {FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES},
+]
+
+
+def reader_problems(reader_definition: Any, writer_definition: Any) -> list[str]:
+    """Whether a reader of one `.proto` reads what a writer of the other wrote: the payload type
+    (the first message) keeps its name; in every message both define, a field number both use
+    keeps a wire-compatible type (int32/uint32/int64/uint64/bool/enum, sint32/sint64,
+    fixed32/sfixed32, fixed64/sfixed64, string/bytes; messages and enums keep their type name)
+    and stays repeated or singular; a `required` (proto2) reader field exists in the writer.
+    Added and removed fields are compatible (unknown fields are skipped, absent ones default);
+    names may change (the wire carries numbers)."""
+    reader, writer = checked_definition(reader_definition), checked_definition(writer_definition)
+    if reader.message.full_name != writer.message.full_name:
+        return [f"the payload type changed from {writer.message.full_name} to "
+                f"{reader.message.full_name}"]
+    reader_messages = _messages(reader.message.file.message_types_by_name.values())
+    problems: list[str] = []
+    for name, written in _messages(
+            writer.message.file.message_types_by_name.values()).items():
+        if name in reader_messages:
+            problems += _field_problems(reader_messages[name], written)
+    return problems
+
+
+def _messages(top_level: Any) -> dict[str, Descriptor]:
+    """Every message of a file by full name, nested ones included (so are a map's entries:
+    `map<K, V>` is a repeated message with fields `key` = 1 and `value` = 2)."""
+    found: dict[str, Descriptor] = {}
+    pending = list(top_level)
+    while pending:
+        message = pending.pop()
+        found[message.full_name] = message
+        pending.extend(message.nested_types)
+    return found
+
+
+def _field_problems(reader: Descriptor, writer: Descriptor) -> list[str]:
+    problems = []
+    for field in writer.fields:
+        read = reader.fields_by_number.get(field.number)
+        if read is not None:
+            problem = _field_change(read, field)
+            if problem:
+                problems.append(f"{reader.full_name} field {field.number} ({field.name}): "
+                                f"{problem}")
+    for field in reader.fields:
+        if field.is_required and field.number not in writer.fields_by_number:
+            problems.append(f"{reader.full_name} field {field.number} ({field.name}): required "
+                            "by the reader but not written")
+    return problems
+
+
+def _field_change(reader: FieldDescriptor, writer: FieldDescriptor) -> str | None:
+    if reader.is_repeated != writer.is_repeated:
+        return "changed between repeated and singular"
+    reader_type, writer_type = _type_name(reader), _type_name(writer)
+    if reader_type == writer_type:
+        return None
+    if reader.type == writer.type == FieldDescriptor.TYPE_MESSAGE \
+            or reader.type == writer.type == FieldDescriptor.TYPE_ENUM \
+            or not any({reader.type, writer.type} <= group for group in _WIRE_GROUPS):
+        return f"type {writer_type} cannot be read as {reader_type}"
+    return None
+
+
+def _type_name(field: FieldDescriptor) -> str:
+    """`int32`, `string`, …, or the full name of a message or enum type."""
+    named = field.message_type or field.enum_type
+    if named is not None:
+        return named.full_name
+    return _TYPE_NAMES[field.type]
+
+
+_TYPE_NAMES = {number: name.removeprefix("TYPE_").lower()
+               for name, number in vars(FieldDescriptor).items()
+               if name.startswith("TYPE_") and isinstance(number, int)}

@@ -1,6 +1,6 @@
 """`mq dev`: the whole service in one terminal, on embedded defaults.
 
-What is not configured is provided (`mq.embedded`): without `DATABASE_URL` an embedded
+What is not configured is provided (`cli.embedded`): without `DATABASE_URL` an embedded
 PostgreSQL server with its data under `.mq/postgres`, without `REDIS_URL` an embedded Valkey
 server with its data and append-only file under `.mq/valkey`; both survive restarts.
 Migrations run, a `dev` tenant exists, and its admin key is printed. API, worker and scheduler
@@ -27,7 +27,9 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
-from mq.embedded import embedded_postgres, embedded_valkey
+from cli.embedded import embedded_postgres, embedded_valkey
+from models import Database, upgrade
+from models.tenancy import ensure_admin_key
 from mq.settings import Settings
 from mq.urls import without_password
 
@@ -39,10 +41,15 @@ OPERATOR_TOKEN_FILE = "operator-token"
 #: The processes and their options; the API listens on loopback only, as a dev server should.
 PROCESSES = {"api": "--host 127.0.0.1", "worker": "", "scheduler": ""}
 READY_TIMEOUT_S = 60.0
+#: What the children run: the `mq` command line, as `python -m`.
+CLI_MODULE = "cli.main"
 
 
 class Stopped(Exception):
     """SIGTERM arrived before the process manager took over the signals."""
+
+
+_stop_asked = threading.Event()
 
 
 def run(settings: Settings, environ: Mapping[str, str]) -> int:
@@ -53,11 +60,11 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
         with embedded_database(settings, environ) as database_url, \
                 embedded_redis(settings, environ) as redis_url:
             settings = dev_settings(settings, environ, database_url, redis_url)
-            from models import upgrade
-
             upgrade(settings.database_url)
+            _stop_if_asked()
             say(f"database {without_password(settings.database_url)} migrated")
             key = ensure_dev_key(settings)
+            _stop_if_asked()
             return run_processes(settings, environ, banner(settings, key, environ))
     except (KeyboardInterrupt, Stopped):
         say("stopped")
@@ -69,7 +76,15 @@ def say(text: str) -> None:
 
 
 def _raise_stopped(_signum: int, _frame: FrameType | None) -> None:
+    _stop_asked.set()
     raise Stopped
+
+
+def _stop_if_asked() -> None:
+    """Raise `Stopped` again if SIGTERM came: raised inside code that loses exceptions (a C
+    extension's module import, such as the database driver's), it may not have arrived."""
+    if _stop_asked.is_set():
+        raise Stopped
 
 
 def database_configured(environ: Mapping[str, str]) -> bool:
@@ -137,31 +152,15 @@ def _secret_file(name: str, value: str | None = None) -> str:
 
 def ensure_dev_key(settings: Settings) -> str:
     """The `dev` tenant's admin key: the saved one if it still works, else a new one."""
-    from sqlalchemy import delete, select
-
-    from models import ApiKey, Database, Tenant
-    from models.tenancy import add_api_key, create_tenant, hash_key
-
     saved_path = STATE_DIR / KEY_FILE
     saved = saved_path.read_text().strip() if saved_path.exists() else None
     database = Database(settings.database_url, pool_size=1)
     try:
         with database.session() as session:
-            tenant = session.scalar(select(Tenant).where(Tenant.name == DEV_TENANT))
-            if tenant is None:
-                _, key = create_tenant(session, DEV_TENANT)
-                return _secret_file(KEY_FILE, key)
-            if saved and session.scalar(select(ApiKey.id).where(
-                    ApiKey.tenant_id == tenant.id, ApiKey.key_hash == hash_key(saved))):
-                return saved
-            # The only copy of the key is gone: replace the tenant's `admin` key.
-            session.execute(delete(ApiKey).where(ApiKey.tenant_id == tenant.id,
-                                                 ApiKey.name == "admin"))
-            _, key = add_api_key(session, tenant.id, "admin", "admin")
-            session.commit()
-            return _secret_file(KEY_FILE, key)
+            key = ensure_admin_key(session, DEV_TENANT, saved)
     finally:
         database.dispose()
+    return key if key == saved else _secret_file(KEY_FILE, key)
 
 
 def banner(settings: Settings, key: str, environ: Mapping[str, str]) -> str:
@@ -196,7 +195,8 @@ def run_processes(settings: Settings, environ: Mapping[str, str], ready_banner: 
     manager = Manager()
     for name, options in PROCESSES.items():
         # `exec` so the shell honcho starts is replaced by the process itself.
-        manager.add_process(name, f"exec {python} -m mq.cli {name} {options}".strip(), env=env)
+        manager.add_process(name, f"exec {python} -m {CLI_MODULE} {name} {options}".strip(),
+                            env=env)
     health = f"http://127.0.0.1:{settings.port}/api/v1/mq/health"
     threading.Thread(target=_announce_when_ready, args=(health, ready_banner),
                      daemon=True).start()

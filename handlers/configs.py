@@ -1,31 +1,27 @@
-"""`handler_config` of a subscription: validation per handler type, and its public view.
+"""What a subscription's delivery is configured with, validated: `handler_config` per handler
+type, and `message_filter`.
 
-Each handler type registers one validator in `VALIDATORS` (keyed by `handler_config.type`);
-it receives the raw object and the settings and returns the object to store, or raises
-marshmallow's `ValidationError` with messages keyed by field. Adding a handler type is one
-more entry. Secrets are write-only: `public_view` replaces them with `secret_set`.
+A config validator receives the raw object and the settings and returns the object to store,
+or raises marshmallow's `ValidationError` with messages keyed by field. Each handler type
+registers its validator next to its factory in `handlers.registry`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, fields, validate, validates
+from marshmallow import Schema, fields, validate, validates
 from marshmallow import ValidationError as InvalidFields
 
-from api.fields import strict_int
+from formats.json_schema import checked_schema
+from formats.problems import SchemaDefinitionError
 from handlers.database import OPERATIONS, config_problems
 from handlers.filters import FilterPolicyError, compile_policy
 from handlers.function import reference_problem
-from handlers.schema_check import SchemaDefinitionError, checked_schema
 from handlers.transform import TransformError, compile_expression
 from handlers.urls import WebhookURLError, check_webhook_url
 from mq.settings import Settings
 
-Validator = Callable[[dict[str, Any], Settings], dict[str, Any]]
-
-WRITE_ONLY = ("secret",)
 MAX_HEADERS = 100
 
 
@@ -65,7 +61,8 @@ class HttpConfig(PipelineFields):
     headers = fields.Dict(keys=fields.String(validate=validate.Length(1, 256)),
                           values=fields.String(validate=validate.Length(max=8192)),
                           load_default=dict)
-    timeout_ms = strict_int(1, 300_000, load_default=30_000)
+    timeout_ms = fields.Integer(strict=True, validate=validate.Range(1, 300_000),
+                                load_default=30_000)
     secret = fields.String(allow_none=True, validate=validate.Length(1, 1024))
     envelope = fields.Boolean()
 
@@ -133,13 +130,6 @@ def validate_database(raw: dict[str, Any], settings: Settings) -> dict[str, Any]
     return config
 
 
-VALIDATORS: dict[str, Validator] = {
-    "http": validate_http,
-    "function": validate_function,
-    "database": validate_database,
-}
-
-
 class MessageFilter(fields.Dict):
     """`message_filter`: an SNS-style policy, checked by `handlers.filters`."""
 
@@ -150,45 +140,3 @@ class MessageFilter(fields.Dict):
         except FilterPolicyError as exc:
             raise InvalidFields(exc.problems) from None
         return policy
-
-
-class _TypeOnly(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-    type = fields.String(required=True, validate=validate.Length(1, 50))
-
-
-def validate_handler_config(raw: Any, settings: Settings) -> dict[str, Any]:
-    """The config to store; raises `InvalidFields` with messages keyed inside the object."""
-    if not isinstance(raw, dict):
-        raise InvalidFields(["must be an object"])
-    handler_type = _TypeOnly().load(raw)["type"]
-    validator = VALIDATORS.get(handler_type)
-    if validator is None:
-        known = ", ".join(sorted(VALIDATORS))
-        raise InvalidFields({"type": [f"unknown handler type (known: {known})"]})
-    return validator(raw, settings)
-
-
-def keep_secrets(
-    raw: dict[str, Any], new: dict[str, Any], old: dict[str, Any]
-) -> dict[str, Any]:
-    """On update, a config (`raw` as sent, `new` as validated) that does not mention a secret
-    keeps the stored one: responses never show it, so a client that PUTs back what it read
-    must not erase it. `"secret": null` removes it."""
-    if new.get("type") != old.get("type"):
-        return new
-    kept = dict(new)
-    for name in WRITE_ONLY:
-        if name in old and name not in raw:
-            kept[name] = old[name]
-    return kept
-
-
-def public_view(config: dict[str, Any]) -> dict[str, Any]:
-    """The config as answered: write-only fields replaced by `<name>_set`."""
-    view = {name: value for name, value in config.items() if name not in WRITE_ONLY}
-    if config.get("type") == "http":
-        view["secret_set"] = bool(config.get("secret"))
-    return view
