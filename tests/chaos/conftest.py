@@ -30,9 +30,9 @@ import pytest
 
 from broker.envelope import FIELD
 from broker.keys import Keys
+from cli.embedded import admin_url, sigint_blocked
 from models import upgrade
 from models.database import temporary_database
-from mq.embedded import admin_url, sigint_blocked
 from mq.settings import Settings
 from tests.conftest import OPERATOR_TOKEN, RedisServer
 from tests.delivery.conftest import Processes, Webhook, webhook_server
