@@ -10,15 +10,20 @@ from flask.views import MethodView
 from marshmallow import Schema, fields
 from sqlalchemy import text
 
+from api.context import services
+from api.dependencies import Services
 from api.parsing import Blueprint
-from api.services import services
+from broker.connection import RedisClient
 from broker.heartbeats import live_processes
+from models import Database
 from mq import __version__
 
 PREFIX = ""
 WORKER_FIELDS = ("id", "host", "pid", "last_heartbeat", "subscriptions")
 SCHEDULER_FIELDS = ("id", "host", "pid", "last_heartbeat", "leader")
 blp = Blueprint("monitoring", __name__, description="Health and status")
+#: Overrides the API's bearer security (`api.create_app`): anyone may ask.
+NO_AUTH: list[dict[str, list[str]]] = []
 
 
 class CheckOut(Schema):
@@ -39,8 +44,7 @@ class StatusOut(Schema):
     processes = fields.Dict()
 
 
-def _check_redis() -> dict[str, Any]:
-    redis = services().redis
+def _check_redis(redis: RedisClient) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         redis.ping()
@@ -55,8 +59,7 @@ def _check_redis() -> dict[str, Any]:
                    "policy": memory.get("maxmemory_policy")}}}
 
 
-def _check_database() -> dict[str, Any]:
-    database = services().database
+def _check_database(database: Database) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         with database.engine.connect() as connection:
@@ -71,10 +74,12 @@ def _check_database() -> dict[str, Any]:
 @blp.route("/health")
 class Health(MethodView):
     @blp.response(200, HealthOut)
+    @blp.doc(security=NO_AUTH)
     @blp.alt_response(503, schema=HealthOut, description="Redis or the database is down")
     def get(self) -> tuple[dict[str, Any], int]:
         """Redis and database checks; 503 when either is down."""
-        checks = {"redis": _check_redis(), "database": _check_database()}
+        svc = services()
+        checks = {"redis": _check_redis(svc.redis), "database": _check_database(svc.database)}
         healthy = all(c["status"] == "healthy" for c in checks.values())
         return {"status": "healthy" if healthy else "unhealthy", "checks": checks}, (
             200 if healthy else 503)
@@ -83,6 +88,7 @@ class Health(MethodView):
 @blp.route("/status")
 class Status(MethodView):
     @blp.response(200, StatusOut)
+    @blp.doc(security=NO_AUTH)
     def get(self) -> dict[str, Any]:
         """Version, backends and the live worker and scheduler processes."""
         return {
@@ -90,13 +96,12 @@ class Status(MethodView):
             "edition": "standard",
             "uptime_s": round(time.time() - current_app.config["MQ_STARTED_AT"], 3),
             "backends": {"redis_stream": True, "kafka": False},
-            "processes": _processes(),
+            "processes": _processes(services()),
         }
 
 
-def _processes() -> dict[str, Any]:
+def _processes(svc: Services) -> dict[str, Any]:
     """Live processes from their heartbeats (none listed when Redis is unreachable)."""
-    svc = services()
     try:
         beats = live_processes(svc.redis, svc.keys)
     except Exception:  # status stays answerable without Redis

@@ -9,10 +9,11 @@ from marshmallow import Schema, fields, validate, validates_schema
 from marshmallow import ValidationError as InvalidFields
 
 from api.auth import principal, tenant_access
-from api.formats import shown_dead_letters
+from api.context import scope, services
+from api.pagination import page_of
 from api.parsing import Blueprint
-from api.services import services
-from api.subscriptions import find_subscription
+from api.services.formats import shown_dead_letters
+from api.services.lookups import find_subscription
 from broker import dead_letters
 from broker.delivery import DEFAULT_POOL
 
@@ -20,7 +21,6 @@ PREFIX = "/subscriptions"
 blp = Blueprint("dead_letters", __name__, description="Dead letters of a subscription")
 
 ROLES = ("admin", "consumer")
-SECURITY = [{"bearer": []}]
 MAX_REDRIVE = 10_000
 
 
@@ -47,9 +47,7 @@ class DeadLetterOut(Schema):
     failed_at = fields.String()
 
 
-class DeadLetterPage(Schema):
-    items = fields.List(fields.Nested(DeadLetterOut))
-    next_cursor = fields.String(allow_none=True)
+DeadLetterPage = page_of(DeadLetterOut)
 
 
 class DeadLetterRedriveBody(Schema):
@@ -76,22 +74,22 @@ class DeadLetters(MethodView):
     @tenant_access(*ROLES)
     @blp.arguments(DeadLetterArgs, location="query")
     @blp.response(200, DeadLetterPage)
-    @blp.doc(security=SECURITY)
     def get(self, args: dict[str, Any], subscription_id: str) -> dict[str, Any]:
         """This subscription's dead-lettered messages, newest first."""
-        subscription = find_subscription(services().db_session(), principal(), subscription_id)
-        items, cursor = dead_letters.list_entries(services().redis, services().keys,
-                                                  subscription.id, limit=args["limit"],
-                                                  after=args["cursor"])
-        return {"items": shown_dead_letters(items, subscription.topic_id), "next_cursor": cursor}
+        session, svc = scope().session, services()
+        subscription = find_subscription(session, principal(), subscription_id)
+        items, cursor = dead_letters.list_entries(svc.redis, svc.keys, subscription.id,
+                                                  limit=args["limit"], after=args["cursor"])
+        shown = shown_dead_letters(session, svc.settings, items, subscription.topic_id)
+        return {"items": shown, "next_cursor": cursor}
 
     @tenant_access(*ROLES)
     @blp.response(200, DeadLetterPurgeOut)
-    @blp.doc(security=SECURITY)
     def delete(self, subscription_id: str) -> dict[str, int]:
         """Remove every dead letter of this subscription."""
-        subscription = find_subscription(services().db_session(), principal(), subscription_id)
-        return {"purged": dead_letters.purge(services().redis, services().keys, subscription.id)}
+        svc = services()
+        subscription = find_subscription(scope().session, principal(), subscription_id)
+        return {"purged": dead_letters.purge(svc.redis, svc.keys, subscription.id)}
 
 
 @blp.route("/<subscription_id>/dead-letters/redrive")
@@ -99,12 +97,12 @@ class DeadLetterRedrive(MethodView):
     @tenant_access(*ROLES)
     @blp.arguments(DeadLetterRedriveBody)
     @blp.response(200, DeadLetterRedriveOut)
-    @blp.doc(security=SECURITY)
     def post(self, body: dict[str, Any], subscription_id: str) -> dict[str, int]:
         """Deliver dead letters again to this subscription only (attempts restart at 1);
         redriven entries leave the listing."""
-        subscription = find_subscription(services().db_session(), principal(), subscription_id)
-        count = dead_letters.redrive(services().redis, services().keys, subscription.id,
+        svc = services()
+        subscription = find_subscription(scope().session, principal(), subscription_id)
+        count = dead_letters.redrive(svc.redis, svc.keys, subscription.id,
                                      DEFAULT_POOL, ids=body.get("ids"),
                                      max_messages=body.get("max_messages", 100))
         return {"redriven": count}
