@@ -24,6 +24,9 @@ from mq.errors import Forbidden, MQError, Unauthorized
 from publishing.group import StaleEpoch
 
 ROLES = ("admin", "producer", "consumer")
+#: Who may publish, and who may subscribe and read deliveries.
+PRODUCERS = ("admin", "producer")
+CONSUMERS = ("admin", "consumer")
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")

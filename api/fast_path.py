@@ -28,7 +28,7 @@ from typing import Any
 from flask import Flask, Response, g
 from marshmallow import Schema
 
-from api.auth import bearer_token, publish_as_caller
+from api.auth import PRODUCERS, bearer_token, publish_as_caller
 from api.bodies import parse_json_body
 from api.errors import error_response, service_error
 from api.instrumentation import observe_request
@@ -116,7 +116,7 @@ class PublishFastPath:
             if not plain(schema, body):
                 return None
             response = publish_as_caller(bearer_token(environ.get("HTTP_AUTHORIZATION", "")),
-                                         publish.PUBLISHERS, lambda: view(body))
+                                         PRODUCERS, lambda: view(body))
         except Exception as exc:  # every failure becomes the contract's error
             response = error_response(service_error(exc))
         response.headers["X-Request-Id"] = g.request_id

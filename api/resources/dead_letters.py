@@ -8,7 +8,7 @@ from flask.views import MethodView
 from marshmallow import Schema, fields, validate, validates_schema
 from marshmallow import ValidationError as InvalidFields
 
-from api.auth import principal, tenant_access
+from api.auth import CONSUMERS, principal, tenant_access
 from api.context import scope, services
 from api.pagination import page_of
 from api.parsing import Blueprint
@@ -20,7 +20,6 @@ from broker.delivery import DEFAULT_POOL
 PREFIX = "/subscriptions"
 blp = Blueprint("dead_letters", __name__, description="Dead letters of a subscription")
 
-ROLES = ("admin", "consumer")
 MAX_REDRIVE = 10_000
 
 
@@ -71,7 +70,7 @@ class DeadLetterPurgeOut(Schema):
 
 @blp.route("/<subscription_id>/dead-letters")
 class DeadLetters(MethodView):
-    @tenant_access(*ROLES)
+    @tenant_access(*CONSUMERS)
     @blp.arguments(DeadLetterArgs, location="query")
     @blp.response(200, DeadLetterPage)
     def get(self, args: dict[str, Any], subscription_id: str) -> dict[str, Any]:
@@ -83,7 +82,7 @@ class DeadLetters(MethodView):
         shown = shown_dead_letters(session, svc.settings, items, subscription.topic_id)
         return {"items": shown, "next_cursor": cursor}
 
-    @tenant_access(*ROLES)
+    @tenant_access(*CONSUMERS)
     @blp.response(200, DeadLetterPurgeOut)
     def delete(self, subscription_id: str) -> dict[str, int]:
         """Remove every dead letter of this subscription."""
@@ -94,7 +93,7 @@ class DeadLetters(MethodView):
 
 @blp.route("/<subscription_id>/dead-letters/redrive")
 class DeadLetterRedrive(MethodView):
-    @tenant_access(*ROLES)
+    @tenant_access(*CONSUMERS)
     @blp.arguments(DeadLetterRedriveBody)
     @blp.response(200, DeadLetterRedriveOut)
     def post(self, body: dict[str, Any], subscription_id: str) -> dict[str, int]:

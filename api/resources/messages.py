@@ -7,7 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from marshmallow import Schema, fields
 
-from api.auth import principal, tenant_access
+from api.auth import PRODUCERS, principal, tenant_access
 from api.context import scope, services
 from api.fields import Timestamp
 from api.parsing import Blueprint
@@ -51,7 +51,7 @@ class MessageById(MethodView):
         here = scope()
         return message_view(here, find_message(here.session, principal().tenant_id, message_id))
 
-    @tenant_access("admin", "producer")
+    @tenant_access(*PRODUCERS)
     @blp.response(204)
     def delete(self, message_id: str) -> None:
         """Cancel a scheduled message (`409 CONFLICT` once it was released)."""

@@ -11,14 +11,13 @@ from flask import Response
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from api.auth import principal, tenant_access
+from api.auth import PRODUCERS, principal, tenant_access
 from api.context import scope
 from api.fields import Timestamp, iso
 from api.message_body import BatchOptions, MessageFields
 from api.parsing import Blueprint, FastLoad
 from api.responses import json_response
-from api.services.publishing import admit, publish
-from mq.errors import ValidationError
+from api.services.publishing import admit, publish, require_payload
 from publishing.group import Published
 
 PREFIX = ""
@@ -111,19 +110,16 @@ def publish_batch(body: dict[str, Any]) -> Response:
 def publish_to_topic(body: dict[str, Any], name: str) -> Response:
     if "messages" in body:
         return _publish_batch(name, body["messages"])
-    if "payload" not in body:
-        raise ValidationError("payload is required",
-                              {"payload": ["Missing data for required field."]})
+    require_payload(body)
     return _publish_one(name, body)
 
 
-PUBLISHERS = ("admin", "producer")
 SINGLE, BATCH, TO_TOPIC = PublishBody(), BatchBody(), TopicPublishBody()
 
 
 @blp.route("/publish")
 class Publish(MethodView):
-    @tenant_access(*PUBLISHERS, publishes=True)
+    @tenant_access(*PRODUCERS, publishes=True)
     @blp.arguments(SINGLE)
     @blp.response(201, PublishOut)
     @blp.alt_response(200, schema=PublishOut, description="duplicate message_id")
@@ -134,7 +130,7 @@ class Publish(MethodView):
 
 @blp.route("/publish/batch")
 class PublishBatch(MethodView):
-    @tenant_access(*PUBLISHERS, publishes=True)
+    @tenant_access(*PRODUCERS, publishes=True)
     @blp.arguments(BATCH)
     @blp.response(201, BatchOut)
     def post(self, body: dict[str, Any]) -> Response:
@@ -144,7 +140,7 @@ class PublishBatch(MethodView):
 
 @blp.route("/topics/<name>/publish")
 class TopicPublish(MethodView):
-    @tenant_access(*PUBLISHERS, publishes=True)
+    @tenant_access(*PRODUCERS, publishes=True)
     @blp.arguments(TO_TOPIC)
     @blp.response(201, PublishOut)
     @blp.alt_response(200, schema=PublishOut, description="duplicate message_id")

@@ -11,7 +11,7 @@ from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
-from api.auth import principal, tenant_access
+from api.auth import PRODUCERS, principal, tenant_access
 from api.context import scope, services
 from api.fields import Timestamp, iso, strict_int
 from api.message_body import MessageFields
@@ -34,7 +34,6 @@ PREFIX = ""
 blp = Blueprint("scheduling", __name__, description="Delayed, scheduled and recurring publishes")
 
 MAX_DELAY_MS = 2_592_000_000
-PRODUCERS = ("admin", "producer")
 
 
 class DelayedBody(MessageFields):

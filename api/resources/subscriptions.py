@@ -10,7 +10,7 @@ from flask.views import MethodView
 from marshmallow import Schema, fields, post_dump, validate, validates_schema
 from marshmallow import ValidationError as InvalidFields
 
-from api.auth import principal, tenant_access
+from api.auth import CONSUMERS, principal, tenant_access
 from api.context import scope, services
 from api.fields import Timestamp, name_field, strict_int
 from api.handler_configs import MessageFilter, validate_handler_config
@@ -24,7 +24,6 @@ from models import ConsumptionRecord, Subscription
 PREFIX = "/subscriptions"
 blp = Blueprint("subscriptions", __name__, description="Subscriptions")
 
-ROLES = ("admin", "consumer")
 TYPES = ("webhook", "redis_consumer", "kafka_consumer")
 POLICIES = ("latest", "earliest")
 STATUSES = ("active", "paused")
@@ -167,14 +166,14 @@ DeliveryAttemptPage = page_of(DeliveryAttemptOut)
 
 @blp.route("")
 class Subscriptions(MethodView):
-    @tenant_access(*ROLES)
+    @tenant_access(*CONSUMERS)
     @blp.arguments(SubscriptionFields)
     @blp.response(201, SubscriptionOut)
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Subscribe to a topic (creates the consumer group on every partition)."""
         return service.create_subscription(scope(), principal(), body)
 
-    @tenant_access(*ROLES)
+    @tenant_access(*CONSUMERS)
     @blp.arguments(SubscriptionListArgs, location="query")
     @blp.response(200, SubscriptionPage)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -191,14 +190,14 @@ class Subscriptions(MethodView):
 
 @blp.route("/<subscription_id>")
 class SubscriptionById(MethodView):
-    @tenant_access(*ROLES)
+    @tenant_access(*CONSUMERS)
     @blp.response(200, SubscriptionWithStats)
     def get(self, subscription_id: str) -> dict[str, Any]:
         """A subscription with its lag, pending deliveries and delivery counters."""
         return service.subscription_with_stats(scope().session, services(), principal(),
                                                subscription_id)
 
-    @tenant_access(*ROLES)
+    @tenant_access(*CONSUMERS)
     @blp.arguments(SubscriptionUpdate)
     @blp.response(200, SubscriptionOut)
     def put(self, body: dict[str, Any], subscription_id: str) -> dict[str, Any]:
@@ -206,7 +205,7 @@ class SubscriptionById(MethodView):
         raw = (request.get_json(silent=True) or {}).get("handler_config")
         return service.update_subscription(scope(), principal(), subscription_id, body, raw)
 
-    @tenant_access(*ROLES)
+    @tenant_access(*CONSUMERS)
     @blp.response(204)
     def delete(self, subscription_id: str) -> None:
         """Delete a subscription; its group goes with the last subscription sharing it."""
@@ -215,7 +214,7 @@ class SubscriptionById(MethodView):
 
 @blp.route("/<subscription_id>/pause")
 class SubscriptionPause(MethodView):
-    @tenant_access(*ROLES)
+    @tenant_access(*CONSUMERS)
     @blp.response(200, SubscriptionOut)
     def post(self, subscription_id: str) -> dict[str, Any]:
         """Stop starting deliveries (within 2 s); messages wait, nothing is lost."""
@@ -225,7 +224,7 @@ class SubscriptionPause(MethodView):
 
 @blp.route("/<subscription_id>/resume")
 class SubscriptionResume(MethodView):
-    @tenant_access(*ROLES)
+    @tenant_access(*CONSUMERS)
     @blp.response(200, SubscriptionOut)
     def post(self, subscription_id: str) -> dict[str, Any]:
         """Continue delivering where the subscription stopped."""
@@ -235,7 +234,7 @@ class SubscriptionResume(MethodView):
 
 @blp.route("/<subscription_id>/seek")
 class SubscriptionSeek(MethodView):
-    @tenant_access(*ROLES)
+    @tenant_access(*CONSUMERS)
     @blp.arguments(SeekBody)
     @blp.response(200, SubscriptionOut)
     def post(self, body: dict[str, Any], subscription_id: str) -> dict[str, Any]:
@@ -246,7 +245,7 @@ class SubscriptionSeek(MethodView):
 
 @blp.route("/<subscription_id>/deliveries")
 class SubscriptionDeliveries(MethodView):
-    @tenant_access(*ROLES)
+    @tenant_access(*CONSUMERS)
     @blp.arguments(DeliveryArgs, location="query")
     @blp.response(200, DeliveryAttemptPage)
     def get(self, args: dict[str, Any], subscription_id: str) -> dict[str, Any]:

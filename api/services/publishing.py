@@ -21,7 +21,7 @@ from api.services.quotas import check_stored_bytes, take_publish_rate
 from api.services.registry import validate_payload
 from mq import metrics
 from mq.crypto import Keyring
-from mq.errors import Forbidden, TopicNotActive
+from mq.errors import Forbidden, TopicNotActive, ValidationError
 from publishing.group import Job, Published
 from publishing.messages import (
     Prepared,
@@ -50,6 +50,14 @@ def admit(here: Scope, caller: Principal, name: str, messages: int) -> PublishTa
     take_publish_rate(here, topic.tenant_id, messages)
     check_stored_bytes(here, topic.tenant_id)
     return topic
+
+
+def require_payload(message: dict[str, Any]) -> None:
+    """Bodies that may carry either one message or something else (`messages`, `cron`)
+    need `payload` when they carry one message."""
+    if "payload" not in message:
+        raise ValidationError("payload is required",
+                              {"payload": ["Missing data for required field."]})
 
 
 def check_producer(topic: PublishTarget, caller: Principal) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from api.dependencies import Principal, Scope
 from api.services.messages import cancel
-from api.services.publishing import check_producer, prepare, publish_target
+from api.services.publishing import check_producer, prepare, publish_target, require_payload
 from broker.delays import DelaySet
 from models import MessageRecord, Schedule, Topic
 from models.base import utcnow
@@ -37,9 +37,7 @@ def check_deliver_at(deliver_at: datetime) -> None:
 
 def create_schedule(here: Scope, caller: Principal, body: dict[str, Any]) -> Schedule:
     """A recurring schedule of the message in `body`, checked as it would be at publish time."""
-    if "payload" not in body:
-        raise ValidationError("payload is required",
-                              {"payload": ["Missing data for required field."]})
+    require_payload(body)
     timezone = body.get("timezone") or "UTC"
     trigger = cron_trigger(body["cron"], timezone)
     first = next_run(trigger, utcnow())
