@@ -10,12 +10,14 @@ from marshmallow import ValidationError as InvalidFields
 
 from api.auth import CONSUMERS, principal, tenant_access
 from api.context import scope, services
-from api.pagination import page_of
+from api.pagination import PageArgs, page_of
 from api.parsing import Blueprint
-from api.services.formats import shown_dead_letters
+from api.services.dead_letters import (
+    list_dead_letters,
+    purge_dead_letters,
+    redrive_dead_letters,
+)
 from api.services.lookups import find_subscription
-from broker import dead_letters
-from broker.delivery import DEFAULT_POOL
 
 PREFIX = "/subscriptions"
 blp = Blueprint("dead_letters", __name__, description="Dead letters of a subscription")
@@ -23,8 +25,9 @@ blp = Blueprint("dead_letters", __name__, description="Dead letters of a subscri
 MAX_REDRIVE = 10_000
 
 
-class DeadLetterArgs(Schema):
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+class DeadLetterArgs(PageArgs):
+    """A page of dead letters: the cursor is a stream entry id."""
+
     cursor = fields.String(load_default=None, validate=validate.Regexp(
         r"^\d{1,20}-\d{1,20}$", error="not a cursor this API issued"))
 
@@ -75,20 +78,18 @@ class DeadLetters(MethodView):
     @blp.response(200, DeadLetterPage)
     def get(self, args: dict[str, Any], subscription_id: str) -> dict[str, Any]:
         """This subscription's dead-lettered messages, newest first."""
-        session, svc = scope().session, services()
+        session = scope().session
         subscription = find_subscription(session, principal(), subscription_id)
-        items, cursor = dead_letters.list_entries(svc.redis, svc.keys, subscription.id,
-                                                  limit=args["limit"], after=args["cursor"])
-        shown = shown_dead_letters(session, svc.settings, items, subscription.topic_id)
-        return {"items": shown, "next_cursor": cursor}
+        items, cursor = list_dead_letters(session, services(), subscription,
+                                          limit=args["limit"], cursor=args["cursor"])
+        return {"items": items, "next_cursor": cursor}
 
     @tenant_access(*CONSUMERS)
     @blp.response(200, DeadLetterPurgeOut)
     def delete(self, subscription_id: str) -> dict[str, int]:
         """Remove every dead letter of this subscription."""
-        svc = services()
         subscription = find_subscription(scope().session, principal(), subscription_id)
-        return {"purged": dead_letters.purge(svc.redis, svc.keys, subscription.id)}
+        return {"purged": purge_dead_letters(services(), subscription)}
 
 
 @blp.route("/<subscription_id>/dead-letters/redrive")
@@ -99,9 +100,7 @@ class DeadLetterRedrive(MethodView):
     def post(self, body: dict[str, Any], subscription_id: str) -> dict[str, int]:
         """Deliver dead letters again to this subscription only (attempts restart at 1);
         redriven entries leave the listing."""
-        svc = services()
         subscription = find_subscription(scope().session, principal(), subscription_id)
-        count = dead_letters.redrive(svc.redis, svc.keys, subscription.id,
-                                     DEFAULT_POOL, ids=body.get("ids"),
-                                     max_messages=body.get("max_messages", 100))
+        count = redrive_dead_letters(services(), subscription, ids=body.get("ids"),
+                                     max_messages=body.get("max_messages"))
         return {"redriven": count}
