@@ -65,7 +65,7 @@ class Schemas(MethodView):
     @tenant_access("admin")
     @blp.arguments(SchemaCreate)
     @blp.response(201, SchemaCreated)
-    def post(self, body: dict[str, Any]) -> Any:
+    def post(self, body: dict[str, Any]) -> Schema | tuple[Schema, int]:
         """Register a version of a subject; an unchanged definition answers the latest (200)."""
         row, created = register_version(scope().session, services().cache,
                                         principal().tenant_id, body)
