@@ -1,4 +1,12 @@
-"""The HTTP API: Flask app factory and one flask-smorest blueprint per resource."""
+"""The HTTP API: the Flask app factory.
+
+Layout: `api.resources` (one blueprint per resource: parse, call, serialise) over
+`api.services` (look-ups, permission checks, validation, calls into the broker and the
+publishing core; handed their dependencies). At the edge: `api.context` (the process's
+`Services` and the request's `Scope`), `api.auth` (the caller), `api.errors` (every failure
+as the contract's error body), `api.bodies` and `api.parsing` (request bodies),
+`api.fast_path` (publishes answered without Flask's dispatch) and `api.instrumentation`.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +21,14 @@ from typing import Any
 
 from flask import Flask, Response, g, has_app_context, request
 
+from api import instrumentation
 from api.bodies import check_request_body
 from api.cache import EpochCache
+from api.context import close_request_scope
+from api.dependencies import Services
 from api.errors import MQApi, register_error_handlers
-from api.services import Services, close_request_session
+from api.fast_path import PublishFastPath
+from api.resources import register_blueprints
 from broker.connection import RedisClient, connect
 from broker.keys import Keys
 from broker.streams import TopicStreams
@@ -71,6 +83,13 @@ def create_app(
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
         OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Every operation needs the bearer token unless it says otherwise (`security=[]`).
+        API_SPEC_OPTIONS={
+            "security": [{"bearer": []}],
+            "components": {"securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer",
+                "description": "API key or operator token"}}},
+        },
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -91,43 +110,15 @@ def create_app(
     app.config["MQ_STARTED_AT"] = time.time()
 
     api = MQApi(app, spec_kwargs={"servers": [{"url": "/"}]})
-    api.spec.components.security_scheme(
-        "bearer", {"type": "http", "scheme": "bearer", "description": "API key or operator token"}
-    )
-    _register_blueprints(api)
-    from api.metrics import install as install_metrics  # after the blueprints it depends on
-    install_metrics(app)
+    register_blueprints(api, BASE)
+    instrumentation.install(app)
     register_error_handlers(app)
     app.before_request(_start_request)
     app.before_request(check_request_body)
     app.after_request(_tag_response)
-    app.teardown_appcontext(close_request_session)
-    from api.fast_path import PublishFastPath  # after the blueprints, whose views it runs
+    app.teardown_appcontext(close_request_scope)
     app.wsgi_app = PublishFastPath(app, BASE, request_id)  # type: ignore[method-assign]
     return app
-
-
-def _register_blueprints(api: MQApi) -> None:
-    from api import (
-        api_keys,
-        dead_letters,
-        messages,
-        metrics,
-        monitoring,
-        publish,
-        queues,
-        scheduling,
-        schemas,
-        subscriptions,
-        tenants,
-    )
-
-    for module in (tenants, api_keys, queues, publish, scheduling, messages, subscriptions):
-        api.register_blueprint(module.blp, url_prefix=BASE + module.PREFIX)
-    api.register_blueprint(monitoring.blp, url_prefix=BASE)
-    api.register_blueprint(metrics.blp, url_prefix=BASE + metrics.PREFIX)
-    api.register_blueprint(dead_letters.blp, url_prefix=BASE + dead_letters.PREFIX)
-    api.register_blueprint(schemas.blp, url_prefix=BASE + schemas.PREFIX)
 
 
 def _with_request_id(record: logging.LogRecord) -> bool:

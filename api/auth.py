@@ -1,8 +1,9 @@
 """Bearer authentication: tenant API keys (hashed at rest) and the operator token.
 
 Views declare who may call them with `@tenant_access(...)` or `@operator_access`; the caller's
-identity is then `principal()`. The operator token is not a tenant key (401 on tenant
-endpoints) and a tenant key is not the operator token (403 on operator endpoints).
+identity is then `principal()`, which the view hands to the service layer. The operator token
+is not a tenant key (401 on tenant endpoints) and a tenant key is not the operator token (403
+on operator endpoints).
 """
 
 from __future__ import annotations
@@ -10,35 +11,25 @@ from __future__ import annotations
 import functools
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from flask import g, request
 from sqlalchemy import select
 
-from api.services import services
+from api.context import scope
+from api.dependencies import Principal, Scope
 from models import ApiKey, Tenant
 from models.tenancy import hash_key
 from mq.errors import Forbidden, MQError, Unauthorized
 from publishing.jobs import StaleEpoch
 
 ROLES = ("admin", "producer", "consumer")
+#: Who may publish, and who may subscribe and read deliveries.
+PRODUCERS = ("admin", "producer")
+CONSUMERS = ("admin", "consumer")
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Principal:
-    tenant_id: str
-    tenant_name: str
-    key_id: str
-    key_name: str
-    role: str
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
 
 
 def principal() -> Principal:
@@ -57,15 +48,14 @@ def bearer_token(header: str) -> str:
     return token.strip()
 
 
-def _load_principal(token: str) -> Principal | None:
-    svc = services()
+def _load_principal(here: Scope, token: str) -> Principal | None:
     key_hash = hash_key(token)
-    return svc.cache.get_or_load("key", key_hash, svc.cache_epoch(),
-                                 lambda: _principal_from_db(key_hash))
+    return here.services.cache.get_or_load("key", key_hash, here.cache_epoch(),
+                                           lambda: _principal_from_db(here, key_hash))
 
 
-def _principal_from_db(key_hash: str) -> Principal | None:
-    row = services().db_session().execute(
+def _principal_from_db(here: Scope, key_hash: str) -> Principal | None:
+    row = here.session.execute(
         select(ApiKey.tenant_id, Tenant.name, ApiKey.id, ApiKey.name, ApiKey.role)
         .join(Tenant, Tenant.id == ApiKey.tenant_id)
         .where(ApiKey.key_hash == key_hash)
@@ -73,9 +63,11 @@ def _principal_from_db(key_hash: str) -> Principal | None:
     return Principal(*row) if row else None
 
 
-def _is_operator(token: str) -> bool:
-    expected = services().settings.mq_operator_token
-    return bool(expected) and hmac.compare_digest(token.encode(), expected.encode())
+def _is_operator(here: Scope, token: str) -> bool:
+    expected = here.services.settings.mq_operator_token
+    if not expected:
+        return False
+    return hmac.compare_digest(token.encode(), expected.encode())
 
 
 def tenant_access(*roles: str, publishes: bool = False) -> Callable[[F], F]:
@@ -104,23 +96,23 @@ def publish_as_caller(token: str, allowed: tuple[str, ...], publish: Callable[[]
     Its look-ups trust the cache epoch this process read last; the group writer checks it.
     If it was stale (`StaleEpoch`), or a check refused under it while it is no longer
     current, `publish` runs again under the current epoch (see `api.cache`)."""
-    g.epoch_checked_later = True
+    here = scope()
+    here.epoch_checked_later = True
     try:
         return _as_caller(token, allowed, publish)
     except StaleEpoch as stale:
         current = stale.epoch
     except MQError:  # refused under a trusted epoch: refuse only if it is current
-        trusted, current = g.get("cache_epoch"), services().cache.current_epoch()
+        trusted, current = here.read_epoch(), here.services.cache.current_epoch()
         if current == trusted:
             raise
-    g.epoch_checked_later = False
-    g.cache_epoch = current
-    services().cache.note_epoch(current)
+    here.use_epoch(current)
+    here.services.cache.note_epoch(current)
     return _as_caller(token, allowed, publish)
 
 
 def _as_caller(token: str, allowed: tuple[str, ...], call: Callable[[], T]) -> T:
-    found = _load_principal(token)
+    found = _load_principal(scope(), token)
     if found is None:
         raise Unauthorized("unknown API key")
     if found.role not in allowed:
@@ -134,10 +126,10 @@ def operator_access(view: F) -> F:
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        token = _bearer_token()
-        if _is_operator(token):
+        token, here = _bearer_token(), scope()
+        if _is_operator(here, token):
             return view(*args, **kwargs)
-        if _load_principal(token) is not None:
+        if _load_principal(here, token) is not None:
             raise Forbidden("this call needs the operator token")
         raise Unauthorized("unknown token")
 

@@ -47,9 +47,10 @@ class EpochCache:
     def current_epoch(self) -> str | None:
         """The epoch now, or None when Redis cannot be read (then nothing is cached)."""
         try:
-            epoch = self.redis.get(self.epoch_key) or "0"
+            stored = self.redis.get(self.epoch_key)
         except RedisError:
             return None
+        epoch = _text(stored) or "0"
         self.last_epoch = epoch
         return epoch
 
@@ -58,9 +59,9 @@ class EpochCache:
         if epoch is not None:
             self.last_epoch = epoch
 
-    def get_or_load(self, kind: str, key: str, epoch: str | None,
-                    load: Callable[[], T | None]) -> T | None:
-        """The cached value for (kind, key) under `epoch`, else `load()` (cached if found)."""
+    def get_or_load(self, kind: str, key: str, epoch: str | None, load: Callable[[], T]) -> T:
+        """The cached value for (kind, key) under `epoch`, else `load()` (cached unless
+        None)."""
         if epoch is None:
             return load()
         with self._lock:
@@ -82,3 +83,8 @@ class EpochCache:
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
+
+
+def _text(value: str | bytes | None) -> str | None:
+    """A Redis reply as text (clients made by `broker.connection` already decode)."""
+    return value.decode() if isinstance(value, bytes) else value

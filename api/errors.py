@@ -80,7 +80,7 @@ def from_http_exception(exc: HTTPException) -> errors.MQError:
 class MQApi(Api):
     """flask-smorest's Api with the contract's error body instead of its own."""
 
-    def handle_http_exception(self, error: HTTPException) -> Response:  # type: ignore[override]
+    def handle_http_exception(self, error: HTTPException) -> Response:
         if error.code and error.code >= 500:
             log.error("server error %s", error.code, exc_info=getattr(error, "original_exception",
                                                                       None))

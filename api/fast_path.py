@@ -5,10 +5,11 @@ decorators cost a single publish more CPU than its own work in the API process (
 This WSGI middleware answers `POST /api/v1/mq/publish`, `/publish/batch` and
 `/topics/<name>/publish` itself when the request is an ordinary one: a JSON body of a size the
 app accepts, no query string, and a body the endpoint's schema takes as it is
-(`api.parsing.plain`). It runs the views' own functions (`api.publish`) as their decorators
-would — same authentication, same cache-epoch handling (`api.auth.publish_as_caller`) — in
-an app context, answers with the same body, status and headers, and counts the same request
-metrics. Errors are the contract's (`api.errors.service_error`).
+(`api.parsing.plain`). It runs the views' own functions (`api.resources.publish`) as their
+decorators would — same authentication, same cache-epoch handling
+(`api.auth.publish_as_caller`) — in an app context, answers with the same body, status and
+headers, and counts the same request metrics. Errors are the contract's
+(`api.errors.service_error`).
 
 Everything else goes to the Flask app untouched (the body re-wound for it), before anything
 was checked or published: bodies marshmallow has to word a refusal for, other media types,
@@ -27,12 +28,12 @@ from typing import Any
 from flask import Flask, Response, g
 from marshmallow import Schema
 
-from api import publish
-from api.auth import bearer_token, publish_as_caller
+from api.auth import PRODUCERS, bearer_token, publish_as_caller
 from api.bodies import parse_json_body
 from api.errors import error_response, service_error
-from api.metrics import observe_request
+from api.instrumentation import observe_request
 from api.parsing import plain
+from api.resources import publish
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 #: A route the fast path answers: its rule (the metrics' label), schema and view function.
@@ -115,7 +116,7 @@ class PublishFastPath:
             if not plain(schema, body):
                 return None
             response = publish_as_caller(bearer_token(environ.get("HTTP_AUTHORIZATION", "")),
-                                         publish.PUBLISHERS, lambda: view(body))
+                                         PRODUCERS, lambda: view(body))
         except Exception as exc:  # every failure becomes the contract's error
             response = error_response(service_error(exc))
         response.headers["X-Request-Id"] = g.request_id

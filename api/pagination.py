@@ -1,4 +1,9 @@
-"""Keyset pagination: `limit` + an opaque `cursor`, answered with `next_cursor`."""
+"""Keyset pagination: `limit` + an opaque `cursor`, answered with `next_cursor`.
+
+Every list answers `{"items": [...], "next_cursor": <opaque string or null>}` (API.md
+"Lists"): `page_of()` makes that response schema for an item schema, `PageArgs` reads the
+query, `paginate` runs it.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,14 @@ from mq.errors import ValidationError
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+
+
+def page_of(item: type[Schema], name: str | None = None) -> type[Schema]:
+    """The list response schema for `item`: its `items` and the `next_cursor`. Named
+    `<Item>Page` after `<Item>Out` unless `name` is given (the OpenAPI component's name)."""
+    name = name or item.__name__.removesuffix("Out") + "Page"
+    return Schema.from_dict({"items": fields.List(fields.Nested(item)),
+                             "next_cursor": fields.String(allow_none=True)}, name=name)
 
 
 class PageArgs(Schema):

@@ -22,6 +22,7 @@ from typing import Any
 import flask_smorest
 from flask import g
 from marshmallow import Schema, ValidationError, fields, missing, validate
+from marshmallow.types import UnknownOption
 from webargs.flaskparser import FlaskParser, abort
 
 
@@ -60,7 +61,7 @@ class FastLoad(Schema):
     """A schema whose plain bodies skip marshmallow (see the module docstring)."""
 
     def load(self, data: Any, *, many: bool | None = None, partial: Any = None,
-             unknown: str | None = None) -> Any:
+             unknown: UnknownOption | None = None) -> Any:
         if many is None and partial is None and unknown is None and plain(self, data):
             return data
         return super().load(data, many=many, partial=partial, unknown=unknown)

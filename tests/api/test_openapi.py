@@ -35,7 +35,29 @@ def test_every_endpoint_is_documented(spec, method, path):
 @pytest.mark.parametrize(("method", "path"), [e for e in ENDPOINTS
                                               if e[1] not in ("/health", "/status")])
 def test_authenticated_endpoints_declare_bearer_security(spec, method, path):
-    assert spec["paths"][API + path][method].get("security") == [{"bearer": []}]
+    operation = spec["paths"][API + path][method]
+    assert operation.get("security", spec["security"]) == [{"bearer": []}]
+
+
+@pytest.mark.parametrize("path", ["/health", "/status"])
+def test_open_endpoints_declare_no_security(spec, path):
+    assert spec["paths"][API + path]["get"]["security"] == []
+
+
+def test_bearer_security_is_declared_once_for_the_document(spec):
+    assert spec["security"] == [{"bearer": []}]
+    declared = [(path, method) for path, operations in spec["paths"].items()
+                for method, operation in operations.items()
+                if isinstance(operation, dict) and operation.get("security") not in (None, [])]
+    assert declared == []
+
+
+def test_every_list_answers_a_page(spec):
+    pages = {name: schema for name, schema in spec["components"]["schemas"].items()
+             if "next_cursor" in schema.get("properties", {})}
+    assert len(pages) == 8, sorted(pages)
+    for schema in pages.values():
+        assert set(schema["properties"]) == {"items", "next_cursor"}
 
 
 def test_bearer_scheme_and_request_bodies(spec):

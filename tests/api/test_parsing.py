@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from marshmallow import Schema, ValidationError
 
 from api.parsing import FastLoad, plain
-from api.publish import BatchBody, PublishBody, TopicPublishBody
-from api.scheduling import DelayedBody
+from api.resources.publish import BatchBody, PublishBody, TopicPublishBody
+from api.resources.scheduling import DelayedBody
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)

@@ -465,20 +465,20 @@ def test_max_message_bytes_counts_utf8_bytes_of_the_payload(tenant):
 
 def test_publishing_to_a_topic_deleted_meanwhile_is_404(app, tenant, redis_client, keys):
     """A publish that looked its topic up just before the topic was deleted answers 404."""
-    from api.auth import Principal
-    from api.publishing import publish
-    from api.queues import find_topic
-    from api.services import services
+    from api.context import scope
+    from api.dependencies import Principal
+    from api.services.lookups import find_topic
+    from api.services.publishing import publish
     from mq.errors import TopicNotFound
     from publishing.messages import PublishTarget
 
     queue = tenant.create_queue("vanishing")
     caller = Principal(tenant.id, tenant.name, "key-id", "admin", "admin")
     with app.test_request_context():
-        session = services().db_session()
-        target = PublishTarget.of(find_topic(session, tenant.id, "vanishing"))
-        session.rollback()
+        here = scope()
+        target = PublishTarget.of(find_topic(here.session, tenant.id, "vanishing"))
+        here.session.rollback()
         assert tenant.admin.delete("/queues/vanishing").status_code == 204
         with pytest.raises(TopicNotFound):
-            publish(target, caller, [{"payload": 1}], batch=False)
+            publish(here, target, caller, [{"payload": 1}], batch=False)
     assert redis_client.exists(keys.stream(queue["id"], 0)) == 0

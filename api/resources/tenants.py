@@ -9,13 +9,13 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from api.auth import operator_access
+from api.context import scope, services
 from api.fields import TENANT_NAME_PATTERN, Timestamp, strict_int
-from api.pagination import PageArgs, paginate
+from api.pagination import PageArgs, page_of, paginate
 from api.parsing import Blueprint
-from api.services import services
+from api.services.tenants import find_tenant, set_quotas
 from models import Tenant
 from models.tenancy import create_tenant
-from mq.errors import NotFound
 
 PREFIX = "/tenants"
 blp = Blueprint("tenants", __name__, description="Tenants (operator token)")
@@ -51,9 +51,7 @@ class TenantCreated(TenantOut):
     admin_key = fields.String()
 
 
-class TenantPage(Schema):
-    items = fields.List(fields.Nested(TenantOut))
-    next_cursor = fields.String(allow_none=True)
+TenantPage = page_of(TenantOut)
 
 
 @blp.route("")
@@ -61,21 +59,18 @@ class Tenants(MethodView):
     @operator_access
     @blp.arguments(TenantCreate)
     @blp.response(201, TenantCreated)
-    @blp.doc(security=[{"bearer": []}])
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Create a tenant and its admin key (shown once)."""
-        tenant, key = create_tenant(services().db_session(), body["name"])
+        tenant, key = create_tenant(scope().session, body["name"])
         return {"id": tenant.id, "name": tenant.name, "quotas": tenant.quotas,
                 "created_at": tenant.created_at, "admin_key": key}
 
     @operator_access
     @blp.arguments(PageArgs, location="query")
     @blp.response(200, TenantPage)
-    @blp.doc(security=[{"bearer": []}])
     def get(self, page: dict[str, Any]) -> dict[str, Any]:
         """List tenants."""
-        items, cursor = paginate(services().db_session(), select(Tenant), Tenant.name, Tenant.id,
-                                 **page)
+        items, cursor = paginate(scope().session, select(Tenant), Tenant.name, Tenant.id, **page)
         return {"items": items, "next_cursor": cursor}
 
 
@@ -83,27 +78,13 @@ class Tenants(MethodView):
 class TenantById(MethodView):
     @operator_access
     @blp.response(200, TenantOut)
-    @blp.doc(security=[{"bearer": []}])
     def get(self, tenant_id: str) -> Tenant:
         """One tenant."""
-        return _get_tenant(tenant_id)
+        return find_tenant(scope().session, tenant_id)
 
     @operator_access
     @blp.arguments(TenantUpdate)
     @blp.response(200, TenantOut)
-    @blp.doc(security=[{"bearer": []}])
     def put(self, body: dict[str, Any], tenant_id: str) -> Tenant:
         """Set a tenant's quota overrides (0 = unlimited; absent = the settings' default)."""
-        tenant = _get_tenant(tenant_id)
-        tenant.quotas = {**tenant.quotas, **body["quotas"]}
-        services().db_session().commit()
-        services().cache.invalidate()  # API processes cache quota overrides
-        return tenant
-
-
-def _get_tenant(tenant_id: str) -> Tenant:
-    tenant = services().db_session().get(Tenant, tenant_id)
-    if tenant is None:
-        raise NotFound(f"tenant '{tenant_id}' does not exist")
-    return tenant
-
+        return set_quotas(scope().session, services().cache, tenant_id, body["quotas"])

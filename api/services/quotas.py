@@ -13,8 +13,9 @@ import dataclasses
 import time
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from api.services import services
+from api.dependencies import Scope
 from models import Subscription, Tenant, Topic
 from mq.errors import QuotaExceeded
 from mq.settings import Quotas
@@ -24,16 +25,16 @@ from mq.settings import Quotas
 COUNT_RETRY_AFTER_S = 60
 
 
-def tenant_quotas(tenant_id: str) -> Quotas:
+def tenant_quotas(here: Scope, tenant_id: str) -> Quotas:
     """The tenant's effective quotas."""
-    svc = services()
-    overrides = svc.cache.get_or_load("quotas", tenant_id, svc.cache_epoch(),
-                                      lambda: _overrides(tenant_id))
+    svc = here.services
+    overrides = svc.cache.get_or_load("quotas", tenant_id, here.cache_epoch(),
+                                      lambda: _overrides(here.session, tenant_id))
     return dataclasses.replace(svc.settings.default_quotas, **(overrides or {}))
 
 
-def _overrides(tenant_id: str) -> dict[str, int]:
-    stored = services().db_session().scalar(select(Tenant.quotas).where(Tenant.id == tenant_id))
+def _overrides(session: Session, tenant_id: str) -> dict[str, int]:
+    stored = session.scalar(select(Tenant.quotas).where(Tenant.id == tenant_id))
     known = {f.name for f in dataclasses.fields(Quotas)}
     return {k: v for k, v in (stored or {}).items() if k in known}
 
@@ -46,12 +47,31 @@ def check_count(kind: str, limit: int, used: int) -> None:
                             headers={"Retry-After": str(COUNT_RETRY_AFTER_S)})
 
 
-def take_publish_rate(tenant_id: str, messages: int) -> None:
+def check_topic_quota(here: Scope, tenant_id: str) -> None:
+    """Refuse one more topic when the tenant's `topics` quota is used up."""
+    limit = tenant_quotas(here, tenant_id).topics
+    if limit:
+        used = here.session.scalar(
+            select(func.count()).select_from(Topic).where(Topic.tenant_id == tenant_id))
+        check_count("topics", limit, used or 0)
+
+
+def check_subscription_quota(here: Scope, tenant_id: str) -> None:
+    """Refuse one more subscription when the tenant's `subscriptions` quota is used up."""
+    limit = tenant_quotas(here, tenant_id).subscriptions
+    if limit:
+        used = here.session.scalar(
+            select(func.count()).select_from(Subscription)
+            .where(Subscription.tenant_id == tenant_id))
+        check_count("subscriptions", limit, used or 0)
+
+
+def take_publish_rate(here: Scope, tenant_id: str, messages: int) -> None:
     """Count `messages` against the tenant's publish rate of the current second, or refuse."""
-    limit = tenant_quotas(tenant_id).publish_rate
+    limit = tenant_quotas(here, tenant_id).publish_rate
     if not limit:
         return
-    svc = services()
+    svc = here.services
     key = svc.keys.publish_rate(tenant_id, int(time.time()))
     pipe = svc.redis.pipeline(transaction=False)
     pipe.incrby(key, messages)
@@ -64,24 +84,14 @@ def take_publish_rate(tenant_id: str, messages: int) -> None:
                             headers={"Retry-After": "1"})
 
 
-def check_subscription_quota(tenant_id: str) -> None:
-    """Refuse one more subscription when the tenant's `subscriptions` quota is used up."""
-    limit = tenant_quotas(tenant_id).subscriptions
-    if limit:
-        used = services().db_session().scalar(
-            select(func.count()).select_from(Subscription)
-            .where(Subscription.tenant_id == tenant_id))
-        check_count("subscriptions", limit, used or 0)
-
-
-def check_stored_bytes(tenant_id: str) -> None:
+def check_stored_bytes(here: Scope, tenant_id: str) -> None:
     """Refuse publishing while the tenant's streams hold `stored_bytes` or more (Redis memory
     of its partition streams; only measured for tenants that have this quota)."""
-    limit = tenant_quotas(tenant_id).stored_bytes
+    limit = tenant_quotas(here, tenant_id).stored_bytes
     if not limit:
         return
-    svc = services()
-    topics = svc.db_session().execute(
+    svc = here.services
+    topics = here.session.execute(
         select(Topic.id, Topic.partition_count).where(Topic.tenant_id == tenant_id)).all()
     pipe = svc.redis.pipeline(transaction=False)
     for topic_id, partition_count in topics:

@@ -1,24 +1,24 @@
-"""Publishing endpoints: single, batch, and publishing through the topic's path."""
+"""Publishing endpoints: single, batch, and publishing through the topic's path.
+
+The view functions (`publish_single`, `publish_batch`, `publish_to_topic`) are also what the
+publish fast path (`api.fast_path`) runs, with the same schemas and roles."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, jsonify
+from flask import Response
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from api.auth import principal, tenant_access
-from api.fields import Timestamp, iso, strict_int
-from api.formats import publish_codec
+from api.auth import PRODUCERS, principal, tenant_access
+from api.context import scope
+from api.fields import Timestamp, iso
+from api.message_body import BatchOptions, MessageFields
 from api.parsing import Blueprint, FastLoad
-from api.publishing import publish
-from api.queues import find_topic
-from api.quotas import check_stored_bytes, take_publish_rate
-from api.services import services
-from mq.errors import ValidationError
+from api.responses import json_response
+from api.services.publishing import admit, publish, require_payload
 from publishing.jobs import Published
-from publishing.messages import PublishTarget
 
 PREFIX = ""
 blp = Blueprint("publish", __name__, description="Publishing messages")
@@ -26,30 +26,8 @@ blp = Blueprint("publish", __name__, description="Publishing messages")
 MAX_BATCH = 1000
 
 
-class MessageFields(FastLoad):
-    payload = fields.Raw(required=True, allow_none=True)
-    key = fields.String(allow_none=True, validate=validate.Length(max=500))
-    headers = fields.Dict(
-        keys=fields.String(validate=validate.Length(1, 256)),
-        values=fields.String(validate=validate.Length(max=8192)),
-        validate=validate.Length(max=100),
-    )
-    message_id = fields.String(allow_none=True, validate=validate.Length(1, 200))
-    correlation_id = fields.String(allow_none=True, validate=validate.Length(max=200))
-    trace_id = fields.String(allow_none=True, validate=validate.Length(max=100))
-    partition = strict_int(0, 63, allow_none=True)
-    content_type = fields.String(allow_none=True, validate=validate.Length(1, 100))
-    ttl_ms = strict_int(1, 31_536_000_000, allow_none=True)
-
-
 class PublishBody(MessageFields):
     topic = fields.String(required=True, validate=validate.Length(1, 400))
-
-
-class BatchOptions(Schema):
-    compression = fields.String(validate=validate.OneOf(("none", "gzip", "zstd")))
-    acks = fields.Raw()
-    timeout = fields.Integer(strict=True)
 
 
 class BatchFields(FastLoad):
@@ -96,39 +74,20 @@ class BatchOut(Schema):
 
 
 def _publish_one(topic_name: str, message: dict[str, Any]) -> Response:
-    topic = publish_target(topic_name)
-    take_publish_rate(topic.tenant_id, 1)
-    check_stored_bytes(topic.tenant_id)
-    [result] = publish(topic, principal(), [message], batch=False)
+    here, caller = scope(), principal()
+    topic = admit(here, caller, topic_name, 1)
+    [result] = publish(here, topic, caller, [message], batch=False)
     body = {"message_id": result.message_id, "topic": result.topic_name,
             "partition": result.partition, "offset": result.offset,
             "timestamp": iso(result.published_at), "duplicate": result.duplicate}
     return json_response(body, 200 if result.duplicate else 201)
 
 
-def publish_target(name: str) -> PublishTarget:
-    """The caller's topic `name`, from the process cache when it is current."""
-    svc, tenant_id = services(), principal().tenant_id
-
-    def load() -> PublishTarget:
-        topic = find_topic(svc.db_session(), tenant_id, name)
-        return PublishTarget.of(topic, publish_codec(topic))
-
-    return svc.cache.get_or_load("topic", f"{tenant_id}/{name}", svc.cache_epoch(), load)
-
-
 def _publish_batch(topic_name: str, messages: list[dict[str, Any]]) -> Response:
-    topic = publish_target(topic_name)
-    take_publish_rate(topic.tenant_id, len(messages))
-    check_stored_bytes(topic.tenant_id)
-    results = publish(topic, principal(), messages, batch=True)
+    here, caller = scope(), principal()
+    topic = admit(here, caller, topic_name, len(messages))
+    results = publish(here, topic, caller, messages, batch=True)
     return json_response(_batch_answer(results), 200 if all(r.duplicate for r in results) else 201)
-
-
-def json_response(body: dict[str, Any], status: int) -> Response:
-    response = jsonify(body)
-    response.status_code = status
-    return response
 
 
 def _batch_answer(results: list[Published]) -> dict[str, Any]:
@@ -151,23 +110,19 @@ def publish_batch(body: dict[str, Any]) -> Response:
 def publish_to_topic(body: dict[str, Any], name: str) -> Response:
     if "messages" in body:
         return _publish_batch(name, body["messages"])
-    if "payload" not in body:
-        raise ValidationError("payload is required",
-                              {"payload": ["Missing data for required field."]})
+    require_payload(body)
     return _publish_one(name, body)
 
 
-PUBLISHERS = ("admin", "producer")
 SINGLE, BATCH, TO_TOPIC = PublishBody(), BatchBody(), TopicPublishBody()
 
 
 @blp.route("/publish")
 class Publish(MethodView):
-    @tenant_access(*PUBLISHERS, publishes=True)
+    @tenant_access(*PRODUCERS, publishes=True)
     @blp.arguments(SINGLE)
     @blp.response(201, PublishOut)
     @blp.alt_response(200, schema=PublishOut, description="duplicate message_id")
-    @blp.doc(security=[{"bearer": []}])
     def post(self, body: dict[str, Any]) -> Response:
         """Publish one message."""
         return publish_single(body)
@@ -175,10 +130,9 @@ class Publish(MethodView):
 
 @blp.route("/publish/batch")
 class PublishBatch(MethodView):
-    @tenant_access(*PUBLISHERS, publishes=True)
+    @tenant_access(*PRODUCERS, publishes=True)
     @blp.arguments(BATCH)
     @blp.response(201, BatchOut)
-    @blp.doc(security=[{"bearer": []}])
     def post(self, body: dict[str, Any]) -> Response:
         """Publish up to 1,000 messages in order; one invalid message rejects the batch."""
         return publish_batch(body)
@@ -186,13 +140,12 @@ class PublishBatch(MethodView):
 
 @blp.route("/topics/<name>/publish")
 class TopicPublish(MethodView):
-    @tenant_access(*PUBLISHERS, publishes=True)
+    @tenant_access(*PRODUCERS, publishes=True)
     @blp.arguments(TO_TOPIC)
     @blp.response(201, PublishOut)
     @blp.alt_response(200, schema=PublishOut, description="duplicate message_id")
     @blp.alt_response(201, schema=BatchOut, description="batch (`messages` given)",
                       success=True)
-    @blp.doc(security=[{"bearer": []}])
     def post(self, body: dict[str, Any], name: str) -> Response:
         """Publish one message, or a batch with `messages`, to the topic in the path."""
         return publish_to_topic(body, name)

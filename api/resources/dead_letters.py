@@ -8,24 +8,26 @@ from flask.views import MethodView
 from marshmallow import Schema, fields, validate, validates_schema
 from marshmallow import ValidationError as InvalidFields
 
-from api.auth import principal, tenant_access
-from api.formats import shown_dead_letters
+from api.auth import CONSUMERS, principal, tenant_access
+from api.context import scope, services
+from api.pagination import PageArgs, page_of
 from api.parsing import Blueprint
-from api.services import services
-from api.subscriptions import find_subscription
-from broker import dead_letters
-from broker.delivery import DEFAULT_POOL
+from api.services.dead_letters import (
+    list_dead_letters,
+    purge_dead_letters,
+    redrive_dead_letters,
+)
+from api.services.lookups import find_subscription
 
 PREFIX = "/subscriptions"
 blp = Blueprint("dead_letters", __name__, description="Dead letters of a subscription")
 
-ROLES = ("admin", "consumer")
-SECURITY = [{"bearer": []}]
 MAX_REDRIVE = 10_000
 
 
-class DeadLetterArgs(Schema):
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+class DeadLetterArgs(PageArgs):
+    """A page of dead letters: the cursor is a stream entry id."""
+
     cursor = fields.String(load_default=None, validate=validate.Regexp(
         r"^\d{1,20}-\d{1,20}$", error="not a cursor this API issued"))
 
@@ -47,9 +49,7 @@ class DeadLetterOut(Schema):
     failed_at = fields.String()
 
 
-class DeadLetterPage(Schema):
-    items = fields.List(fields.Nested(DeadLetterOut))
-    next_cursor = fields.String(allow_none=True)
+DeadLetterPage = page_of(DeadLetterOut)
 
 
 class DeadLetterRedriveBody(Schema):
@@ -73,38 +73,34 @@ class DeadLetterPurgeOut(Schema):
 
 @blp.route("/<subscription_id>/dead-letters")
 class DeadLetters(MethodView):
-    @tenant_access(*ROLES)
+    @tenant_access(*CONSUMERS)
     @blp.arguments(DeadLetterArgs, location="query")
     @blp.response(200, DeadLetterPage)
-    @blp.doc(security=SECURITY)
     def get(self, args: dict[str, Any], subscription_id: str) -> dict[str, Any]:
         """This subscription's dead-lettered messages, newest first."""
-        subscription = find_subscription(services().db_session(), principal(), subscription_id)
-        items, cursor = dead_letters.list_entries(services().redis, services().keys,
-                                                  subscription.id, limit=args["limit"],
-                                                  after=args["cursor"])
-        return {"items": shown_dead_letters(items, subscription.topic_id), "next_cursor": cursor}
+        session = scope().session
+        subscription = find_subscription(session, principal(), subscription_id)
+        items, cursor = list_dead_letters(session, services(), subscription,
+                                          limit=args["limit"], cursor=args["cursor"])
+        return {"items": items, "next_cursor": cursor}
 
-    @tenant_access(*ROLES)
+    @tenant_access(*CONSUMERS)
     @blp.response(200, DeadLetterPurgeOut)
-    @blp.doc(security=SECURITY)
     def delete(self, subscription_id: str) -> dict[str, int]:
         """Remove every dead letter of this subscription."""
-        subscription = find_subscription(services().db_session(), principal(), subscription_id)
-        return {"purged": dead_letters.purge(services().redis, services().keys, subscription.id)}
+        subscription = find_subscription(scope().session, principal(), subscription_id)
+        return {"purged": purge_dead_letters(services(), subscription)}
 
 
 @blp.route("/<subscription_id>/dead-letters/redrive")
 class DeadLetterRedrive(MethodView):
-    @tenant_access(*ROLES)
+    @tenant_access(*CONSUMERS)
     @blp.arguments(DeadLetterRedriveBody)
     @blp.response(200, DeadLetterRedriveOut)
-    @blp.doc(security=SECURITY)
     def post(self, body: dict[str, Any], subscription_id: str) -> dict[str, int]:
         """Deliver dead letters again to this subscription only (attempts restart at 1);
         redriven entries leave the listing."""
-        subscription = find_subscription(services().db_session(), principal(), subscription_id)
-        count = dead_letters.redrive(services().redis, services().keys, subscription.id,
-                                     DEFAULT_POOL, ids=body.get("ids"),
-                                     max_messages=body.get("max_messages", 100))
+        subscription = find_subscription(scope().session, principal(), subscription_id)
+        count = redrive_dead_letters(services(), subscription, ids=body.get("ids"),
+                                     max_messages=body.get("max_messages"))
         return {"redriven": count}

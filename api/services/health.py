@@ -1,46 +1,30 @@
-"""Health and status (no authentication)."""
+"""What health and status report: Redis and the database checked, and the live worker and
+scheduler processes from their heartbeats. Failures are reported, never raised."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from flask import current_app
-from flask.views import MethodView
-from marshmallow import Schema, fields
 from sqlalchemy import text
 
-from api.parsing import Blueprint
-from api.services import services
+from api.dependencies import Services
+from broker.connection import RedisClient
 from broker.heartbeats import live_processes
-from mq import __version__
+from models import Database
 
-PREFIX = ""
 WORKER_FIELDS = ("id", "host", "pid", "last_heartbeat", "subscriptions")
 SCHEDULER_FIELDS = ("id", "host", "pid", "last_heartbeat", "leader")
-blp = Blueprint("monitoring", __name__, description="Health and status")
 
 
-class CheckOut(Schema):
-    status = fields.String()
-    details = fields.Dict()
+def health(svc: Services) -> dict[str, Any]:
+    """Redis and database checks; `status` is `unhealthy` when either is down."""
+    checks = {"redis": _check_redis(svc.redis), "database": _check_database(svc.database)}
+    healthy = all(c["status"] == "healthy" for c in checks.values())
+    return {"status": "healthy" if healthy else "unhealthy", "checks": checks}
 
 
-class HealthOut(Schema):
-    status = fields.String()
-    checks = fields.Dict(keys=fields.String(), values=fields.Nested(CheckOut))
-
-
-class StatusOut(Schema):
-    version = fields.String()
-    edition = fields.String()
-    uptime_s = fields.Float()
-    backends = fields.Dict()
-    processes = fields.Dict()
-
-
-def _check_redis() -> dict[str, Any]:
-    redis = services().redis
+def _check_redis(redis: RedisClient) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         redis.ping()
@@ -55,8 +39,7 @@ def _check_redis() -> dict[str, Any]:
                    "policy": memory.get("maxmemory_policy")}}}
 
 
-def _check_database() -> dict[str, Any]:
-    database = services().database
+def _check_database(database: Database) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         with database.engine.connect() as connection:
@@ -68,35 +51,8 @@ def _check_database() -> dict[str, Any]:
         "ping_ms": round((time.perf_counter() - started) * 1000, 3)}}
 
 
-@blp.route("/health")
-class Health(MethodView):
-    @blp.response(200, HealthOut)
-    @blp.alt_response(503, schema=HealthOut, description="Redis or the database is down")
-    def get(self) -> tuple[dict[str, Any], int]:
-        """Redis and database checks; 503 when either is down."""
-        checks = {"redis": _check_redis(), "database": _check_database()}
-        healthy = all(c["status"] == "healthy" for c in checks.values())
-        return {"status": "healthy" if healthy else "unhealthy", "checks": checks}, (
-            200 if healthy else 503)
-
-
-@blp.route("/status")
-class Status(MethodView):
-    @blp.response(200, StatusOut)
-    def get(self) -> dict[str, Any]:
-        """Version, backends and the live worker and scheduler processes."""
-        return {
-            "version": __version__,
-            "edition": "standard",
-            "uptime_s": round(time.time() - current_app.config["MQ_STARTED_AT"], 3),
-            "backends": {"redis_stream": True, "kafka": False},
-            "processes": _processes(),
-        }
-
-
-def _processes() -> dict[str, Any]:
+def live_process_view(svc: Services) -> dict[str, Any]:
     """Live processes from their heartbeats (none listed when Redis is unreachable)."""
-    svc = services()
     try:
         beats = live_processes(svc.redis, svc.keys)
     except Exception:  # status stays answerable without Redis

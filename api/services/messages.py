@@ -1,0 +1,136 @@
+"""Published messages read back with their delivery state, and cancelling scheduled ones.
+
+Delayed and scheduled messages are published by the group writer like any message
+(`publishing.group`): the record is committed with status `scheduled`, then the message is
+parked in the delay set (`broker.delays`); `202` is answered only after both. If Redis
+refuses the park, the record is deleted again and the client gets `503`; should that delete
+fail too, the record stays `scheduled` and the scheduler's rebuild (the database is the
+source of truth) parks it. The scheduler releases it into the stream when due and then marks
+the record `published` with its offset.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Table, func, select, update
+from sqlalchemy.orm import Session
+
+from api.dependencies import Scope
+from api.services.formats import shown_payload
+from broker.delays import DelaySet
+from models import ConsumptionRecord, MessageRecord, Subscription, Topic
+from models.base import utcnow
+from mq.errors import Conflict, MessageNotFound
+
+#: Latest consumption record status -> the message's delivery status for that subscription.
+DELIVERY_STATUS = {"success": "delivered", "failed": "retrying", "dead_letter": "dead_letter",
+                   "filtered": "filtered", "expired": "expired"}
+
+
+def find_message(session: Session, tenant_id: str, message_id: str) -> MessageRecord:
+    record = session.scalar(select(MessageRecord).where(
+        MessageRecord.tenant_id == tenant_id, MessageRecord.message_id == message_id))
+    if record is None:
+        raise MessageNotFound(message_id)
+    return record
+
+
+def message_view(here: Scope, record: MessageRecord) -> dict[str, Any]:
+    """A message with its status and per-subscription delivery state."""
+    session = here.session
+    topic = session.get(Topic, record.topic_id)
+    deliveries = _deliveries(session, record)
+    payload, headers = shown_payload(session, here.services.settings, record, topic)
+    return {
+        "message_id": record.message_id,
+        "topic": topic.name if topic else None,
+        "partition": record.partition_id,
+        "offset": _offset(here, record),
+        "key": record.message_key,
+        "headers": headers,
+        "payload": payload,
+        "status": _message_status(record, deliveries),
+        "published_at": record.published_at,
+        "scheduled_at": record.scheduled_at,
+        "expires_at": record.expires_at,
+        "correlation_id": record.correlation_id,
+        "trace_id": record.trace_id,
+        "deliveries": deliveries,
+    }
+
+
+def cancel(session: Session, delays: DelaySet, record: MessageRecord) -> None:
+    """Cancel a scheduled message; `Conflict` once it was released (or is not scheduled).
+
+    The delay set decides: whoever removes the member first (this cancel, or the releaser's
+    atomic move) wins. A `scheduled` record that is neither waiting nor recently released was
+    lost by Redis and not yet rebuilt: cancelling it in the database is enough, as the
+    rebuild re-checks the status of what it parks.
+    """
+    if record.status != "scheduled":
+        raise Conflict(f"message '{record.message_id}' is {record.status}, not scheduled")
+    if not delays.cancel(record.id) and delays.released_offsets([record.id]):
+        raise Conflict(f"message '{record.message_id}' was released already")
+    records = cast(Table, MessageRecord.__table__)
+    done = cast(CursorResult[Any], session.execute(
+        update(records).where(records.c.id == record.id, records.c.status == "scheduled")
+        .values(status="cancelled")))
+    session.commit()
+    if done.rowcount != 1:
+        raise Conflict(f"message '{record.message_id}' was released already")
+
+
+def _offset(here: Scope, record: MessageRecord) -> str | None:
+    """The record's stream offset; one just published may have it only in its append marker
+    yet (the group writer writes offsets back with its next group)."""
+    if record.offset_value is not None or record.status != "published":
+        return record.offset_value
+    refs = [(record.topic_id, record.partition_id, record.id)]
+    return here.services.streams.appended_offsets(refs).get(record.id)
+
+
+def _message_status(record: MessageRecord, deliveries: list[dict[str, Any]]) -> str:
+    """`expired` once a published message's `ttl_ms` ran out before any delivery succeeded."""
+    expired = record.expires_at is not None and record.expires_at <= utcnow()
+    delivered = any(d["status"] == "delivered" for d in deliveries)
+    if record.status == "published" and expired and not delivered:
+        return "expired"
+    return record.status
+
+
+def _deliveries(session: Session, record: MessageRecord) -> list[dict[str, Any]]:
+    subscriptions = session.scalars(select(Subscription).where(
+        Subscription.topic_id == record.topic_id, Subscription.tenant_id == record.tenant_id))
+    attempts = {
+        row.subscription_id: row
+        for row in session.execute(
+            select(ConsumptionRecord.subscription_id,
+                   func.count().label("attempts"),
+                   func.max(ConsumptionRecord.consumed_at).label("last_attempt_at"))
+            .where(ConsumptionRecord.tenant_id == record.tenant_id,
+                   ConsumptionRecord.message_id == record.message_id)
+            .group_by(ConsumptionRecord.subscription_id))
+    }
+    latest = _latest_status(session, record)
+    out = []
+    for sub in subscriptions:
+        seen = attempts.get(sub.id)
+        out.append({
+            "subscription_id": sub.id,
+            "consumer_group": sub.consumer_group,
+            "status": DELIVERY_STATUS.get(latest.get(sub.id, ""), "pending"),
+            "attempts": seen.attempts if seen else 0,
+            "last_attempt_at": seen.last_attempt_at if seen else None,
+        })
+    return out
+
+
+def _latest_status(session: Session, record: MessageRecord) -> dict[str, str]:
+    rows = session.execute(
+        select(ConsumptionRecord.subscription_id, ConsumptionRecord.status)
+        .where(ConsumptionRecord.tenant_id == record.tenant_id,
+               ConsumptionRecord.message_id == record.message_id)
+        .order_by(ConsumptionRecord.consumed_at)
+    )
+    return {subscription_id: status for subscription_id, status in rows}
