@@ -8,7 +8,6 @@ import httpx
 
 from tests.delivery.conftest import (  # noqa: F401 (fixtures)
     processes,
-    pytest_runtest_makereport,
     subscriptions,
     webhook,
 )
