@@ -36,6 +36,7 @@ from api.queues import find_topic
 from api.quotas import check_subscription_quota
 from api.services import services
 from broker.control import Op, announce
+from broker.dead_letters import DEAD_LETTER_SUFFIX
 from broker.keys import group_name
 from broker.streams import parse_entry_id
 from models import ConsumptionRecord, Subscription, Tenant, Topic
@@ -59,7 +60,6 @@ DELIVERY_STATUSES = ("success", "failed", "dead_letter", "expired", "filtered")
 IMMUTABLE = ("topic", "consumer_group", "consumer_name")
 TOPIC_REF = r"^(?:[a-z0-9][a-z0-9-]{0,62}/)?[A-Za-z0-9._-]{1,200}$"
 SUBSCRIPTION_ID = r"^[A-Za-z0-9-]{1,64}$"
-DEAD_LETTER_SUFFIX = ".deadletter"
 MAX_DELAY_MS = 86_400_000
 DEFAULT_MAX_RETRY_DELAY_MS = 300_000
 SECURITY = [{"bearer": []}]

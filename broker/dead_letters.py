@@ -19,14 +19,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from broker.connection import RedisClient
-from broker.delivery import delivery_message
+from broker.delivery import POOL_STREAM_CAP, delivery_message
 from broker.envelope import FIELD, Envelope
 from broker.keys import Keys
 from broker.scripts import REDRIVE
 
+#: A subscription's dead-letter topic is `<topic name>` + this, unless it names another one.
+DEAD_LETTER_SUFFIX = ".deadletter"
 #: Dead letters kept per subscription (approximate cap; oldest dropped first).
 DEAD_LETTER_CAP = 100_000
-POOL_STREAM_CAP = 10_000_000
 REASONS = ("error", "permanent", "max_deliveries", "schema", "decrypt", "expired")
 
 

@@ -23,6 +23,8 @@ from broker.keys import Keys
 
 #: The pool every subscription uses in this edition (`mq worker --pools` selects pools).
 DEFAULT_POOL = "default"
+#: Approximate length cap of a pool's direct stream (`Keys.pool_stream`).
+POOL_STREAM_CAP = 10_000_000
 #: The one actor that delivers a message to a subscription's handler.
 ACTOR_NAME = "deliver"
 #: The Redis consumer that handed-back entries are parked on: idle "forever", so the next

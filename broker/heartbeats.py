@@ -17,6 +17,9 @@ from typing import Any
 from broker.connection import RedisClient
 from broker.keys import Keys
 
+#: How often workers and schedulers beat (`Heartbeat.beat`).
+HEARTBEAT_S = 1.0
+
 
 class Heartbeat:
     """The heartbeat of this process."""

@@ -48,7 +48,13 @@ from redis.exceptions import ResponseError
 
 from broker.control import announce
 from broker.dead_letters import DEAD_LETTER_CAP, build_entry, topic_envelope
-from broker.delivery import ABANDONED_CONSUMER, DEFAULT_POOL, Route, delivery_message
+from broker.delivery import (
+    ABANDONED_CONSUMER,
+    DEFAULT_POOL,
+    POOL_STREAM_CAP,
+    Route,
+    delivery_message,
+)
 from broker.envelope import FIELD, Envelope
 from broker.keys import Keys
 from broker.scripts import Scripts
@@ -57,7 +63,6 @@ from mq.settings import Settings
 
 log = logging.getLogger(__name__)
 
-POOL_STREAM_CAP = 10_000_000
 #: How often a busy consumer still looks for new entries, control events and cold streams.
 PEEK_S = 0.2
 #: Deliveries of one entry after which it is dead-lettered as `max_deliveries`.

@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from broker.connection import connect
 from broker.delivery import DEFAULT_POOL
-from broker.heartbeats import Heartbeat, Lease, live_processes
+from broker.heartbeats import HEARTBEAT_S, Heartbeat, Lease, live_processes
 from broker.keys import Keys
 from broker.redis_streams import release_due_retries
 from broker.scripts import Scripts
@@ -36,9 +36,9 @@ from scheduler.metrics import GaugeExporter
 log = logging.getLogger(__name__)
 
 #: A dead scheduler leaves `GET /status` (and a standby takes the leadership shown there)
-#: within 3 heartbeats. Every job is atomic or holds a lease of its own, so a standby
+#: within this many heartbeats. Every job is atomic or holds a lease of its own, so a standby
 #: releases due messages all along; leadership decides nothing else.
-HEARTBEAT_S = 1.0
+BEATS_TO_DEATH = 3
 RELEASE_S = 0.1
 REAP_S = 300.0
 
@@ -49,9 +49,10 @@ class Jobs:
         self.redis = connect(settings, max_connections=8)
         self.keys = Keys(settings.redis_namespace)
         self.scripts = Scripts(self.redis)  # type: ignore[arg-type]
-        self.heartbeat = Heartbeat(self.redis, self.keys, "scheduler", ttl_s=3 * HEARTBEAT_S)
+        ttl_s = BEATS_TO_DEATH * HEARTBEAT_S
+        self.heartbeat = Heartbeat(self.redis, self.keys, "scheduler", ttl_s=ttl_s)
         self.leadership = Lease(self.redis, self.keys.lock("scheduler-leader"),
-                                     self.heartbeat.id, ttl_ms=int(3 * HEARTBEAT_S * 1000))
+                                self.heartbeat.id, ttl_ms=int(ttl_s * 1000))
         self.pools = {DEFAULT_POOL}
 
     def release_retries(self) -> None:

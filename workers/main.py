@@ -20,7 +20,7 @@ import dramatiq
 from dramatiq.middleware import default_middleware
 
 from broker.delivery import DEFAULT_POOL
-from broker.heartbeats import Heartbeat
+from broker.heartbeats import HEARTBEAT_S, Heartbeat
 from broker.redis_streams import RedisStreamsBroker
 from handlers.registry import HandlerRegistry
 from models import Database
@@ -33,7 +33,6 @@ from workers.schemas import SchemaDefinitions
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_S = 1.0
 RESYNC_S = 30.0
 #: How long a stopping worker lets running deliveries finish.
 STOP_TIMEOUT_MS = 30_000

@@ -17,14 +17,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from broker.codec import Codec, avro_schema_of, topic_codec
+from broker.dead_letters import DEAD_LETTER_SUFFIX
 from broker.delivery import DEFAULT_POOL, Route
 from broker.keys import group_name
 from broker.redis_streams import RedisStreamsBroker
 from models import Database, Subscription, Topic
 
 log = logging.getLogger(__name__)
-
-DEAD_LETTER_SUFFIX = ".deadletter"
 
 
 def to_route(sub: Subscription, topic: Topic) -> Route:
