@@ -14,6 +14,7 @@ messages already waiting.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,32 @@ class Route:
     def consumer(self, instance: str) -> str:
         """This subscription's Redis consumer in one worker instance."""
         return f"{self.consumer_name}@{instance}"
+
+
+class RouteTable:
+    """The routes a worker process serves, by subscription id: replaced as a whole by the
+    worker (`replace`), read by the broker, its consumers and the middleware. `version`
+    grows with every replacement, so a consumer rebuilds what it watches only on a change."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, Route] = {}
+        self._lock = threading.Lock()
+        self.version = 0
+
+    def replace(self, routes: dict[str, Route]) -> None:
+        with self._lock:
+            self._routes = dict(routes)
+            self.version += 1
+
+    def get(self, subscription_id: str) -> Route | None:
+        return self._routes.get(subscription_id)
+
+    def all(self) -> dict[str, Route]:
+        """The current routes (a mapping never changed in place: replacements swap it)."""
+        return self._routes
+
+    def __len__(self) -> int:
+        return len(self._routes)
 
 
 def entry_ms(entry_id: str) -> int:

@@ -1,7 +1,7 @@
 """Scheduler process entry point (`mq scheduler`).
 
 APScheduler runs the jobs; each is idempotent, so a second scheduler is safe:
-- release due retries (atomic Lua, `broker.scripts.RELEASE`) into each pool's direct stream,
+- release due retries (atomic, `broker.retries`) into each pool's direct stream,
   every `RELEASE_S`;
 - the heartbeat shown by `GET /status`;
 - reaping consumers that are idle and hold nothing (each worker start adds a consumer to every
@@ -25,8 +25,7 @@ from broker.connection import connect
 from broker.delivery import DEFAULT_POOL
 from broker.heartbeats import HEARTBEAT_S, Heartbeat, Lease, live_processes
 from broker.keys import Keys
-from broker.redis_streams import release_due_retries
-from broker.scripts import Scripts
+from broker.retries import RetrySet
 from mq.logging import RepeatedFailures
 from mq.settings import Settings
 from scheduler.delayed import HOUSEKEEPING_S, REBUILD_RETRY_S, DelayedJobs
@@ -48,7 +47,7 @@ class Jobs:
         self.settings = settings
         self.redis = connect(settings, max_connections=8)
         self.keys = Keys(settings.redis_namespace)
-        self.scripts = Scripts(self.redis)  # type: ignore[arg-type]
+        self.retries = RetrySet(self.redis, self.keys)
         ttl_s = BEATS_TO_DEATH * HEARTBEAT_S
         self.heartbeat = Heartbeat(self.redis, self.keys, "scheduler", ttl_s=ttl_s)
         self.leadership = Lease(self.redis, self.keys.lock("scheduler-leader"),
@@ -57,7 +56,7 @@ class Jobs:
 
     def release_retries(self) -> None:
         for pool in sorted(self.pools):
-            moved = release_due_retries(self.redis, self.keys, pool, self.scripts)  # type: ignore[arg-type]
+            moved = self.retries.release(pool)
             if moved:
                 log.debug("released %d retries of pool %s", moved, pool)
 
