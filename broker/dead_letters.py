@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from broker.connection import RedisClient
 from broker.delivery import POOL_STREAM_CAP, Route, delivery_message
@@ -81,7 +81,8 @@ class DeadLetterEntry:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeadLetterEntry:
         """An entry as stored (`as_dict`); fields it lacks are None."""
-        return cls(**{spec.name: data.get(spec.name) for spec in fields(cls)})
+        values: dict[str, Any] = {spec.name: data.get(spec.name) for spec in fields(cls)}
+        return cls(**values)
 
     def as_dict(self) -> dict[str, Any]:
         return {spec.name: getattr(self, spec.name) for spec in fields(self)}
@@ -116,8 +117,8 @@ def list_entries(redis: RedisClient, keys: Keys, subscription_id: str, *, limit:
     """Up to `limit` entries, newest first, and the stream id to continue after (or None):
     entries dead-lettered meanwhile come before the first page, never inside the next."""
     end = f"({after}" if after else "+"
-    rows = redis.xrevrange(keys.dead_letters(subscription_id), max=end, min="-",
-                           count=limit + 1)
+    rows = _entries(redis.xrevrange(keys.dead_letters(subscription_id), max=end, min="-",
+                                    count=limit + 1))
     items = [json.loads(fields["e"]) for _, fields in rows[:limit]]
     next_after = rows[limit - 1][0] if len(rows) > limit else None
     return items, next_after
@@ -163,9 +164,14 @@ def redrive(
 def _candidates(redis: RedisClient, key: str, wanted: set[str] | None,
                 max_messages: int) -> list[tuple[str, dict[str, str]]]:
     if wanted is None:
-        return list(redis.xrange(key, count=max_messages))
+        return _entries(redis.xrange(key, count=max_messages))
     found: list[tuple[str, dict[str, str]]] = []
-    for stream_id, stored in redis.xrange(key):
+    for stream_id, stored in _entries(redis.xrange(key)):
         if json.loads(stored["e"]).get("id") in wanted:
             found.append((stream_id, stored))
     return found
+
+
+def _entries(reply: object) -> list[tuple[str, dict[str, str]]]:
+    """XRANGE / XREVRANGE rows as decoded text (`broker.connection` decodes replies)."""
+    return cast(list[tuple[str, dict[str, str]]], reply)

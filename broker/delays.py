@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.client import Pipeline, PubSub
 
@@ -109,7 +109,7 @@ class DelaySet:
         """Offsets of those of `record_ids` released within the marker lifetime."""
         if not record_ids:
             return {}
-        found = self.redis.hmget(self.keys.delay_offsets(), record_ids)
+        found = cast(list[str | None], self.redis.hmget(self.keys.delay_offsets(), record_ids))
         return {rid: off for rid, off in zip(record_ids, found, strict=True) if off}
 
     def subscribe(self) -> PubSub:

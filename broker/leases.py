@@ -193,9 +193,9 @@ class Reclaimer:
         for start in range(0, len(jobs), RECLAIM_PIPELINE):
             chunk = jobs[start:start + RECLAIM_PIPELINE]
             taken = take_pending(self.redis, [job[:4] for job in chunk], count)
-            for (key, group, _, heir, route, instance), (entries, more) in zip(
+            for (key, group, _, heir, claimed_for, instance), (entries, more) in zip(
                     chunk, taken, strict=True):
-                self._claimed(key, group, heir, route, entries)
+                self._claimed(key, group, heir, claimed_for, entries)
                 if more:
                     left.add(instance)
         self.orphaned = left
@@ -231,9 +231,9 @@ class Reclaimer:
         for timeout_ms, jobs in by_timeout.items():
             for start in range(0, len(jobs), RECLAIM_PIPELINE):
                 if room() <= 0:  # full: the rest is looked at again on the next pass
-                    for _, _, _, route in jobs[start:]:
-                        if route is not None:
-                            self.next_reclaim[route.subscription_id] = now
+                    for _, _, _, waiting in jobs[start:]:
+                        if waiting is not None:
+                            self.next_reclaim[waiting.subscription_id] = now
                     return
                 self._reclaim(jobs[start:start + RECLAIM_PIPELINE], timeout_ms, room())
 

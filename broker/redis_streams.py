@@ -91,7 +91,7 @@ class RedisStreamsBroker(dramatiq.Broker):
         self.consumers.append(consumer)
         return consumer
 
-    def consumer_closed(self, consumer: RedisStreamsConsumer) -> None:
+    def consumer_closed(self, consumer: Consumer) -> None:
         if consumer in self.consumers:
             self.consumers.remove(consumer)
 

@@ -45,7 +45,7 @@ class LuaScript:
 
     def __call__(self, keys: Sequence[str], args: Iterable[Arg] = (),
                  client: RedisClient | Pipeline | None = None) -> Any:
-        return self._registered(keys=keys, args=args, client=client)  # type: ignore[arg-type]
+        return self._registered(keys=keys, args=args, client=client)
 
     def queue(self, pipe: Pipeline, keys: Sequence[str], args: Iterable[Arg] = ()) -> None:
         """Queue the script on `pipe`. EVAL rather than EVALSHA: a pipeline of registered

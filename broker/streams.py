@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from redis.client import Pipeline
 from redis.exceptions import ResponseError
+from redis.typing import EncodableT, FieldT
 
 from broker.connection import RedisClient
 from broker.envelope import Envelope
@@ -47,12 +48,13 @@ class TopicStreams:
 
     def append(self, topic_id: str, partition: int, envelope: Envelope) -> str:
         """XADD one message; returns its entry id (the message's offset)."""
-        return self.redis.xadd(
+        entry_id = self.redis.xadd(
             self.keys.stream(topic_id, partition),
-            envelope.encode(),
+            _fields(envelope),
             maxlen=self.max_len,
             approximate=True,
         )
+        return cast(str, entry_id)  # replies are decoded (`broker.connection`)
 
     def append_many(self, topic_id: str, items: Sequence[tuple[int, Envelope]]) -> list[str]:
         """XADD several messages in one round trip, in order; returns their entry ids."""
@@ -60,7 +62,7 @@ class TopicStreams:
         for partition, envelope in items:
             pipe.xadd(
                 self.keys.stream(topic_id, partition),
-                envelope.encode(),
+                _fields(envelope),
                 maxlen=self.max_len,
                 approximate=True,
             )
@@ -235,10 +237,15 @@ def entry_id_before(entry_id: EntryId) -> EntryId:
 
 
 
+def _fields(envelope: Envelope) -> dict[FieldT, EncodableT]:
+    """The entry's fields, typed as redis-py takes them."""
+    return dict(envelope.encode().items())
+
+
 def _partition_stats(partition: int, info: object, groups: object) -> PartitionStats:
     if isinstance(info, ResponseError) or not isinstance(info, dict):
         return PartitionStats(partition, 0, None, None, 0)
-    group_list = [] if isinstance(groups, ResponseError) else list(groups or [])
+    group_list = groups if isinstance(groups, list) else []
     length = int(info.get("length", 0))
     first = info.get("first-entry")
     last = info.get("last-entry")

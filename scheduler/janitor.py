@@ -8,9 +8,9 @@ consumer's pending entries, so only consumers with nothing pending and idle for 
 
 from __future__ import annotations
 
-from redis import Redis
 from sqlalchemy import select
 
+from broker.connection import RedisClient
 from broker.keys import Keys, group_name
 from broker.scripts import LuaScript
 from models import Database, Subscription, Topic
@@ -19,7 +19,8 @@ from mq.settings import Settings
 IDLE_MS = 3_600_000
 
 
-def reap_consumers(settings: Settings, redis: Redis, keys: Keys, *, idle_ms: int = IDLE_MS) -> int:
+def reap_consumers(settings: Settings, redis: RedisClient, keys: Keys, *,
+                   idle_ms: int = IDLE_MS) -> int:
     database = Database(settings.database_url, pool_size=1)
     try:
         with database.session() as session:

@@ -66,7 +66,7 @@ class Jobs:
             self.pools.update(process.get("pools") or ())
 
     def reap(self) -> None:
-        removed = reap_consumers(self.settings, self.redis, self.keys)  # type: ignore[arg-type]
+        removed = reap_consumers(self.settings, self.redis, self.keys)
         if removed:
             log.info("removed %d idle consumers", removed)
 

@@ -232,6 +232,6 @@ def _ms_since(started: float) -> int:
 
 def declare_actor(broker: RedisStreamsBroker, middleware: DeliveryMiddleware) -> dramatiq.Actor:
     """The one delivery actor; its queue is the default pool (other pools are declared)."""
-    return dramatiq.actor(DeliveryActor(broker, middleware), actor_name=ACTOR_NAME,
-                          queue_name=DEFAULT_POOL, broker=broker,
-                          throws=(PermanentDeliveryError,), max_retries=3)
+    declare = dramatiq.actor(actor_name=ACTOR_NAME, queue_name=DEFAULT_POOL, broker=broker,
+                             throws=(PermanentDeliveryError,), max_retries=3)
+    return declare(DeliveryActor(broker, middleware))
