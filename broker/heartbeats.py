@@ -74,7 +74,6 @@ def live_processes(redis: RedisClient, keys: Keys) -> list[dict[str, Any]]:
     return live
 
 
-
 class Lease:
     """A lease on one Redis key: the holder keeps it while it renews, and a holder that dies
     loses it when `ttl_ms` runs out.

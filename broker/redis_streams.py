@@ -28,12 +28,13 @@ import dramatiq
 from dramatiq import Consumer, Message
 from redis import BlockingConnectionPool, Redis
 
-from broker.consumer import RedisStreamsConsumer, ensure_pool_group
+from broker.consumer import RedisStreamsConsumer
 from broker.dead_letters import DEAD_LETTER_CAP, DeadLetter, DeadLetterEntry
 from broker.delivery import POOL_STREAM_CAP, Route, RouteTable
 from broker.envelope import FIELD, Envelope
 from broker.hooks import WorkerHooks
 from broker.keys import Keys
+from broker.pools import ensure_pool_group
 from broker.proxy import Handle, StreamProxy
 from broker.retries import RetrySet
 from broker.scripts import LuaScript

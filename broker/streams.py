@@ -236,7 +236,6 @@ def entry_id_before(entry_id: EntryId) -> EntryId:
     return 0, 0
 
 
-
 def _fields(envelope: Envelope) -> dict[FieldT, EncodableT]:
     """The entry's fields, typed as redis-py takes them."""
     return dict(envelope.encode().items())

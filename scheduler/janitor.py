@@ -38,5 +38,3 @@ def reap_consumers(settings: Settings, redis: RedisClient, keys: Keys, *,
         for key in keys.streams(topic_id, partitions):
             removed += int(reap(keys=[key], args=[group, idle_ms]))
     return removed
-
-

@@ -42,7 +42,6 @@ FORK = multiprocessing.get_context("fork")
 Row = tuple[str, dict[str, Any]]
 
 
-
 class RecordWriter:
     """The worker side: collects rows and sends them to the writer process."""
 
@@ -165,8 +164,6 @@ def _existing_subscriptions(session: Session, rows: list[dict[str, Any]]) -> lis
     ids = {row["subscription_id"] for row in rows}
     alive = set(session.scalars(select(Subscription.id).where(Subscription.id.in_(ids))))
     return [row for row in rows if row["subscription_id"] in alive]
-
-
 
 
 # Declarative models' tables, typed as the tables they are (SQLAlchemy types `__table__`
