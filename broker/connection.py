@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from redis import Redis
-from redis.cluster import ClusterNode, RedisCluster
+from redis.client import Pipeline
+from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
 
 from mq.settings import Settings
 
 RedisClient = Redis | RedisCluster
+RedisPipeline = Pipeline | ClusterPipeline
 
 
 def connect(settings: Settings, *, max_connections: int = 64) -> RedisClient:
@@ -15,7 +19,7 @@ def connect(settings: Settings, *, max_connections: int = 64) -> RedisClient:
 
     Replies are decoded as UTF-8 text; every value the service stores is text.
     """
-    common = {
+    common: dict[str, Any] = {
         "decode_responses": True,
         "socket_connect_timeout": 5,
         "socket_timeout": 10,

@@ -8,7 +8,7 @@ reconnects).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 from broker.connection import RedisClient
 from broker.keys import Keys
@@ -21,5 +21,6 @@ Op = Literal["upsert", "delete"]
 
 def announce(redis: RedisClient, keys: Keys, kind: Kind, object_id: str, op: Op) -> str:
     """Append a change event; returns its entry id."""
-    return redis.xadd(keys.control, {"kind": kind, "id": object_id, "op": op},
-                      maxlen=CONTROL_MAX_LEN, approximate=True)
+    entry_id = redis.xadd(keys.control, {"kind": kind, "id": object_id, "op": op},
+                          maxlen=CONTROL_MAX_LEN, approximate=True)
+    return cast(str, entry_id)  # replies are decoded (`broker.connection`)

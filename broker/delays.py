@@ -23,69 +23,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.client import Pipeline, PubSub
 
 from broker.connection import RedisClient
 from broker.envelope import Envelope
 from broker.keys import Keys
+from broker.scripts import LuaScript
 
 RELEASE_BATCH = 500
 MARKER_TTL_MS = 3_600_000
-
-#: KEYS due set, payload hash, wake channel, released markers; ARGV member, due ms, data.
-#: A member already released is not parked again (returns -1).
-_PARK = """
-if redis.call('ZSCORE', KEYS[4], ARGV[1]) then return -1 end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-if not first[2] or tonumber(ARGV[2]) < tonumber(first[2]) then
-  redis.call('PUBLISH', KEYS[3], ARGV[2])
-end
-return 1
-"""
-
-#: KEYS due set, payload hash, released markers, released offsets; ARGV batch size, stream
-#: cap, marker ttl. Returns {now ms, next due ms or -1, member, offset, member, offset, ...}.
-_RELEASE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ids = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[1]))
-local out = {now, -1}
-for _, id in ipairs(ids) do
-  local raw = redis.call('HGET', KEYS[2], id)
-  if raw then
-    local data = cjson.decode(raw)
-    local offset = redis.call('XADD', data['s'], 'MAXLEN', '~', ARGV[2], '*', 'm', data['m'])
-    redis.call('HDEL', KEYS[2], id)
-    redis.call('ZADD', KEYS[3], now, id)
-    redis.call('HSET', KEYS[4], id, offset)
-    out[#out + 1] = id
-    out[#out + 1] = offset
-  end
-  redis.call('ZREM', KEYS[1], id)
-end
-local cutoff = now - tonumber(ARGV[3])
-local old = redis.call('ZRANGE', KEYS[3], '-inf', cutoff, 'BYSCORE', 'LIMIT', 0, 100)
-for _, id in ipairs(old) do
-  redis.call('ZREM', KEYS[3], id)
-  redis.call('HDEL', KEYS[4], id)
-end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if first[2] then out[2] = tonumber(first[2]) end
-return out
-"""
-
-#: KEYS due set, payload hash; ARGV member. 1 if it was waiting (now removed), else 0.
-_CANCEL = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  return 1
-end
-return 0
-"""
 
 
 @dataclass(frozen=True)
@@ -104,9 +52,9 @@ class DelaySet:
         self.redis = redis
         self.keys = keys
         self.stream_cap = stream_cap
-        self._park = redis.register_script(_PARK)
-        self._release = redis.register_script(_RELEASE)
-        self._cancel = redis.register_script(_CANCEL)
+        self._park = LuaScript(redis, "broker", "delay_park")
+        self._release = LuaScript(redis, "broker", "delay_release")
+        self._cancel = LuaScript(redis, "broker", "delay_cancel")
 
     def park(self, record_id: str, due_ms: int, topic_id: str, partition: int,
              envelope: Envelope) -> bool:
@@ -117,10 +65,9 @@ class DelaySet:
 
     def queue_park(self, pipe: Pipeline, record_id: str, due_ms: int, topic_id: str,
                    partition: int, envelope: Envelope) -> None:
-        """`park` queued on a pipeline (its reply: 1 parked, -1 released already). EVAL, not
-        EVALSHA: a pipeline of registered scripts costs an extra round trip per execute."""
-        pipe.eval(_PARK, 4, *self._park_keys(),
-                  *self._park_args(record_id, due_ms, topic_id, partition, envelope))
+        """`park` queued on a pipeline (its reply: 1 parked, -1 released already)."""
+        self._park.queue(pipe, self._park_keys(),
+                         self._park_args(record_id, due_ms, topic_id, partition, envelope))
 
     def _park_keys(self) -> list[str]:
         return [self.keys.delayed(), self.keys.delayed_payloads(), self.keys.delay_wake(),
@@ -162,7 +109,7 @@ class DelaySet:
         """Offsets of those of `record_ids` released within the marker lifetime."""
         if not record_ids:
             return {}
-        found = self.redis.hmget(self.keys.delay_offsets(), record_ids)
+        found = cast(list[str | None], self.redis.hmget(self.keys.delay_offsets(), record_ids))
         return {rid: off for rid, off in zip(record_ids, found, strict=True) if off}
 
     def subscribe(self) -> PubSub:

@@ -14,6 +14,7 @@ messages already waiting.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,8 @@ from broker.keys import Keys
 
 #: The pool every subscription uses in this edition (`mq worker --pools` selects pools).
 DEFAULT_POOL = "default"
+#: Approximate length cap of a pool's direct stream (`Keys.pool_stream`).
+POOL_STREAM_CAP = 10_000_000
 #: The one actor that delivers a message to a subscription's handler.
 ACTOR_NAME = "deliver"
 #: The Redis consumer that handed-back entries are parked on: idle "forever", so the next
@@ -60,6 +63,32 @@ class Route:
     def consumer(self, instance: str) -> str:
         """This subscription's Redis consumer in one worker instance."""
         return f"{self.consumer_name}@{instance}"
+
+
+class RouteTable:
+    """The routes a worker process serves, by subscription id: replaced as a whole by the
+    worker (`replace`), read by the broker, its consumers and the middleware. `version`
+    grows with every replacement, so a consumer rebuilds what it watches only on a change."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, Route] = {}
+        self._lock = threading.Lock()
+        self.version = 0
+
+    def replace(self, routes: dict[str, Route]) -> None:
+        with self._lock:
+            self._routes = dict(routes)
+            self.version += 1
+
+    def get(self, subscription_id: str) -> Route | None:
+        return self._routes.get(subscription_id)
+
+    def all(self) -> dict[str, Route]:
+        """The current routes (a mapping never changed in place: replacements swap it)."""
+        return self._routes
+
+    def __len__(self) -> int:
+        return len(self._routes)
 
 
 def entry_ms(entry_id: str) -> int:

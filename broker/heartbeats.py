@@ -19,6 +19,10 @@ from typing import Any
 
 from broker.connection import RedisClient
 from broker.keys import Keys
+from broker.scripts import LuaScript
+
+#: How often workers and schedulers beat (`Heartbeat.beat`).
+HEARTBEAT_S = 1.0
 
 
 def local_node() -> str | None:
@@ -101,23 +105,6 @@ def live_processes(redis: RedisClient, keys: Keys) -> list[dict[str, Any]]:
     return live
 
 
-#: KEYS lock; ARGV owner, ttl ms. Renews the lock if `owner` holds it, else tries to take it.
-_HOLD = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
-"""
-
-#: KEYS lock; ARGV owner. Deletes the lock only if `owner` holds it.
-_DROP = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-
 class Lease:
     """A lease on one Redis key: the holder keeps it while it renews, and a holder that dies
     loses it when `ttl_ms` runs out.
@@ -131,8 +118,8 @@ class Lease:
         self.key = key
         self.owner = owner
         self.ttl_ms = ttl_ms
-        self._hold = redis.register_script(_HOLD)
-        self._drop = redis.register_script(_DROP)
+        self._hold = LuaScript(redis, "broker", "lock_hold")
+        self._drop = LuaScript(redis, "broker", "lock_drop")
 
     def renew(self) -> bool:
         """Take or keep the lease; True while this process holds it."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import ResponseError
 
-from broker.connection import RedisClient
+from broker.connection import RedisClient, RedisPipeline
 from broker.delivery import entry_ms
 from broker.keys import Keys
 
@@ -68,7 +68,7 @@ def _by_name(reply: object) -> dict[str, dict]:
     return {g["name"]: g for g in reply}
 
 
-def _add_group(view: GroupView, info: dict, key: str, group: str, pipe: object,
+def _add_group(view: GroupView, info: dict, key: str, group: str, pipe: RedisPipeline,
                follow_ups: list[tuple[GroupView, str, int]]) -> None:
     pending = int(info.get("pending") or 0)
     lag = info.get("lag")
@@ -76,12 +76,12 @@ def _add_group(view: GroupView, info: dict, key: str, group: str, pipe: object,
     view.pending += pending
     view.lag += lag
     if pending:
-        pipe.xpending(key, group)  # type: ignore[attr-defined]
+        pipe.xpending(key, group)
         follow_ups.append((view, "pending", lag))
     if lag:  # also tells a stale lag (`streams.group_lag`): nothing after the last delivered
-        pipe.xrange(key, f"({info['last-delivered-id']}", "+", count=1)  # type: ignore[attr-defined]
+        pipe.xrange(key, f"({info['last-delivered-id']}", "+", count=1)
         follow_ups.append((view, "unread", lag))
-    pipe.xinfo_consumers(key, group)  # type: ignore[attr-defined]
+    pipe.xinfo_consumers(key, group)
     follow_ups.append((view, "consumers", lag))
 
 

@@ -13,7 +13,7 @@ partitions of one topic carry different tags so they spread across slots.
 - `{ns}:q:{<pool>}` stream: direct deliveries of a worker pool (released retries, redrives),
   one group named after the pool.
 - `{ns}:due:{<pool>}` sorted set (score = due time in ms) and `{ns}:due:{<pool>}:m` hash
-  (id -> encoded message): retries waiting for their backoff.
+  (id -> encoded message): retries waiting for their backoff (`broker/retries.py`).
 - `{ns}:delay:{<shard>}` sorted set (member = message record id, score = due time in ms) and
   `{ns}:delay:{<shard>}:m` hash (record id -> stream key and entry): delayed and scheduled
   publishes waiting to be released (`broker/delays.py`).

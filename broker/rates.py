@@ -22,6 +22,7 @@ from redis.client import Pipeline
 
 from broker.connection import RedisClient
 from broker.keys import Keys
+from broker.scripts import LuaScript
 
 #: Rates are per second over this many recent seconds (API.md).
 WINDOW_S = 60
@@ -32,19 +33,6 @@ LATENCY_SAMPLES = 1000
 LATENCY_WINDOW_S = 300
 #: Keys of topics and subscriptions that stop moving vanish after this long.
 IDLE_EXPIRY_S = 3600
-
-_BUMP_LUA = """
-local sec, a, b = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local slot = tostring(tonumber(sec) % tonumber(ARGV[4]))
-local old = redis.call('HGET', KEYS[1], slot)
-if old then
-  local s, oa, ob = string.match(old, '^(%d+),(%d+),(%d+)$')
-  if s == sec then a, b = a + tonumber(oa), b + tonumber(ob) end
-end
-redis.call('HSET', KEYS[1], slot, sec .. ',' .. a .. ',' .. b)
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-return 1
-"""
 
 
 @dataclass(frozen=True)
@@ -82,7 +70,7 @@ class Rates:
     def __init__(self, redis: RedisClient, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
-        self._bump = redis.register_script(_BUMP_LUA)
+        self._bump = LuaScript(redis, "broker", "rate_bump")
 
     def record_published(self, topic_id: str, count: int, size: int,
                          now: float | None = None) -> None:
@@ -91,9 +79,9 @@ class Rates:
                    args=[second, count, size, RING_S, IDLE_EXPIRY_S])
 
     def queue_published(self, pipe: Pipeline, topic_id: str, count: int, size: int) -> None:
-        """`record_published` queued on a pipeline (EVAL: no extra round trip per execute)."""
-        pipe.eval(_BUMP_LUA, 1, self.keys.rate_window(topic_id), int(time.time()), count, size,
-                  RING_S, IDLE_EXPIRY_S)
+        """`record_published` queued on a pipeline."""
+        self._bump.queue(pipe, [self.keys.rate_window(topic_id)],
+                         [int(time.time()), count, size, RING_S, IDLE_EXPIRY_S])
 
     def record_deliveries(self, tallies: dict[str, Tally]) -> None:
         """Flush the tallies of several subscriptions in one pipelined round trip."""

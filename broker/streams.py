@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from redis.client import Pipeline
 from redis.exceptions import ResponseError
+from redis.typing import EncodableT, FieldT
 
 from broker.connection import RedisClient
 from broker.envelope import Envelope
 from broker.keys import Keys
+from broker.scripts import LuaScript
 
 
 @dataclass(frozen=True)
@@ -39,15 +41,20 @@ class TopicStreams:
         self.redis = redis
         self.keys = keys
         self.max_len = max_len
+        self._append = LuaScript(redis, "broker", "stream_append")
+        self._seek_script = LuaScript(redis, "broker", "group_seek")
+        self._create_script = LuaScript(redis, "broker", "group_create")
+        self._count_script = LuaScript(redis, "broker", "stream_count")
 
     def append(self, topic_id: str, partition: int, envelope: Envelope) -> str:
         """XADD one message; returns its entry id (the message's offset)."""
-        return self.redis.xadd(
+        entry_id = self.redis.xadd(
             self.keys.stream(topic_id, partition),
-            envelope.encode(),
+            _fields(envelope),
             maxlen=self.max_len,
             approximate=True,
         )
+        return cast(str, entry_id)  # replies are decoded (`broker.connection`)
 
     def append_many(self, topic_id: str, items: Sequence[tuple[int, Envelope]]) -> list[str]:
         """XADD several messages in one round trip, in order; returns their entry ids."""
@@ -55,7 +62,7 @@ class TopicStreams:
         for partition, envelope in items:
             pipe.xadd(
                 self.keys.stream(topic_id, partition),
-                envelope.encode(),
+                _fields(envelope),
                 maxlen=self.max_len,
                 approximate=True,
             )
@@ -72,10 +79,7 @@ class TopicStreams:
         for start in range(0, len(entries), APPEND_CHUNK):
             chunk = json.dumps(entries[start:start + APPEND_CHUNK], ensure_ascii=False,
                                separators=(",", ":"))
-            # EVAL rather than EVALSHA: a pipeline of registered scripts costs an extra round
-            # trip (SCRIPT EXISTS) per execute; Redis caches the script by its digest anyway.
-            pipe.eval(_APPEND_MARKED_LUA, 2, stream, markers, self.max_len, MARKER_TTL_MS,
-                      chunk)
+            self._append.queue(pipe, [stream, markers], [self.max_len, MARKER_TTL_MS, chunk])
             queued += 1
         return queued
 
@@ -169,24 +173,6 @@ class TopicStreams:
                 return count
             start = f"({last}"
 
-    @property
-    def _seek_script(self) -> Any:
-        return self._script("seek", _SEEK_LUA)
-
-    @property
-    def _create_script(self) -> Any:
-        return self._script("create", _CREATE_LUA)
-
-    @property
-    def _count_script(self) -> Any:
-        return self._script("count", _COUNT_LUA)
-
-    def _script(self, name: str, source: str) -> Any:
-        scripts = self.__dict__.setdefault("_scripts", {})
-        if name not in scripts:
-            scripts[name] = self.redis.register_script(source)
-        return scripts[name]
-
     def partition_stats(self, topic_id: str, partition_count: int) -> list[PartitionStats]:
         """Length, offsets and per-group lag/pending of every partition (missing = empty)."""
         pipe = self.redis.pipeline(transaction=False)
@@ -219,29 +205,6 @@ APPEND_CHUNK = 1000
 #: but before deleting its marker) is ever expired.
 MARKER_TTL_MS = 24 * 3600 * 1000
 
-#: KEYS stream, markers; ARGV stream cap, markers ttl ms, JSON list of [record id, entry].
-#: Appends each entry and marks its record as appended, atomically; returns the entry ids,
-#: comma-separated. A record already marked is not appended again (its marked id is
-#: answered), so a publisher and the outbox sweep racing over one record append it once.
-#: (One JSON argument and one text reply: thousands of arguments and replies cost redis-py
-#: more CPU to pack and parse than the script costs Redis.)
-_APPEND_MARKED_LUA = """
-local ids, marks = {}, {}
-for _, item in ipairs(cjson.decode(ARGV[3])) do
-  local id = redis.call('HGET', KEYS[2], item[1])
-  if not id then
-    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', item[2])
-    marks[#marks + 1] = item[1]
-    marks[#marks + 1] = id
-  end
-  ids[#ids + 1] = id
-end
-if #marks > 0 then
-  redis.call('HSET', KEYS[2], unpack(marks))
-end
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return table.concat(ids, ',')
-"""
 COUNT_PAGE = 10_000
 
 EntryId = tuple[int, int]
@@ -273,63 +236,15 @@ def entry_id_before(entry_id: EntryId) -> EntryId:
     return 0, 0
 
 
-# Positions a group: at the stream's end ("end") or after a given id with a given read
-# counter ("id"); creates the group (and the stream) when missing, as XGROUP SETID cannot.
-_SEEK_LUA = """
-local key, group, mode = KEYS[1], ARGV[1], ARGV[2]
-local id, read = ARGV[3], ARGV[4]
-if mode == 'end' then
-  id, read = '0-0', 0
-  if redis.call('EXISTS', key) == 1 then
-    local info = redis.call('XINFO', 'STREAM', key)
-    for i = 1, #info, 2 do
-      if info[i] == 'last-generated-id' then id = info[i + 1] end
-      if info[i] == 'entries-added' then read = info[i + 1] end
-    end
-  end
-end
-local moved = redis.pcall('XGROUP', 'SETID', key, group, id, 'ENTRIESREAD', read)
-if type(moved) == 'table' and moved.err then
-  redis.call('XGROUP', 'CREATE', key, group, id, 'MKSTREAM', 'ENTRIESREAD', read)
-end
-return id
-"""
-
-# Creates a group at the start or the end of a stream (made if missing) with its read
-# counter; an existing group (BUSYGROUP) is left alone.
-_CREATE_LUA = """
-local key, group, where = KEYS[1], ARGV[1], ARGV[2]
-local id, read = '0-0', 0
-if redis.call('EXISTS', key) == 1 then
-  local info = redis.call('XINFO', 'STREAM', key)
-  local added, length, last = 0, 0, '0-0'
-  for i = 1, #info, 2 do
-    if info[i] == 'entries-added' then added = info[i + 1] end
-    if info[i] == 'length' then length = info[i + 1] end
-    if info[i] == 'last-generated-id' then last = info[i + 1] end
-  end
-  if where == 'end' then id, read = last, added else read = math.max(0, added - length) end
-end
-local made = redis.pcall('XGROUP', 'CREATE', key, group, id, 'MKSTREAM', 'ENTRIESREAD', read)
-if type(made) == 'table' and made.err and not string.find(made.err, 'BUSYGROUP') then
-  return redis.error_reply(made.err)
-end
-return id
-"""
-
-# Counts entries in [ARGV[1], ARGV[2]] up to ARGV[3]; returns {count, last id seen}.
-_COUNT_LUA = """
-local entries = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', ARGV[3])
-local n = #entries
-if n == 0 then return {0, ''} end
-return {n, entries[n][1]}
-"""
+def _fields(envelope: Envelope) -> dict[FieldT, EncodableT]:
+    """The entry's fields, typed as redis-py takes them."""
+    return dict(envelope.encode().items())
 
 
 def _partition_stats(partition: int, info: object, groups: object) -> PartitionStats:
     if isinstance(info, ResponseError) or not isinstance(info, dict):
         return PartitionStats(partition, 0, None, None, 0)
-    group_list = [] if isinstance(groups, ResponseError) else list(groups or [])
+    group_list = groups if isinstance(groups, list) else []
     length = int(info.get("length", 0))
     first = info.get("first-entry")
     last = info.get("last-entry")

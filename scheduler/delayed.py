@@ -28,9 +28,10 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from typing import cast
 
 from redis.exceptions import RedisError
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from broker.connection import RedisClient, connect
@@ -62,7 +63,7 @@ def mark_published(database: Database, offsets: dict[str, str]) -> None:
     and two transactions locking them in different orders deadlock."""
     if not offsets:
         return
-    records = MessageRecord.__table__
+    records = cast(Table, MessageRecord.__table__)  # SQLAlchemy types it as any FROM clause
     with database.session() as session:
         session.execute(
             update(records)

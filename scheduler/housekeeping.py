@@ -33,6 +33,7 @@ from sqlalchemy.orm import aliased
 from broker.connection import RedisClient
 from broker.heartbeats import Lease
 from broker.keys import Keys
+from broker.scripts import LuaScript
 from models import Database, MessageRecord, Subscription, Topic
 from models.base import utcnow
 from publishing.group import Publisher
@@ -51,29 +52,6 @@ OUTBOX_SWEEP_S = 2.0
 OUTBOX_PAGE = 500
 DEAD_LETTER_RETENTION_MS = 7 * 24 * 3600 * 1000
 
-#: KEYS stream; ARGV retention cut-off id. Returns how many entries were trimmed.
-_TRIM = """
-local function before(a, b)
-  local ams, aseq = string.match(a, '(%d+)-(%d+)')
-  local bms, bseq = string.match(b, '(%d+)-(%d+)')
-  ams, bms = tonumber(ams), tonumber(bms)
-  if ams ~= bms then return ams < bms end
-  return tonumber(aseq) < tonumber(bseq)
-end
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local bound = ARGV[1]
-for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  local f = {}
-  for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
-  local keep = f['last-delivered-id']
-  if tonumber(f['pending']) > 0 then
-    keep = redis.call('XPENDING', KEYS[1], f['name'])[2]
-  end
-  if before(keep, bound) then bound = keep end
-end
-return redis.call('XTRIM', KEYS[1], 'MINID', bound)
-"""
-
 
 class Housekeeping:
     def __init__(self, redis: RedisClient, keys: Keys, database: Database, publisher: Publisher
@@ -82,7 +60,7 @@ class Housekeeping:
         self.publisher = publisher
         self.keys = keys
         self.database = database
-        self._trim = redis.register_script(_TRIM)
+        self._trim = LuaScript(redis, "scheduler", "retention_trim")
         owner = uuid.uuid4().hex
         self._retention = Lease(redis, keys.lock("retention"), owner, ttl_ms=LEASE_MS)
         self._outbox = Lease(redis, keys.lock("outbox"), owner, ttl_ms=LEASE_MS)

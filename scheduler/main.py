@@ -1,7 +1,7 @@
 """Scheduler process entry point (`mq scheduler`).
 
 APScheduler runs the jobs; each is idempotent, so a second scheduler is safe:
-- release due retries (atomic Lua, `broker.scripts.RELEASE`) into each pool's direct stream,
+- release due retries (atomic, `broker.retries`) into each pool's direct stream,
   every `RELEASE_S`;
 - the heartbeat shown by `GET /status`;
 - reaping consumers that are idle and hold nothing (each worker start adds a consumer to every
@@ -23,10 +23,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from broker.connection import connect
 from broker.delivery import DEFAULT_POOL
-from broker.heartbeats import Heartbeat, Lease, live_processes
+from broker.heartbeats import HEARTBEAT_S, Heartbeat, Lease, live_processes
 from broker.keys import Keys
-from broker.redis_streams import release_due_retries
-from broker.scripts import Scripts
+from broker.retries import RetrySet
 from mq.logging import RepeatedFailures
 from mq.settings import Settings
 from scheduler.delayed import HOUSEKEEPING_S, REBUILD_RETRY_S, DelayedJobs
@@ -37,9 +36,9 @@ from scheduler.metrics import GaugeExporter
 log = logging.getLogger(__name__)
 
 #: A dead scheduler leaves `GET /status` (and a standby takes the leadership shown there)
-#: within 3 heartbeats. Every job is atomic or holds a lease of its own, so a standby
+#: within this many heartbeats. Every job is atomic or holds a lease of its own, so a standby
 #: releases due messages all along; leadership decides nothing else.
-HEARTBEAT_S = 1.0
+BEATS_TO_DEATH = 3
 RELEASE_S = 0.1
 REAP_S = 300.0
 
@@ -49,15 +48,16 @@ class Jobs:
         self.settings = settings
         self.redis = connect(settings, max_connections=8)
         self.keys = Keys(settings.redis_namespace)
-        self.scripts = Scripts(self.redis)  # type: ignore[arg-type]
-        self.heartbeat = Heartbeat(self.redis, self.keys, "scheduler", ttl_s=3 * HEARTBEAT_S)
+        self.retries = RetrySet(self.redis, self.keys)
+        ttl_s = BEATS_TO_DEATH * HEARTBEAT_S
+        self.heartbeat = Heartbeat(self.redis, self.keys, "scheduler", ttl_s=ttl_s)
         self.leadership = Lease(self.redis, self.keys.lock("scheduler-leader"),
-                                     self.heartbeat.id, ttl_ms=int(3 * HEARTBEAT_S * 1000))
+                                self.heartbeat.id, ttl_ms=int(ttl_s * 1000))
         self.pools = {DEFAULT_POOL}
 
     def release_retries(self) -> None:
         for pool in sorted(self.pools):
-            moved = release_due_retries(self.redis, self.keys, pool, self.scripts)  # type: ignore[arg-type]
+            moved = self.retries.release(pool)
             if moved:
                 log.debug("released %d retries of pool %s", moved, pool)
 
@@ -67,7 +67,7 @@ class Jobs:
             self.pools.update(process.get("pools") or ())
 
     def reap(self) -> None:
-        removed = reap_consumers(self.settings, self.redis, self.keys)  # type: ignore[arg-type]
+        removed = reap_consumers(self.settings, self.redis, self.keys)
         if removed:
             log.info("removed %d idle consumers", removed)
 

@@ -93,11 +93,11 @@ class GaugeExporter(Collector):
             view = views[(target.topic_id, target.group)]
             age = max(0.0, now - view.oldest_ms / 1000) if view.oldest_ms is not None else 0.0
             labels = [row.tenant_id, row.topic_name, row.id, row.consumer_group]
+            dead_letters = _int(next(replies))
             snapshot.subscriptions.append((labels, {
                 "lag": view.lag, "pending": view.pending, "oldest_age": age,
-                "dead_letters": _int(next(replies))}))
-            snapshot.queues.append((f"{row.topic_label}:{row.id}", "dead_letter",
-                                    snapshot.subscriptions[-1][1]["dead_letters"]))
+                "dead_letters": dead_letters}))
+            snapshot.queues.append((f"{row.topic_label}:{row.id}", "dead_letter", dead_letters))
         for _topic_id, partitions, label in sorted(topics):
             length = sum(_int(next(replies)) for _ in range(partitions))
             snapshot.queues.append((label, "topic", length))

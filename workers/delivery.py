@@ -17,8 +17,6 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,24 +25,18 @@ from dramatiq import Middleware
 from dramatiq.errors import Retry
 from dramatiq.middleware import SkipMessage
 
-from broker.dead_letters import topic_envelope
 from broker.delivery import ACTOR_NAME, DEFAULT_POOL, Route
 from broker.envelope import FIELD, Envelope
-from broker.redis_streams import RedisStreamsBroker, StreamProxy
-from formats.codec import (
-    AES_GCM,
-    PLAIN,
-    Codec,
-    DecodingError,
-    EncodingError,
-    decode,
-    is_encrypted,
-)
-from formats.encryption import DecryptError, Keyring, cached_keyring
+from broker.outcomes import DeliveryOutcome
+from broker.proxy import StreamProxy
+from broker.redis_streams import RedisStreamsBroker
+from formats.codec import DecodingError
+from formats.encryption import DecryptError
 from handlers import pipeline
 from handlers.base import Delivery, HandlerFailure, PermanentFailure
 from handlers.pipeline import Filtered
 from handlers.registry import HandlerRegistry
+from workers.payloads import PayloadDecoder
 from workers.records import RecordWriter
 
 log = logging.getLogger(__name__)
@@ -79,64 +71,21 @@ class DeliveryMiddleware(Middleware):
     """Gates deliveries on the subscription's current state and records every attempt."""
 
     def __init__(self, broker: RedisStreamsBroker, records: RecordWriter,
-                 handlers: HandlerRegistry,
-                 schemas: Callable[[str], Any] | None = None) -> None:
-        self.schemas = schemas  # registry schema id -> definition (Avro, protobuf)
-        #: Set by the worker: how a route's dead-letter topic stores its messages.
-        self.dead_letter_codec: Callable[[Route], Codec] | None = None
+                 handlers: HandlerRegistry, payloads: PayloadDecoder) -> None:
+        self.payloads = payloads
         self.broker = broker
         self.records = records
         self.handlers = handlers
         self.current = _Current()
 
-    def decoded(self, route: Route, envelope: Envelope) -> tuple[Any, dict[str, Any]]:
-        """A stored message's plaintext payload and headers (`formats.codec.decode`), read with
-        the key of the topic's owner; DecryptError or DecodingError when it cannot be."""
-        return decode(self._keyring(), route.topic_tenant_id or route.tenant_id,
-                      envelope.message_id, envelope.payload, envelope.headers,
-                      route.avro_schema, self.schemas)
-
-    def dead_letter_message(self, route: Route, envelope: Envelope, entry: dict[str, Any]
-                            ) -> Envelope:
-        """What the dead-letter topic stores of a dead letter: the entry, in the topic's
-        compression and encryption, with the message decoded so that its subscribers read it
-        as JSON — unless the message was encrypted and the dead-letter topic is not (then it
-        stays ciphertext) or it cannot be decoded (then it stays as stored)."""
-        codec = self.dead_letter_codec(route) if self.dead_letter_codec else PLAIN
-        letter = topic_envelope(self._readable(route, envelope, entry, codec))
-        if codec.plain:
-            return letter
-        try:
-            payload, headers = codec.encode(self._keyring(), route.tenant_id, letter.message_id,
-                                            letter.payload, letter.headers)
-        except EncodingError:  # an encrypted dead-letter topic, but no master key any more
-            log.warning("dead-letter topic %s cannot encode its messages; this one is stored "
-                        "as built", route.dead_letter_topic)
-            return topic_envelope(entry)
-        return replace(letter, payload=payload, headers=headers)
-
-    def _readable(self, route: Route, envelope: Envelope, entry: dict[str, Any],
-                  codec: Codec) -> dict[str, Any]:
-        if codec.encryption != AES_GCM and is_encrypted(envelope.payload, envelope.headers):
-            return entry
-        try:
-            payload, headers = self.decoded(route, envelope)
-        except (DecryptError, DecodingError):
-            return entry
-        return {**entry, "payload": payload, "headers": headers}
-
-    def _keyring(self) -> Keyring | None:
-        settings = self.broker.settings
-        return cached_keyring(settings.mq_master_key, settings.mq_old_master_keys)
-
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        proxy: StreamProxy = message
+        proxy = StreamProxy.of(message)
         route = self.broker.route(proxy.subscription_id)
         if route is None:
-            proxy.outcome = "dropped"
+            proxy.outcome = DeliveryOutcome.DROPPED
             raise SkipMessage("subscription deleted")
         if not route.active:
-            proxy.outcome = "handback"
+            proxy.outcome = DeliveryOutcome.HANDED_BACK
             raise SkipMessage("subscription or topic paused")
         # The subscription's current policy: also for retries parked under an older one. The
         # backoff bounds serve failures that do not come as a `DeliveryRetry` (which carries
@@ -154,27 +103,26 @@ class DeliveryMiddleware(Middleware):
         self.current.proxy = None
 
     def after_ack(self, broker: dramatiq.Broker, message: Any) -> None:
-        proxy: StreamProxy = message
-        if proxy.outcome in ("success", "failed", "expired", "filtered"):
+        proxy = StreamProxy.of(message)
+        if proxy.outcome is not None and proxy.outcome.recorded:
             self._record(proxy, proxy.outcome)
 
     def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
-        proxy: StreamProxy = message
+        proxy = StreamProxy.of(message)
         letter = proxy.dead_letter
         if letter is None:
             return
-        self._record(proxy, "dead_letter")
-        envelope: Envelope = letter["envelope"]
-        route: Route = letter["route"]
+        self._record(proxy, DeliveryOutcome.DEAD_LETTERED)
+        envelope, route = letter.envelope, letter.route
         self.records.message(
-            tenant_id=route.tenant_id, topic_id=letter["topic_id"], message_id=envelope.message_id,
+            tenant_id=route.tenant_id, topic_id=letter.topic_id, message_id=envelope.message_id,
             message_key=envelope.key, headers=envelope.headers, payload=envelope.payload,
             payload_size=len(envelope.encode()[FIELD]), content_type=envelope.content_type,
-            partition_id=0, offset_value=letter["offset"], status="published", retry_count=0,
+            partition_id=0, offset_value=letter.offset, status="published", retry_count=0,
             producer_id=f"dead-letter:{route.subscription_id}",
             published_at=datetime.fromtimestamp(envelope.published_ms / 1000, UTC))
 
-    def _record(self, proxy: StreamProxy, status: str) -> None:
+    def _record(self, proxy: StreamProxy, outcome: DeliveryOutcome) -> None:
         route = self.broker.route(proxy.subscription_id)
         info = proxy.attempt_info
         if route is None and not info:
@@ -187,9 +135,10 @@ class DeliveryMiddleware(Middleware):
             consumer_instance=self.broker.instance,
             partition_id=partition,
             offset_value=offset,
-            status=status,
+            status=outcome.value,
             processing_time_ms=info.get("processing_time_ms"),
-            error_message=_storable(proxy.error_message) if status != "success" else None,
+            error_message=(_storable(proxy.error_message)
+                           if outcome is not DeliveryOutcome.DELIVERED else None),
             retry_count=int(info.get("attempt", 1)) - 1,
             response_status=info.get("response_status"),
             response_excerpt=_storable(info.get("response_excerpt")),
@@ -227,7 +176,7 @@ class DeliveryActor:
             self._expired(proxy, route)
             return
         try:
-            payload, headers = self.middleware.decoded(route, envelope)
+            payload, headers = self.middleware.payloads.decoded(route, envelope)
         except (DecryptError, DecodingError) as exc:
             reason = "decrypt" if isinstance(exc, DecryptError) else "permanent"
             self._failed(proxy, route, attempt, time.perf_counter(),
@@ -242,7 +191,7 @@ class DeliveryActor:
         try:
             prepared = pipeline.apply(route.handler_config, route.message_filter, delivery)
             if isinstance(prepared, Filtered):
-                proxy.outcome = "filtered"
+                proxy.outcome = DeliveryOutcome.FILTERED
                 return
             handler = self.middleware.handlers.get(str(route.handler_config.get("type", "")))
             result = handler.deliver(route.handler_config, prepared)
@@ -252,14 +201,14 @@ class DeliveryActor:
             self._failed(proxy, route, attempt, started,
                          HandlerFailure(f"{type(exc).__name__}: {exc}"))
         else:
-            proxy.outcome = "success"
+            proxy.outcome = DeliveryOutcome.DELIVERED
             proxy.attempt_info.update(processing_time_ms=_ms_since(started),
                                       response_status=result.status,
                                       response_excerpt=result.excerpt)
 
     def _failed(self, proxy: StreamProxy, route: Route, attempt: int, started: float,
                 failure: HandlerFailure) -> None:
-        proxy.outcome = "failed"
+        proxy.outcome = DeliveryOutcome.FAILED
         proxy.error_message = str(failure)
         proxy.attempt_info.update(processing_time_ms=_ms_since(started),
                                   response_status=failure.status,
@@ -271,10 +220,10 @@ class DeliveryActor:
     @staticmethod
     def _expired(proxy: StreamProxy, route: Route) -> None:
         if route.dead_letter_expired:
-            proxy.outcome = "failed"
+            proxy.outcome = DeliveryOutcome.FAILED
             proxy.error_message = "the message expired before it could be delivered"
             raise PermanentDeliveryError(proxy.error_message, "expired")
-        proxy.outcome = "expired"
+        proxy.outcome = DeliveryOutcome.EXPIRED
 
 
 def _ms_since(started: float) -> int:
@@ -283,6 +232,6 @@ def _ms_since(started: float) -> int:
 
 def declare_actor(broker: RedisStreamsBroker, middleware: DeliveryMiddleware) -> dramatiq.Actor:
     """The one delivery actor; its queue is the default pool (other pools are declared)."""
-    return dramatiq.actor(DeliveryActor(broker, middleware), actor_name=ACTOR_NAME,
-                          queue_name=DEFAULT_POOL, broker=broker,
-                          throws=(PermanentDeliveryError,), max_retries=3)
+    declare = dramatiq.actor(actor_name=ACTOR_NAME, queue_name=DEFAULT_POOL, broker=broker,
+                             throws=(PermanentDeliveryError,), max_retries=3)
+    return declare(DeliveryActor(broker, middleware))

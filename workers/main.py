@@ -19,21 +19,22 @@ import time
 import dramatiq
 from dramatiq.middleware import default_middleware
 
-from broker.delivery import DEFAULT_POOL
-from broker.heartbeats import Heartbeat
+from broker.delivery import DEFAULT_POOL, RouteTable
+from broker.heartbeats import HEARTBEAT_S, Heartbeat
 from broker.redis_streams import RedisStreamsBroker
 from handlers.registry import HandlerRegistry
 from models import Database
 from mq.settings import Settings
+from workers.dead_letters import DeadLetterMessages
 from workers.delivery import DeliveryMiddleware, declare_actor
 from workers.metrics import WorkerMetrics
+from workers.payloads import PayloadDecoder
 from workers.records import RecordWriter
 from workers.registry import SubscriptionRegistry
 from workers.schemas import SchemaDefinitions
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_S = 1.0
 RESYNC_S = 30.0
 #: How long a stopping worker lets running deliveries finish.
 STOP_TIMEOUT_MS = 30_000
@@ -64,19 +65,20 @@ def run_process(settings: Settings, *, pools: list[str], threads: int) -> int:
     # Forked first, before this process opens any connection the writer could inherit.
     records = RecordWriter(settings.database_url)
     records.start()
-    broker = RedisStreamsBroker(settings, middleware=[m() for m in default_middleware],
-                                max_connections=threads + 6)
     database = Database(settings.database_url, pool_size=2)
+    payloads = PayloadDecoder(settings, SchemaDefinitions(database))
+    routes = RouteTable()
+    registry = SubscriptionRegistry(database, routes, pools, DeadLetterMessages(payloads))
+    broker = RedisStreamsBroker(settings, registry, routes=routes,
+                                middleware=[m() for m in default_middleware],
+                                max_connections=threads + 6)
     handlers = HandlerRegistry(settings)
-    delivery = DeliveryMiddleware(broker, records, handlers, SchemaDefinitions(database))
+    delivery = DeliveryMiddleware(broker, records, handlers, payloads)
     broker.add_middleware(delivery)
-    broker.letter_builder = delivery.dead_letter_message
     broker.add_middleware(WorkerMetrics(broker, settings))
     declare_actor(broker, delivery)
     for pool in pools:
         broker.declare_queue(pool)
-    registry = SubscriptionRegistry(database, broker, pools)
-    delivery.dead_letter_codec = registry.dead_letter_codec
     registry.resync()
     heartbeat = Heartbeat(broker.client, broker.keys, "worker",
                           ttl_s=max(settings.worker_dead_after_ms / 1000, 2 * HEARTBEAT_S),

@@ -21,16 +21,18 @@ from dramatiq import Middleware
 
 from broker.delivery import Route, entry_ms
 from broker.envelope import FIELD, Envelope
+from broker.outcomes import DeliveryOutcome
+from broker.proxy import StreamProxy
 from broker.rates import LATENCY_SAMPLES, Rates, Tally
-from broker.redis_streams import RedisStreamsBroker, StreamProxy
+from broker.redis_streams import RedisStreamsBroker
 from mq import metrics
 from mq.settings import Settings
 
 log = logging.getLogger("workers.deliveries")
 
 FLUSH_S = 1.0
-#: Delivery outcome (see `StreamProxy.outcome`) -> `mq_messages_total` status.
-STATUS_OF_OUTCOME = {"success": "consumed", "failed": "failed", "filtered": "filtered"}
+#: Outcomes of an attempt that ran the handler (timed, and counted in the recent rates).
+ATTEMPTED = (DeliveryOutcome.DELIVERED, DeliveryOutcome.FAILED)
 
 
 @dataclass(frozen=True)
@@ -71,40 +73,42 @@ class WorkerMetrics(Middleware):
 
     # -- outcomes ------------------------------------------------------------------------------
     def after_ack(self, broker: dramatiq.Broker, message: Any) -> None:
-        proxy: StreamProxy = message
-        status = STATUS_OF_OUTCOME.get(proxy.outcome or "")
-        if status is not None:
-            self._count(proxy, status)
+        proxy = StreamProxy.of(message)
+        if proxy.outcome is not None:
+            self._count(proxy, proxy.outcome)
 
     def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
-        proxy: StreamProxy = message
+        proxy = StreamProxy.of(message)
         if proxy.dead_letter is None:
             return
-        if proxy.outcome == "failed":  # the last attempt failed, then it was dead-lettered
-            self._count(proxy, "failed", log_it=False)
-        self._count(proxy, "dead_letter")
+        if proxy.outcome is DeliveryOutcome.FAILED:  # the last attempt failed, then it was
+            self._count(proxy, DeliveryOutcome.FAILED, log_it=False)  # dead-lettered
+        self._count(proxy, DeliveryOutcome.DEAD_LETTERED)
 
-    def _count(self, proxy: StreamProxy, status: str, *, log_it: bool = True) -> None:
+    def _count(self, proxy: StreamProxy, outcome: DeliveryOutcome, *,
+               log_it: bool = True) -> None:
         route = self.broker.route(proxy.subscription_id)
-        if route is None:
+        if route is None or outcome.metric_status is None:
             return
-        series = self._series(route, status)
+        series = self._series(route, outcome.metric_status)
         series.messages.inc()
         info = proxy.attempt_info
         now = time.time()
-        if status in ("consumed", "failed"):
+        if outcome in ATTEMPTED:
             if info.get("processing_time_ms") is not None:
                 series.duration.observe(info["processing_time_ms"] / 1000)
             if int(info.get("attempt", 1)) > 1:
                 series.retries.inc()
         latency_ms = None
-        if status == "consumed":
+        if outcome is DeliveryOutcome.DELIVERED:
             latency_ms = max(0.0, now * 1000 - entry_ms(proxy.args[2]))
             series.latency.observe(latency_ms / 1000)
-        if status in ("consumed", "failed"):
-            self._tally(proxy.subscription_id, now, ok=status == "consumed", latency_ms=latency_ms)
-        if log_it and (status in ("failed", "dead_letter") or log.isEnabledFor(logging.DEBUG)):
-            self._log(proxy, route.topic_name, status)
+        if outcome in ATTEMPTED:
+            self._tally(proxy.subscription_id, now, ok=outcome is DeliveryOutcome.DELIVERED,
+                        latency_ms=latency_ms)
+        failed = outcome in (DeliveryOutcome.FAILED, DeliveryOutcome.DEAD_LETTERED)
+        if log_it and (failed or log.isEnabledFor(logging.DEBUG)):
+            self._log(proxy, route.topic_name, outcome)
 
     def _series(self, route: Route, status: str) -> _Series:
         """The labelled children of one subscription and status, looked up once: a label
@@ -128,19 +132,19 @@ class WorkerMetrics(Middleware):
             if latency_ms is not None:
                 tally.latencies.append(f"{int(now * 1000)}:{latency_ms:.1f}")
 
-    def _log(self, proxy: StreamProxy, topic: str, status: str) -> None:
+    def _log(self, proxy: StreamProxy, topic: str, outcome: DeliveryOutcome) -> None:
         envelope = Envelope.decode({FIELD: proxy.args[3]})
         context = {"message_id": envelope.message_id, "topic": topic,
                    "subscription_id": proxy.subscription_id,
                    "attempt": proxy.attempt_info.get("attempt"), "trace_id": envelope.trace_id}
-        if status == "dead_letter":
-            reason = (proxy.dead_letter or {}).get("entry", {}).get("failure_reason")
+        if outcome is DeliveryOutcome.DEAD_LETTERED:
+            reason = proxy.dead_letter.entry.failure_reason if proxy.dead_letter else None
             log.warning("delivery dead-lettered (%s): %s", reason, proxy.error_message,
                         extra=context)
-        elif status == "failed":
+        elif outcome is DeliveryOutcome.FAILED:
             log.warning("delivery failed, will retry: %s", proxy.error_message, extra=context)
         else:  # at DEBUG only: one line per delivery is too much for a busy worker at INFO
-            log.debug("delivery %s", status, extra=context)
+            log.debug("delivery %s", outcome.metric_status, extra=context)
 
     # -- flushing ------------------------------------------------------------------------------
     def _flush_loop(self) -> None:

@@ -21,9 +21,9 @@ import threading
 import time
 from datetime import datetime
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -40,7 +40,6 @@ MAX_BACKLOG = 100_000
 FORK = multiprocessing.get_context("fork")
 
 Row = tuple[str, dict[str, Any]]
-
 
 
 class RecordWriter:
@@ -146,10 +145,10 @@ def write_batch(database: Database, batch: list[Row]) -> list[Row]:
             if consumptions:
                 consumptions = _existing_subscriptions(session, consumptions)
             if consumptions:
-                copy_rows(session, ConsumptionRecord.__table__, consumptions)
+                copy_rows(session, _CONSUMPTIONS, consumptions)
                 session.execute(_SET_LAST_CONSUMED, _last_consumed(consumptions))
             if messages:
-                session.execute(insert(MessageRecord.__table__), messages)
+                session.execute(insert(_MESSAGES), messages)
             session.commit()
         return []
     except Exception as exc:  # the writer must outlive any failure
@@ -167,9 +166,11 @@ def _existing_subscriptions(session: Session, rows: list[dict[str, Any]]) -> lis
     return [row for row in rows if row["subscription_id"] in alive]
 
 
-
-
-_SUBSCRIPTIONS = Subscription.__table__
+# Declarative models' tables, typed as the tables they are (SQLAlchemy types `__table__`
+# as any FROM clause).
+_CONSUMPTIONS = cast(Table, ConsumptionRecord.__table__)
+_MESSAGES = cast(Table, MessageRecord.__table__)
+_SUBSCRIPTIONS = cast(Table, Subscription.__table__)
 # `updated_at` is set to itself: recording a delivery is not a change of the subscription.
 _SET_LAST_CONSUMED = (
     update(_SUBSCRIPTIONS)

@@ -2,7 +2,7 @@
 
 A full load at start and every `RESYNC_S`; control events (subscription or topic changed)
 reload just what changed. Dead-letter topics are created here on first use, with their source
-topic's compression and encryption.
+topic's compression and encryption. The registry is the broker's `WorkerHooks`.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from broker.delivery import DEFAULT_POOL, Route
+from broker.dead_letters import DEAD_LETTER_SUFFIX, DeadLetterEntry
+from broker.delivery import DEFAULT_POOL, Route, RouteTable
+from broker.envelope import Envelope
 from broker.keys import group_name
-from broker.redis_streams import RedisStreamsBroker
 from formats.avro import avro_schema_of
 from formats.codec import Codec, topic_codec
 from models import Database, Subscription, Topic
+from workers.dead_letters import DeadLetterMessages
 
 log = logging.getLogger(__name__)
-
-DEAD_LETTER_SUFFIX = ".deadletter"
 
 
 def to_route(sub: Subscription, topic: Topic) -> Route:
@@ -63,17 +63,16 @@ def _inherited_storage(source: Topic | None) -> dict[str, str]:
 
 
 class SubscriptionRegistry:
-    """Keeps the broker's routes in step with the database."""
+    """Keeps the broker's routes in step with the database (a `broker.hooks.WorkerHooks`)."""
 
-    def __init__(self, database: Database, broker: RedisStreamsBroker,
-                 pools: Iterable[str]) -> None:
+    def __init__(self, database: Database, routes: RouteTable, pools: Iterable[str],
+                 letters: DeadLetterMessages) -> None:
         self.database = database
-        self.broker = broker
+        self.routes = routes
         self.pools = set(pools)
+        self.letters = letters
         self._lock = threading.Lock()
         self._dead_letter_topics: dict[tuple[str, str], tuple[str, Codec]] = {}
-        broker.control_listener = self.apply
-        broker.dead_letter_topic = self.dead_letter_topic_id
 
     def resync(self) -> int:
         """Load every subscription; returns how many this worker serves."""
@@ -83,10 +82,10 @@ class SubscriptionRegistry:
             ).all()
         routes = {sub.id: to_route(sub, topic) for sub, topic in rows}
         with self._lock:
-            self.broker.set_routes({k: r for k, r in routes.items() if r.pool in self.pools})
-        return len(self.broker.routes)
+            self.routes.replace({k: r for k, r in routes.items() if r.pool in self.pools})
+        return len(self.routes)
 
-    def apply(self, events: list[dict[str, str]]) -> None:
+    def apply_control_events(self, events: list[dict[str, str]]) -> None:
         """Reload the subscriptions named by control events (directly or through a topic)."""
         sub_ids = {e["id"] for e in events if e.get("kind") == "subscription"}
         topic_ids = {e["id"] for e in events if e.get("kind") == "topic"}
@@ -102,15 +101,21 @@ class SubscriptionRegistry:
             if topic_id in topic_ids:  # a dead-letter topic changed or went: look it up again
                 self._dead_letter_topics.pop(cache_key, None)
         with self._lock:
-            routes = dict(self.broker.routes)
+            routes = dict(self.routes.all())
             for sid in sub_ids | {s for s, r in routes.items() if r.topic_id in topic_ids}:
                 routes.pop(sid, None)
             routes.update({k: r for k, r in fresh.items() if r.pool in self.pools})
-            self.broker.set_routes(routes)
+            self.routes.replace(routes)
 
-    def dead_letter_topic_id(self, route: Route) -> str:
+    def dead_letter_topic(self, route: Route) -> str:
         """The id of the route's dead-letter topic, created (1 partition) on first use."""
         return self._dead_letter_topic(route)[0]
+
+    def dead_letter_message(self, route: Route, envelope: Envelope,
+                            entry: DeadLetterEntry) -> Envelope:
+        """What the route's dead-letter topic stores of a dead letter (see
+        `DeadLetterMessages.build`)."""
+        return self.letters.build(route, envelope, entry, self.dead_letter_codec(route))
 
     def dead_letter_codec(self, route: Route) -> Codec:
         """How the route's dead-letter topic stores its messages: its compression and

@@ -30,6 +30,7 @@ from api.services.lookups import (
 )
 from api.services.quotas import check_subscription_quota
 from broker.control import Op, announce
+from broker.dead_letters import DEAD_LETTER_SUFFIX
 from broker.keys import group_name
 from handlers.registry import keep_secrets, public_view
 from models import ConsumptionRecord, Subscription, Topic
@@ -49,7 +50,6 @@ SETTABLE = ("consumer_group", "consumer_name", "subscription_type", "offset_rese
 #: What a subscription shows, besides `topic`.
 SHOWN = ("id", *SETTABLE, "created_at", "updated_at", "last_consumed_at")
 IMMUTABLE = ("topic", "consumer_group", "consumer_name")
-DEAD_LETTER_SUFFIX = ".deadletter"
 DEFAULT_MAX_RETRY_DELAY_MS = 300_000
 COUNTERS = {"delivered_total": "delivered", "failed_total": "failed",
             "filtered_total": "filtered", "dead_lettered_total": "dead_lettered"}
