@@ -26,7 +26,10 @@ from typing import Any
 
 import dramatiq
 from dramatiq import Consumer, Message
+from dramatiq.errors import ConnectionClosed
 from redis import BlockingConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from broker.consumer import RedisStreamsConsumer
 from broker.dead_letters import DEAD_LETTER_CAP, DeadLetter, DeadLetterEntry
@@ -88,7 +91,12 @@ class RedisStreamsBroker(dramatiq.Broker):
                               password=self.settings.redis_password, max_connections=1)
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 1000) -> Consumer:
-        consumer = RedisStreamsConsumer(self, queue_name, prefetch, timeout)
+        try:
+            consumer = RedisStreamsConsumer(self, queue_name, prefetch, timeout)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            # A connection error, not "an unexpected error": dramatiq then logs one line, not
+            # a traceback, each time it tries again during an outage.
+            raise ConnectionClosed(exc) from None
         self.consumers.append(consumer)
         return consumer
 

@@ -78,15 +78,17 @@ class RepeatedFailures:
             self.run(name, job)
         return run
 
-    def run(self, name: str, job: Callable[[], object]) -> None:
+    def run(self, name: str, job: Callable[[], object]) -> bool:
+        """Run `job`; True when it succeeded."""
         try:
             job()
         except Exception as exc:
             self._failed(name, exc)
-            return
+            return False
         failed = self._failures.pop(name, None)
         if failed:
             self.logger.warning("%s recovered after %d failures", name, failed[0])
+        return True
 
     def _failed(self, name: str, exc: Exception) -> None:
         count, logged_at = self._failures.get(name, (0, 0.0))

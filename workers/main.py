@@ -18,12 +18,15 @@ import time
 
 import dramatiq
 from dramatiq.middleware import default_middleware
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
 from broker.delivery import DEFAULT_POOL, RouteTable
 from broker.heartbeats import HEARTBEAT_S, Heartbeat
 from broker.redis_streams import RedisStreamsBroker
 from handlers.registry import HandlerRegistry
 from models import Database
+from mq.logging import RepeatedFailures
 from mq.settings import Settings
 from workers.dead_letters import DeadLetterMessages
 from workers.delivery import DeliveryMiddleware, declare_actor
@@ -40,9 +43,10 @@ RESYNC_S = 30.0
 STOP_TIMEOUT_MS = 30_000
 SWITCH_INTERVAL_S = 0.001
 PREFETCH_PER_THREAD = 8
-#: How long a consumer thread waits before reconnecting after a connection error (dramatiq
-#: waits 3 s): deliveries resume within about this long of Redis coming back.
-CONSUMER_RESTART_DELAY_S = 1.0
+#: How long a consumer thread waits before reconnecting after a connection error, and before
+#: retrying an acknowledgement that failed on one (dramatiq waits 3 s and 5 s, and the ack
+#: retry holds up the consumer thread): deliveries resume about this long after Redis does.
+RECONNECT_DELAY_S = 1
 
 
 def run(settings: Settings, *, pools: list[str], processes: int, threads: int) -> int:
@@ -57,7 +61,8 @@ def run_process(settings: Settings, *, pools: list[str], threads: int) -> int:
     # Hand the GIL over more often than every 5 ms: a consumer thread waiting behind a busy
     # thread would otherwise delay deliveries by whole intervals.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    dramatiq.worker.CONSUMER_RESTART_DELAY_SECS = CONSUMER_RESTART_DELAY_S
+    dramatiq.worker.CONSUMER_RESTART_DELAY_SECS = RECONNECT_DELAY_S
+    dramatiq.worker.POST_PROCESS_MESSAGE_RETRY_DELAY_SECS = RECONNECT_DELAY_S
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -105,16 +110,17 @@ def run_process(settings: Settings, *, pools: list[str], threads: int) -> int:
 
 def _main_loop(stop: threading.Event, broker: RedisStreamsBroker,
                registry: SubscriptionRegistry, heartbeat: Heartbeat, pools: list[str]) -> None:
+    failures = RepeatedFailures(log, outages=(RedisError, SQLAlchemyError))
     next_resync = time.monotonic() + RESYNC_S
+
+    def beat() -> None:
+        heartbeat.beat(subscriptions=len(broker.routes), pools=pools, instance=broker.instance)
+
     while not stop.is_set():
-        try:
-            heartbeat.beat(subscriptions=len(broker.routes), pools=pools,
-                           instance=broker.instance)
-            if time.monotonic() >= next_resync:
-                next_resync = time.monotonic() + RESYNC_S
-                registry.resync()
-        except Exception:
-            log.exception("heartbeat or resync failed; retrying")
+        failures.run("heartbeat", beat)
+        if time.monotonic() >= next_resync:
+            next_resync = time.monotonic() + RESYNC_S
+            failures.run("subscription resync", registry.resync)
         stop.wait(HEARTBEAT_S)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import dramatiq
 from dramatiq import Middleware
+from redis.exceptions import RedisError
 
 from broker.delivery import Route, entry_ms
 from broker.envelope import FIELD, Envelope
@@ -26,6 +27,7 @@ from broker.proxy import StreamProxy
 from broker.rates import LATENCY_SAMPLES, Rates, Tally
 from broker.redis_streams import RedisStreamsBroker
 from mq import metrics
+from mq.logging import RepeatedFailures
 from mq.settings import Settings
 
 log = logging.getLogger("workers.deliveries")
@@ -56,6 +58,7 @@ class WorkerMetrics(Middleware):
         self.flusher: threading.Thread | None = None
         self.port: int | None = None
         self.series: dict[tuple[str, str, str, str], _Series] = {}
+        self.failures = RepeatedFailures(log, outages=(RedisError,))
 
     # -- lifecycle -----------------------------------------------------------------------------
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
@@ -149,10 +152,7 @@ class WorkerMetrics(Middleware):
     # -- flushing ------------------------------------------------------------------------------
     def _flush_loop(self) -> None:
         while not self.stop.wait(FLUSH_S):
-            try:
-                self.flush()
-            except Exception:
-                log.exception("could not flush delivery rates; retrying")
+            self.failures.run("delivery rates flush", self.flush)
 
     def flush(self) -> None:
         with self.lock:

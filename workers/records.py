@@ -24,12 +24,13 @@ from multiprocessing.connection import Connection
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from models import ConsumptionRecord, Database, MessageRecord, Subscription
 from models.base import fast_id
 from models.bulk import copy_rows
+from mq.logging import RepeatedFailures
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ def _writer_main(database_url: str, pipe: Connection, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when this one stops
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     database = Database(database_url, pool_size=1)
+    failures = RepeatedFailures(log, outages=(SQLAlchemyError,))
     backlog: list[Row] = []
     flushed = time.monotonic()
     done = False
@@ -129,15 +131,24 @@ def _writer_main(database_url: str, pipe: Connection, parent_pid: int) -> None:
         done = done or os.getppid() != parent_pid
         if backlog and (done or len(backlog) >= BATCH_ROWS
                         or time.monotonic() - flushed >= FLUSH_S):
-            backlog = write_batch(database, backlog)
+            backlog = write_batch(database, backlog, failures)
             flushed = time.monotonic()
     if backlog:
-        write_batch(database, backlog)
+        write_batch(database, backlog, failures)
     database.dispose()
 
 
-def write_batch(database: Database, batch: list[Row]) -> list[Row]:
-    """Store `batch`; returns what must be tried again (nothing, unless the database failed)."""
+def write_batch(database: Database, batch: list[Row], failures: RepeatedFailures
+                ) -> list[Row]:
+    """Store `batch`; returns what must be tried again (nothing, unless the database failed:
+    then the failure is logged the way an outage should be, once and then with a count)."""
+    if failures.run("writing delivery records", lambda: _store(database, batch)):
+        return []
+    time.sleep(1)
+    return batch[-MAX_BACKLOG:]
+
+
+def _store(database: Database, batch: list[Row]) -> None:
     consumptions = [row for kind, row in batch if kind == "consumption"]
     messages = [row for kind, row in batch if kind == "message"]
     try:
@@ -150,14 +161,8 @@ def write_batch(database: Database, batch: list[Row]) -> list[Row]:
             if messages:
                 session.execute(insert(_MESSAGES), messages)
             session.commit()
-        return []
-    except Exception as exc:  # the writer must outlive any failure
-        if isinstance(exc, IntegrityError):  # retrying cannot help
-            log.exception("dropping a batch of %d records that no longer fit", len(batch))
-            return []
-        log.warning("writing %d records failed; will retry", len(batch), exc_info=True)
-        time.sleep(1)
-        return batch[-MAX_BACKLOG:]
+    except IntegrityError:  # retrying cannot help
+        log.exception("dropping a batch of %d records that no longer fit", len(batch))
 
 
 def _existing_subscriptions(session: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
