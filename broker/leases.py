@@ -171,9 +171,9 @@ class Reclaimer:
             return
         self.next_dead_check = now + CHECK_S
         dead = self.dead_workers.newly_dead()
-        if dead:
+        if dead - self.orphaned:
             log.warning("worker(s) %s stopped beating: taking over their entries",
-                        ", ".join(sorted(dead)))
+                        ", ".join(sorted(dead - self.orphaned)))
         self.orphaned |= dead
 
     def take_over(self, routes: dict[str, Route], room: int) -> None:

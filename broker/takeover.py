@@ -23,6 +23,7 @@ delivery at worst, never a loss or a double count.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from broker.connection import RedisClient
@@ -36,6 +37,11 @@ CHECK_S = 0.5
 MIN_IDLE_MS = 1000
 
 
+#: An instance whose process is seen gone is reported on every look for this long: entries it
+#: read just before it died are claimable only once idle for `MIN_IDLE_MS`.
+GONE_REPORTED_S = MIN_IDLE_MS / 1000 + 2 * CHECK_S
+
+
 class DeadWorkers:
     """Worker instances seen alive by this process whose heartbeat has since stopped."""
 
@@ -45,8 +51,8 @@ class DeadWorkers:
         self.own_instance = own_instance
         self.node = local_node()
         self.alive: set[str] = set()
-        #: Instances already reported dead because their process is gone from this node.
-        self.gone: set[str] = set()
+        #: Instances whose process is gone from this node -> when that was first seen.
+        self.gone: dict[str, float] = {}
 
     def newly_dead(self) -> set[str]:
         """Instances alive at the previous look and gone now (this process excluded)."""
@@ -57,10 +63,13 @@ class DeadWorkers:
             pipe.exists(self.keys.worker_alive(instance))
         alive = {instance for instance, exists in zip(candidates, pipe.execute(), strict=True)
                  if exists}
-        gone_here = {instance for instance, beat in beats.items() if self._gone_here(beat)}
-        dead = (self.alive - alive) | (gone_here - self.gone)
-        self.gone = gone_here
-        self.alive = alive - gone_here
+        now = time.monotonic()
+        self.gone = {instance: self.gone.get(instance, now) for instance, beat in beats.items()
+                     if self._gone_here(beat)}
+        recently_gone = {instance for instance, since in self.gone.items()
+                         if now - since <= GONE_REPORTED_S}
+        dead = (self.alive - alive) | recently_gone
+        self.alive = alive - set(self.gone)
         return dead - {self.own_instance}
 
     def _announced(self) -> dict[str, dict[str, Any]]:

@@ -7,13 +7,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 from redis import Redis
 
 from broker.heartbeats import local_node, process_gone
 from broker.keys import Keys
-from broker.takeover import DeadWorkers
+from broker.takeover import GONE_REPORTED_S, DeadWorkers
 
 
 def _exited_pid() -> int:
@@ -40,7 +41,10 @@ def test_an_instance_whose_process_is_gone_from_this_node_is_dead_at_once(
     watcher = DeadWorkers(redis_client, keys, own_instance="me")
     try:
         assert watcher.newly_dead() == {"gone"}  # its alive key has 60 s to go
-        assert watcher.newly_dead() == set()  # reported once
+        # Reported again until what it read last has been idle long enough to be claimed.
+        assert watcher.newly_dead() == {"gone"}
+        time.sleep(GONE_REPORTED_S + 0.1)
+        assert watcher.newly_dead() == set()
         redis_client.delete(keys.worker_alive("elsewhere"))
         assert watcher.newly_dead() == {"elsewhere"}  # another node: only the key tells
     finally:
