@@ -1,4 +1,4 @@
-"""The one place where failures become the API.md error body.
+"""The one place where failures become the docs/api.md error body.
 
 `{"error": {"code", "message", "details"}, "request_id"}` for every error: service errors
 (`mq.errors`), HTTP errors raised by Flask/werkzeug/webargs (unknown path, 405, 413, invalid

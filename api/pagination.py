@@ -1,6 +1,6 @@
 """Keyset pagination: `limit` + an opaque `cursor`, answered with `next_cursor`.
 
-Every list answers `{"items": [...], "next_cursor": <opaque string or null>}` (API.md
+Every list answers `{"items": [...], "next_cursor": <opaque string or null>}` (docs/api.md
 "Lists"): `page_of()` makes that response schema for an item schema, `PageArgs` reads the
 query, `paginate` runs it.
 """

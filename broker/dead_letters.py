@@ -1,7 +1,7 @@
 """Dead letters: a subscription's failed messages, kept for listing, redrive and purge.
 
 Each subscription has a dead-letter stream (`Keys.dead_letters`). An entry holds `e`, the
-dead-letter entry of API.md (`id`, `message_id`, `subscription_id`, `original_*`, `key`,
+dead-letter entry of docs/api.md (`id`, `message_id`, `subscription_id`, `original_*`, `key`,
 `headers`, `payload`, `failure_reason`, `error_message`, `retry_count`, `failed_at`), and `m`,
 the original stream envelope, so a redrive delivers exactly the original message again.
 The same entry is also published (as its payload) on the subscription's dead-letter topic.
@@ -39,7 +39,7 @@ def iso_ms(ms: int) -> str:
 
 @dataclass(frozen=True)
 class DeadLetterEntry:
-    """The dead-letter entry of API.md for one failed delivery (field order = JSON order)."""
+    """The dead-letter entry of docs/api.md for one failed delivery (field order = JSON order)."""
 
     id: str
     message_id: str

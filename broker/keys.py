@@ -8,8 +8,9 @@ partitions of one topic carry different tags so they spread across slots.
   subscription group (`group_name`).
 - `{ns}:s:{<topic_id>/<p>}:a` hash (record id -> entry id): messages appended to partition
   `p` whose offsets the publishing process has not yet written to their records; the append
-  script sets a field with every XADD and the publisher deletes it once the offset is
-  committed, so the outbox sweep can tell an appended record from one never appended.
+  script sets a field with every XADD (and appends no record already marked) and the
+  publisher deletes it once the offset is committed, so the outbox sweep can tell an
+  appended record from one never appended.
 - `{ns}:q:{<pool>}` stream: direct deliveries of a worker pool (released retries, redrives),
   one group named after the pool.
 - `{ns}:due:{<pool>}` sorted set (score = due time in ms) and `{ns}:due:{<pool>}:m` hash

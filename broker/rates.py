@@ -24,7 +24,7 @@ from broker.connection import RedisClient
 from broker.keys import Keys
 from broker.scripts import LuaScript
 
-#: Rates are per second over this many recent seconds (API.md).
+#: Rates are per second over this many recent seconds (docs/api.md).
 WINDOW_S = 60
 #: Slots in the ring: more than the window, so a slot being rewritten is never read.
 RING_S = 120

@@ -1,4 +1,4 @@
-"""`message_filter`: the SNS-style filter policy of API.md.
+"""`message_filter`: the SNS-style filter policy of docs/api.md.
 
 A policy maps message paths (see `handlers.paths`) to a list of conditions; a message
 matches when every path of the policy matches, and a path matches when any of its conditions

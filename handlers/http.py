@@ -1,4 +1,4 @@
-"""The `http` handler: webhooks, as API.md's Conventions describe them.
+"""The `http` handler: webhooks, as docs/api.md's Conventions describe them.
 
 POST of the payload (or, with `handler_config.envelope`, the envelope) as JSON to `url`, with
 the subscription's `headers` and the `X-MQ-*` headers; `X-MQ-Signature` is

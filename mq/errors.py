@@ -1,7 +1,7 @@
 """The service's one error hierarchy.
 
 Every failure a client can see is an `MQError` subclass carrying the API code and HTTP status
-of API.md; `api/errors.py` turns any of them into the contract's error body. Code below the API
+of docs/api.md; `api/errors.py` turns any of them into the contract's error body. Code below the API
 raises these and never builds HTTP responses itself.
 """
 
@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 
 class MQError(Exception):
-    """Base class: `code` and `status` are the API.md error code and HTTP status."""
+    """Base class: `code` and `status` are the docs/api.md error code and HTTP status."""
 
     code: ClassVar[str] = "INTERNAL_ERROR"
     status: ClassVar[int] = 500

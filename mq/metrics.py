@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 
 log = logging.getLogger(__name__)
 
-#: Seconds, 1 ms ... 10 s (API.md).
+#: Seconds, 1 ms ... 10 s (docs/api.md).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: How many ports above `PROMETHEUS_PORT` a process tries before giving up on serving.
 PORT_TRIES = 64

@@ -41,7 +41,7 @@ from workers.records import RecordWriter
 
 log = logging.getLogger(__name__)
 
-#: Jitter only adds, and at most 10 % (API.md): every wait is at least the nominal backoff.
+#: Jitter only adds, and at most 10 % (docs/api.md): every wait is at least the nominal backoff.
 JITTER = 0.10
 
 

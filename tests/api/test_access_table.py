@@ -1,6 +1,6 @@
 """Every tenant endpoint against every role of its own tenant and another tenant's admin.
 
-One table, from API.md's role table: a role the call does not allow answers 403 FORBIDDEN
+One table, from docs/api.md's role table: a role the call does not allow answers 403 FORBIDDEN
 whatever the object; an allowed role is never refused (no 401/403) and never fails with 5xx;
 another tenant's admin gets 404 for every object of this tenant, exactly as if it did not
 exist.

@@ -1,4 +1,4 @@
-"""Bearer authentication and the role table of API.md (Conventions, Roles)."""
+"""Bearer authentication and the role table of docs/api.md (Conventions, Roles)."""
 
 from __future__ import annotations
 
