@@ -147,6 +147,8 @@ class Fleet:
         self.acknowledged_at: list[float] = []
         #: Publish attempts that got no answer or a 5xx (each retried).
         self.failed_publishes = 0
+        #: Batches acknowledged only after a retry: (when, their ids).
+        self.retried: list[tuple[float, list[str]]] = []
         #: Set while a publish request is on its way.
         self.publishing = threading.Event()
         self.api_process = self.start_api()
@@ -204,12 +206,16 @@ class Fleet:
         body = {"topic": topic["name"],
                 "messages": [{"message_id": i, "payload": {"n": i}} for i in ids]}
         deadline = time.monotonic() + deadline_s
+        attempts = 0
         while True:
+            attempts += 1
             try:
                 self.publishing.set()
                 answer = self.call("POST", "/publish/batch", body)
                 if answer.status_code in (200, 201):  # 200: every message a duplicate
                     self.acknowledged_at.append(time.time())
+                    if attempts > 1:
+                        self.retried.append((time.time(), ids))
                     return ids
                 assert answer.status_code >= 500, answer.text[:500]  # a refusal: test error
             except httpx.HTTPError:
