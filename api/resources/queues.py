@@ -22,6 +22,7 @@ from api.services.topics import (
     update_topic,
 )
 from formats.avro import avro_schema_of
+from formats.compression import COMPRESSIONS
 from formats.json_schema import SchemaDefinitionError, checked_schema
 from models import Topic
 
@@ -30,7 +31,6 @@ blp = Blueprint("queues", __name__, description="Queues (topics)")
 
 TOPIC_TYPES = ("redis_stream", "kafka")
 FORMATS = ("json", "msgpack", "avro", "protobuf")
-COMPRESSIONS = ("none", "gzip", "zstd")
 ENCRYPTIONS = ("none", "aes-256-gcm")
 STATUSES = ("active", "paused", "archived")
 MIB = 1024 * 1024

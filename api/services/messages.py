@@ -19,13 +19,16 @@ from sqlalchemy.orm import Session
 from api.dependencies import Scope
 from api.services.formats import shown_payload
 from broker.delays import DelaySet
+from broker.outcomes import DeliveryOutcome
 from models import ConsumptionRecord, MessageRecord, Subscription, Topic
 from models.base import utcnow
 from mq.errors import Conflict, MessageNotFound
 
 #: Latest consumption record status -> the message's delivery status for that subscription.
-DELIVERY_STATUS = {"success": "delivered", "failed": "retrying", "dead_letter": "dead_letter",
-                   "filtered": "filtered", "expired": "expired"}
+DELIVERY_STATUS: dict[str, str] = {
+    DeliveryOutcome.DELIVERED: "delivered", DeliveryOutcome.FAILED: "retrying",
+    DeliveryOutcome.DEAD_LETTERED: "dead_letter", DeliveryOutcome.FILTERED: "filtered",
+    DeliveryOutcome.EXPIRED: "expired"}
 
 
 def find_message(session: Session, tenant_id: str, message_id: str) -> MessageRecord:

@@ -32,6 +32,7 @@ from api.services.quotas import check_subscription_quota
 from broker.control import Op, announce
 from broker.dead_letters import DEAD_LETTER_SUFFIX
 from broker.keys import group_name
+from broker.outcomes import DeliveryOutcome
 from handlers.registry import keep_secrets, public_view
 from models import ConsumptionRecord, Subscription, Topic
 from mq.errors import (
@@ -51,8 +52,9 @@ SETTABLE = ("consumer_group", "consumer_name", "subscription_type", "offset_rese
 SHOWN = ("id", *SETTABLE, "created_at", "updated_at", "last_consumed_at")
 IMMUTABLE = ("topic", "consumer_group", "consumer_name")
 DEFAULT_MAX_RETRY_DELAY_MS = 300_000
-COUNTERS = {"delivered_total": "delivered", "failed_total": "failed",
-            "filtered_total": "filtered", "dead_lettered_total": "dead_lettered"}
+#: The stats' `*_total` fields, from the outcomes' counters.
+COUNTERS = {f"{outcome.counter}_total": outcome.counter for outcome in DeliveryOutcome
+            if outcome.counter}
 
 
 def create_subscription(here: Scope, caller: Principal, body: dict[str, Any]) -> dict[str, Any]:
