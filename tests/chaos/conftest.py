@@ -20,7 +20,7 @@ import time
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from cli.embedded import admin_url, sigint_blocked
 from models import upgrade
 from models.database import temporary_database
 from mq.settings import Settings
-from tests.conftest import OPERATOR_TOKEN, RedisServer
+from tests.conftest import OPERATOR_TOKEN, RedisServer, wait_until
 from tests.delivery.conftest import Processes, Webhook, webhook_server
 from tests.processes import descendants, free_port
 from tests.servers import _postgres_answers
@@ -254,6 +254,14 @@ class Fleet:
         return [json.loads(fields[FIELD])["id"]
                 for _, fields in self.processes.redis.xrange(stream)]
 
+    def first_arrival_after(self, path: str, moment: float, message_id: str | None = None
+                            ) -> float | None:
+        """Seconds from `moment` to the first arrival at `path` after it (of `message_id`
+        only, when given); None when nothing arrived after it."""
+        times = [r.at for r in self.sink.received(path) if r.at >= moment
+                 and message_id in (None, r.headers["x-mq-message-id"])]
+        return min(times) - moment if times else None
+
     def first_arrivals(self, path: str) -> dict[str, float]:
         """Message id -> when it first arrived at `path` (epoch seconds)."""
         first: dict[str, float] = {}
@@ -291,6 +299,13 @@ def fleet(chaos_settings: Settings, tmp_path: Path, request: pytest.FixtureReque
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print(the_fleet.processes.logs())
+
+
+def seconds_until(check: Callable[[], Any], timeout: float) -> float:
+    """Seconds until `check()` answers true (`wait_until`, timed)."""
+    started = time.monotonic()
+    wait_until(check, timeout=timeout)
+    return time.monotonic() - started
 
 
 #: Every fault's figures, printed at the end of the run.

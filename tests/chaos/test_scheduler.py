@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.conftest import Fleet, figure
+from tests.chaos.conftest import Fleet, figure, seconds_until
 
 pytestmark = pytest.mark.e2e
 
@@ -39,27 +39,18 @@ def leader_pid(fleet: Fleet) -> int | None:
     return int(leaders[0]) if len(leaders) == 1 else None
 
 
-def wait_for(check: Any, timeout: float) -> float:
-    """Seconds until `check()` is true; fails after `timeout`."""
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < timeout, "not within the time allowed"
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
 def test_a_standby_takes_over_within_seconds_and_due_messages_keep_flowing(
         fleet: Fleet) -> None:
     topic = fleet.topic()
     fleet.subscribe(topic, "/d")
     fleet.processes.worker(threads=4)
     leader = fleet.processes.scheduler()
-    wait_for(lambda: leader_pid(fleet) == leader.pid, timeout=10)
+    seconds_until(lambda: leader_pid(fleet) == leader.pid, timeout=10)
     standby = fleet.processes.scheduler()
     due = publish_delayed(fleet, topic, [1000 + 100 * i for i in range(40)])
 
     fleet.processes.kill(leader)
-    took_over_s = wait_for(lambda: leader_pid(fleet) == standby.pid, timeout=15)
+    took_over_s = seconds_until(lambda: leader_pid(fleet) == standby.pid, timeout=15)
     counts = fleet.wait_for_all("/d", list(due))
     figure("scheduler SIGKILL with a standby", leadership_taken_over_s=took_over_s,
            delayed=len(due), lost=0, duplicates=sum(counts.values()) - len(due),

@@ -10,21 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.conftest import DurableRedis, Fleet, OwnPostgres, figure
+from tests.chaos.conftest import DurableRedis, Fleet, OwnPostgres, figure, seconds_until
 
 pytestmark = pytest.mark.e2e
-
-
-def seconds_until(check: Any, timeout: float) -> float:
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < timeout, "not within the time allowed"
-        time.sleep(0.1)
-    return time.monotonic() - started
-
-
-def first_arrival_after(fleet: Fleet, path: str, moment: float) -> float:
-    return min(r.at for r in fleet.sink.received(path) if r.at >= moment) - moment
 
 
 def lag(fleet: Fleet, sub: dict[str, Any]) -> int | None:
@@ -51,7 +39,7 @@ def test_redis_killed_and_restarted_on_its_aof_loses_nothing_acknowledged(
     lag_zero_s = seconds_until(lambda: lag(fleet, sub) == 0, timeout=15)
     figure("Redis SIGKILL, restarted on its AOF after 1.5 s", published=len(acknowledged),
            lost=0, duplicates=sum(counts.values()) - len(acknowledged),
-           deliveries_resumed_after_restart_s=first_arrival_after(fleet, "/r", restarted_at),
+           deliveries_resumed_after_restart_s=fleet.first_arrival_after("/r", restarted_at),
            publishes_resumed_after_restart_s=fleet.first_ack_after(restarted_at),
            lag_zero_after_drain_s=lag_zero_s)
 
@@ -75,4 +63,4 @@ def test_postgres_stopped_and_started_loses_nothing_acknowledged(
     figure("PostgreSQL stopped for 4 s", published=len(acknowledged), lost=0,
            duplicates=sum(counts.values()) - len(acknowledged),
            publishes_resumed_after_restart_s=fleet.first_ack_after(started_at),
-           deliveries_after_restart_s=first_arrival_after(fleet, "/p", started_at))
+           deliveries_after_restart_s=fleet.first_arrival_after("/p", started_at))

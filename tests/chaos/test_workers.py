@@ -63,8 +63,8 @@ def test_a_worker_killed_three_times_loses_nothing_and_its_messages_return_in_se
     acknowledged = publisher.stop()
 
     counts = fleet.wait_for_all("/w", acknowledged)
-    returned = [at - killed_at for killed_at, held in kills for message_id in held
-                if (at := first_after(fleet, "/w", message_id, killed_at)) is not None]
+    returned = [after for killed_at, held in kills for message_id in held
+                if (after := fleet.first_arrival_after("/w", killed_at, message_id)) is not None]
     duplicates = sum(n - 1 for n in counts.values())
     figure("worker SIGKILL x3", published=len(acknowledged), lost=0, duplicates=duplicates,
            in_flight=sum(len(held) for _, held in kills),
@@ -73,9 +73,3 @@ def test_a_worker_killed_three_times_loses_nothing_and_its_messages_return_in_se
     assert returned, "the victim held nothing at any kill: the test proved nothing"
     assert duplicates <= KILLS * PREFETCH
 
-
-def first_after(fleet: Fleet, path: str, message_id: str, moment: float) -> float | None:
-    """When `message_id` first arrived at `path` after `moment` (None: not after it)."""
-    times = [r.at for r in fleet.sink.received(path)
-             if r.at >= moment and r.headers["x-mq-message-id"] == message_id]
-    return min(times, default=None)
