@@ -2,7 +2,7 @@
 
 from models.base import Base
 from models.database import Database, upgrade
-from models.messages import ConsumptionRecord, MessageRecord
+from models.messages import ConsumptionRecord, IdempotencyKey, MessageRecord
 from models.registry import Schedule, Schema
 from models.tenancy import ApiKey, Tenant
 from models.topics import Subscription, Topic
@@ -12,6 +12,7 @@ __all__ = [
     "Base",
     "ConsumptionRecord",
     "Database",
+    "IdempotencyKey",
     "MessageRecord",
     "Schedule",
     "Schema",

@@ -13,6 +13,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.base import utcnow
+from models.partitions import ensure_partitions
 from mq.urls import with_installed_driver
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -53,8 +55,16 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Run the Alembic migrations up to `revision`."""
+    """Run the Alembic migrations up to `revision`; at the head, also create the record
+    tables' partitions of the coming days (a database migrated days ago needs them too)."""
     command.upgrade(alembic_config(url), revision)
+    if revision == "head":
+        engine = make_engine(url, pool_size=1)
+        try:
+            with engine.begin() as connection:
+                ensure_partitions(connection, utcnow())
+        finally:
+            engine.dispose()
 
 
 @contextmanager

@@ -88,6 +88,12 @@ class Settings:
     #: queued, running): what a SIGKILL can deliver twice. 0: 8 per delivery thread.
     worker_prefetch: int = 0
 
+    #: Message records are kept as long as the longest `retention_ms` of the topics, at
+    #: least a day (the idempotency window), at most this (`scheduler.storage`).
+    mq_record_retention_days: int = 30
+    #: Delivery records (consumption records) are kept this long.
+    mq_delivery_record_retention_days: int = 7
+
     port: int = 3010
     max_request_bytes: int = 6 * MIB
     web_concurrency: int = 2
@@ -151,5 +157,14 @@ def _parser_for(type_name: object) -> Callable[[str], object]:
     return str
 
 
+def _days(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("must be at least 1 (day)")
+    return value
+
+
 _PARSERS: dict[str, Callable[[str], object]] = {"mq_db_targets": _json_object,
-                                                "database_url": _postgresql_url}
+                                                "database_url": _postgresql_url,
+                                                "mq_record_retention_days": _days,
+                                                "mq_delivery_record_retention_days": _days}

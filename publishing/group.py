@@ -9,9 +9,9 @@ size, so under load the commit flush and the round trips are paid per group, not
 0. When a publish trusted a cached epoch (`api.cache`), one Redis read of the current epoch
    for the whole group; publishes whose look-ups were stale are sent back (`StaleEpoch`).
 1. One database statement, its own transaction (`publishing.records.write_group`): the
-   offsets of earlier groups (see below), every record of the group in one
-   `INSERT … ON CONFLICT DO NOTHING RETURNING id`, and the records that held the producers'
-   `message_id`s before (duplicates).
+   offsets of earlier groups (see below), every record of the group whose `message_id` is
+   free (claimed in `idempotency_keys`, taken for 24 h), and the records that held the
+   producers' `message_id`s before (duplicates).
 2. One pipelined Redis round trip: every new entry appended to its partition stream by a
    script that also marks its record as appended (`Keys.appended`), every delayed message
    parked in the delay set, the markers of offsets now committed deleted, the topics' publish
@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import cast
+from typing import Any, cast
 
 from redis.exceptions import RedisError
 from sqlalchemy import Connection, Engine
@@ -67,7 +67,7 @@ from publishing.jobs import (
     unavailable,
 )
 from publishing.messages import Prepared
-from publishing.offsets import PendingOffsets
+from publishing.offsets import Offset, PendingOffsets
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class Publisher:
         new = [item for _, item in candidates.values() if item.record_id in inserted]
         appended, failure = self._append(new)
         if failure is not None:
-            self._forget_records([p.record_id for p in new if p.record_id not in appended])
+            self._forget_records([p.row for p in new if p.record_id not in appended])
         return [self._answers(job, candidates, inserted, appended, stored, failure)
                 for job in jobs]
 
@@ -173,7 +173,7 @@ class Publisher:
         return inserted, stored
 
     def _write_records(self, candidates: dict[MessageKey, Prepared],
-                       pending: dict[str, str]) -> tuple[set[str], Stored]:
+                       pending: dict[str, Offset]) -> tuple[set[str], Stored]:
         connection = self._connect()
         inserted, stored = records.write_group(
             connection, [p.row for p in candidates.values()], pending,
@@ -187,7 +187,7 @@ class Publisher:
                 inserted.add(original.record_id)
                 del stored[key]
             elif original.offset is None and original.record_id in pending:
-                stored[key] = replace(original, offset=pending[original.record_id])
+                stored[key] = replace(original, offset=pending[original.record_id].value)
         return inserted, stored
 
     def _append(self, new: list[Prepared]) -> tuple[Appended, BaseException | None]:
@@ -287,19 +287,19 @@ class Publisher:
 
     # --- failures ---------------------------------------------------------------------------
 
-    def _forget_records(self, record_ids: list[str]) -> None:
-        """Delete the records of messages Redis refused (best effort: the sweep hands over
-        whatever stays)."""
-        if not record_ids:
+    def _forget_records(self, rows: list[dict[str, Any]]) -> None:
+        """Delete the records of messages Redis refused, and free their message ids (best
+        effort: the sweep hands over whatever stays)."""
+        if not rows:
             return
         try:
             connection = self._connect()
             with connection.begin():
-                records.delete_records(connection, record_ids)
+                records.delete_records(connection, rows)
         except SQLAlchemyError:
             self._drop_connection()
             log.warning("records of %d unpublished messages left for the outbox sweep",
-                        len(record_ids))
+                        len(rows))
 
     def _refusal(self, job: Job, cause: BaseException) -> BaseException:
         """Why the database refused one job's records."""

@@ -3,8 +3,18 @@ that stand in for them until then (see `publishing.group`, "Offsets")."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import NamedTuple
+
 from publishing.jobs import StreamRef
 from publishing.messages import Prepared
+
+
+class Offset(NamedTuple):
+    """A record's stream offset, with the publish time that finds its partition."""
+
+    value: str
+    published_at: datetime
 
 
 class PendingOffsets:
@@ -14,7 +24,7 @@ class PendingOffsets:
 
     def __init__(self) -> None:
         #: Appended, offset not yet committed: record id -> (stream, offset).
-        self._pending: dict[str, tuple[StreamRef, str]] = {}
+        self._pending: dict[str, tuple[StreamRef, Offset]] = {}
         self._soft_settled: dict[StreamRef, list[str]] = {}
         self._settled: dict[StreamRef, list[str]] = {}
 
@@ -22,7 +32,8 @@ class PendingOffsets:
         for item in new:
             offset = appended.get(item.record_id)
             if offset is not None:
-                self._pending[item.record_id] = ((item.topic_id, item.partition), offset)
+                self._pending[item.record_id] = ((item.topic_id, item.partition),
+                                                 Offset(offset, item.row["published_at"]))
 
     @property
     def waiting(self) -> bool:
@@ -34,15 +45,15 @@ class PendingOffsets:
         """Whether markers of committed offsets wait for a durable commit or their delete."""
         return bool(self._soft_settled or self._settled)
 
-    def pending(self) -> dict[str, str]:
+    def pending(self) -> dict[str, Offset]:
         """record id -> offset, of every offset waiting to be written."""
         return {rid: offset for rid, (_, offset) in self._pending.items()}
 
     def offset_of(self, record_id: str) -> str | None:
         pending = self._pending.get(record_id)
-        return pending[1] if pending else None
+        return pending[1].value if pending else None
 
-    def settle(self, committed: dict[str, str], *, durable: bool) -> None:
+    def settle(self, committed: dict[str, Offset], *, durable: bool) -> None:
         """`committed` offsets are in the database now: their markers may go (after a
         durable commit; a commit that did not wait for its flush waits for the next one)."""
         if durable:

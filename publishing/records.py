@@ -6,9 +6,10 @@ step of a group is one round trip, its commit included. The rows travel as one J
 and the offsets and look-ups as arrays, so the statement's text never changes with the number
 of rows. It goes to the DBAPI cursor directly: through SQLAlchemy's execution machinery such
 a statement costs about 0.6 ms of CPU more (measured), more than everything else a single
-publish does. Idempotency is resolved by the insert itself (`ON CONFLICT DO NOTHING
-RETURNING id`): the rows it does not return are duplicates, answered from the records that
-held their `message_id` before.
+publish does. Idempotency is resolved by the statement itself: each row claims its
+`(tenant, message id)` in `idempotency_keys` (`ON CONFLICT … DO UPDATE … WHERE` the key is
+older than 24 h), and only rows that claimed theirs are inserted; the others are duplicates,
+answered from the records that hold their `message_id`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Table, delete, select, tuple_
 
-from models import MessageRecord, Topic
+from models import IdempotencyKey, MessageRecord, Topic
+from models.base import utcnow
 from models.bulk import PreparedStatement, compact_json
+from models.messages import IDEMPOTENCY_WINDOW
+from publishing.offsets import Offset
 
 RECORDS = cast(Table, MessageRecord.__table__)
 
@@ -36,37 +40,60 @@ _COLUMNS = (
     ("expires_at", "timestamptz"),
 )
 _TIME_COLUMNS = ("published_at", "scheduled_at", "expires_at")
+_WINDOW_SQL = f"interval '{int(IDEMPOTENCY_WINDOW.total_seconds())} seconds'"
 
 #: The rows travel as one JSON document (one `json.dumps` in C for the whole group, the
 #: payloads inside it as they are), read back by `jsonb_to_recordset`; arrays of 18 columns
 #: cost psycopg2 over ten times as much CPU to quote.
+_GIVEN = (
+    f"SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) "
+    f"AS given({', '.join(f'{name} {kind}' for name, kind in _COLUMNS)})")
+#: Idempotency: a row claims its (tenant, message id) in `idempotency_keys`, or takes over a
+#: key older than the window; only rows that claimed theirs are inserted. A concurrent
+#: statement claiming the same key waits for this one's commit, then finds it taken.
+_CLAIM = (
+    "INSERT INTO idempotency_keys (tenant_id, message_id, record_id, published_at) "
+    "SELECT tenant_id, message_id, id, published_at FROM given "
+    "ON CONFLICT (tenant_id, message_id) DO UPDATE "
+    "SET record_id = excluded.record_id, published_at = excluded.published_at "
+    f"WHERE idempotency_keys.published_at <= excluded.published_at - {_WINDOW_SQL} "
+    "RETURNING record_id")
 _INSERT_NEW = (
     f"INSERT INTO message_records ({', '.join(name for name, _ in _COLUMNS)}) "
-    f"SELECT {', '.join(name for name, _ in _COLUMNS)} FROM jsonb_to_recordset(%(rows)s::jsonb) "
-    f"AS given({', '.join(f'{name} {kind}' for name, kind in _COLUMNS)}) "
-    "ON CONFLICT (tenant_id, message_id) DO NOTHING RETURNING id")
+    f"SELECT {', '.join(name for name, _ in _COLUMNS)} FROM given "
+    "WHERE id IN (SELECT record_id FROM claimed) RETURNING id")
+#: By id and publish time: each row's update touches one partition.
 _SET_OFFSETS = (
     "UPDATE message_records SET offset_value = given.offset_value "
-    "FROM unnest(%(offset_ids)s::varchar[], %(offsets)s::varchar[]) "
-    "AS given(id, offset_value) WHERE message_records.id = given.id")
+    "FROM unnest(%(offset_ids)s::varchar[], %(offset_times)s::timestamptz[], "
+    "%(offsets)s::varchar[]) AS given(id, published_at, offset_value) "
+    "WHERE message_records.id = given.id AND message_records.published_at = given.published_at")
+#: The records holding message ids taken since `taken_since` (a released scheduled message's
+#: record moved to its release time, never earlier than its key's: partitions before the
+#: key's time are pruned).
 _STORED = (
     "SELECT r.tenant_id, r.id, r.message_id, r.topic_id, t.name, r.partition_id, "
     "r.offset_value, r.status, r.published_at, r.scheduled_at "
     "FROM unnest(%(lookup_tenants)s::varchar[], %(lookup_ids)s::varchar[]) "
-    "AS k(tenant_id, message_id) "
-    "JOIN message_records r ON r.tenant_id = k.tenant_id AND r.message_id = k.message_id "
+    "AS l(tenant_id, message_id) "
+    "JOIN idempotency_keys k ON k.tenant_id = l.tenant_id AND k.message_id = l.message_id "
+    "AND k.published_at > %(taken_since)s::timestamptz "
+    "JOIN message_records r ON r.id = k.record_id AND r.published_at >= k.published_at "
     "JOIN message_topics t ON t.id = r.topic_id")
 #: One statement: earlier offsets, new records, and the records that held the looked-up
 #: message ids before it (its snapshot precedes its own insert).
 _WRITE_GROUP = (
-    f"WITH offsets AS ({_SET_OFFSETS}), inserted AS ({_INSERT_NEW}) "
+    f"WITH offsets AS ({_SET_OFFSETS}), given AS ({_GIVEN}), claimed AS ({_CLAIM}), "
+    f"inserted AS ({_INSERT_NEW}) "
     "SELECT 'new', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL::timestamptz, "
     "NULL::timestamptz FROM inserted "
     f"UNION ALL SELECT 'old', * FROM ({_STORED}) AS stored")
-_GROUP_PARAMS = (("rows", "text"), ("offset_ids", "varchar[]"), ("offsets", "varchar[]"),
-                 ("lookup_tenants", "varchar[]"), ("lookup_ids", "varchar[]"))
+_OFFSET_PARAMS = (("offset_ids", "varchar[]"), ("offset_times", "timestamptz[]"),
+                  ("offsets", "varchar[]"))
+_GROUP_PARAMS = (("rows", "text"), *_OFFSET_PARAMS, ("lookup_tenants", "varchar[]"),
+                 ("lookup_ids", "varchar[]"), ("taken_since", "timestamptz"))
 WRITE_GROUP = PreparedStatement("mq_write_group", _GROUP_PARAMS, _WRITE_GROUP)
-SET_OFFSETS = PreparedStatement("mq_set_offsets", _GROUP_PARAMS[1:3], _SET_OFFSETS)
+SET_OFFSETS = PreparedStatement("mq_set_offsets", _OFFSET_PARAMS, _SET_OFFSETS)
 
 
 @dataclass(frozen=True)
@@ -85,15 +112,16 @@ class StoredRecord:
 
 
 def write_group(connection: Connection, rows: Sequence[dict[str, Any]],
-                offsets: dict[str, str], lookup: Iterable[tuple[str, str]]
+                offsets: dict[str, Offset], lookup: Iterable[tuple[str, str]]
                 ) -> tuple[set[str], dict[tuple[str, str], StoredRecord]]:
     """Write the offsets (record id -> offset) of earlier groups and insert the rows whose
-    (tenant, message id) is free; returns the ids inserted and the records that held the
-    `lookup` pairs before (the duplicates). `rows` must not repeat a (tenant, message id).
-    The connection must be in autocommit mode: the statement is its own transaction."""
+    (tenant, message id) is free (see `_CLAIM`); returns the ids inserted and the records
+    that held the `lookup` pairs before (the duplicates). `rows` must not repeat a (tenant,
+    message id). The connection must be in autocommit mode: the statement is its own
+    transaction."""
     wanted = set(lookup)
     params: dict[str, Any] = {"rows": compact_json([_document_row(row) for row in rows])}
-    params.update(offset_ids=list(offsets), offsets=list(offsets.values()),
+    params.update(_offset_params(offsets), taken_since=utcnow() - IDEMPOTENCY_WINDOW,
                   lookup_tenants=[tenant for tenant, _ in wanted],
                   lookup_ids=[message_id for _, message_id in wanted])
     inserted: set[str] = set()
@@ -118,31 +146,49 @@ def _document_row(row: dict[str, Any]) -> dict[str, Any]:
 
 def stored_records(connection: Connection, keys: Iterable[tuple[str, str]]
                    ) -> dict[tuple[str, str], StoredRecord]:
-    """The records holding the given (tenant id, message id) pairs, by pair."""
+    """The records holding the given (tenant id, message id) pairs, by pair (as `_STORED`)."""
     wanted = set(keys)
     if not wanted:
         return {}
+    key = IdempotencyKey
     rows = connection.execute(
         select(RECORDS.c.tenant_id, RECORDS.c.id, RECORDS.c.message_id, RECORDS.c.topic_id,
                Topic.name, RECORDS.c.partition_id, RECORDS.c.offset_value, RECORDS.c.status,
                RECORDS.c.published_at, RECORDS.c.scheduled_at)
+        .select_from(key)
+        .join(RECORDS, (RECORDS.c.id == key.record_id)
+              & (RECORDS.c.published_at >= key.published_at))
         .join(Topic, Topic.id == RECORDS.c.topic_id)
-        .where(tuple_(RECORDS.c.tenant_id, RECORDS.c.message_id).in_(wanted)))
+        .where(tuple_(key.tenant_id, key.message_id).in_(wanted),
+               key.published_at > utcnow() - IDEMPOTENCY_WINDOW))
     return {(row[0], row[2]): StoredRecord(*row[1:]) for row in rows}
 
 
-def set_offsets(connection: Connection, offsets: dict[str, str], *, lazily: bool = False
+def set_offsets(connection: Connection, offsets: dict[str, Offset], *, lazily: bool = False
                 ) -> None:
     """Write stream offsets to their records (record id -> offset); `lazily`: without waiting
     for the commit's flush (autocommit connection)."""
     if offsets:
-        SET_OFFSETS.execute(connection, {"offset_ids": list(offsets),
-                                         "offsets": list(offsets.values())}, unflushed=lazily)
+        SET_OFFSETS.execute(connection, _offset_params(offsets), unflushed=lazily)
 
 
-def delete_records(connection: Connection, record_ids: Sequence[str]) -> None:
-    if record_ids:
-        connection.execute(delete(RECORDS).where(RECORDS.c.id.in_(record_ids)))
+def _offset_params(offsets: dict[str, Offset]) -> dict[str, list[Any]]:
+    return {"offset_ids": list(offsets),
+            "offset_times": [offset.published_at for offset in offsets.values()],
+            "offsets": [offset.value for offset in offsets.values()]}
+
+
+def delete_records(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Delete records (given as their rows) and free their message ids."""
+    if not rows:
+        return
+    connection.execute(delete(RECORDS).where(
+        tuple_(RECORDS.c.id, RECORDS.c.published_at).in_(
+            [(row["id"], row["published_at"]) for row in rows])))
+    key = IdempotencyKey
+    connection.execute(delete(key).where(tuple_(key.tenant_id, key.message_id, key.record_id)
+                                         .in_([(row["tenant_id"], row["message_id"], row["id"])
+                                               for row in rows])))
 
 
 def topic_exists(connection: Connection, topic_id: str) -> bool:

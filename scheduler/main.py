@@ -5,7 +5,8 @@ APScheduler runs the jobs; each is idempotent, so a second scheduler is safe:
   every `RELEASE_S`;
 - the heartbeat shown by `GET /status`;
 - reaping consumers that are idle and hold nothing (each worker start adds a consumer to every
-  group it reads; a consumer with pending entries is never removed, as that would drop them).
+  group it reads; a consumer with pending entries is never removed, as that would drop them);
+- the database's partitions and retention (`scheduler.storage`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from scheduler.delayed import HOUSEKEEPING_S, REBUILD_RETRY_S, DelayedJobs
 from scheduler.housekeeping import OUTBOX_SWEEP_S
 from scheduler.janitor import reap_consumers
 from scheduler.metrics import GaugeExporter
+from scheduler.storage import STORAGE_S, RecordStorage
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,7 @@ def run(settings: Settings) -> int:
     every(0.2, delayed.fire_schedules, "recurring-schedules")
     every(HOUSEKEEPING_S, delayed.trim_retention, "trim-retention", now=True)
     every(OUTBOX_SWEEP_S, delayed.sweep_outbox, "sweep-outbox", now=True)
+    every(STORAGE_S, RecordStorage(settings, delayed.database).run, "storage", now=True)
     scheduler.start()
     log.info("scheduler started")
     stop.wait()

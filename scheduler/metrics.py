@@ -2,7 +2,8 @@
 
 Every `EXPORT_S` the exporter reads the subscriptions and topics from the database and, in a
 few pipelined round trips, each group's lag, pending count and oldest undelivered entry, the
-dead-letter stream lengths, topic stream lengths, and the delay and retry set sizes. A scrape
+dead-letter stream lengths, topic stream lengths, and the delay and retry set sizes; and, from
+the database's catalog, the rows and bytes of the record tables. A scrape
 answers from the last snapshot (a custom collector), so scrapes never touch Redis and gauges
 of deleted subscriptions disappear with the next snapshot. The first export also starts the
 exposition server on `PROMETHEUS_PORT` (see `mq/metrics.py`).
@@ -28,12 +29,14 @@ from broker.heartbeats import live_processes
 from broker.inspection import GroupTarget, inspect_groups
 from broker.keys import Keys, group_name
 from models import Database, Subscription, Tenant, Topic
+from models.partitions import TableStorage, day_start, storage
 from mq import metrics
 from mq.settings import Settings
 
 log = logging.getLogger(__name__)
 
 EXPORT_S = 5.0
+STORED_TABLES = ("message_records", "consumption_records", "idempotency_keys")
 SUBSCRIPTION_LABELS = ["tenant_id", "topic", "subscription_id", "consumer_group"]
 
 
@@ -41,6 +44,7 @@ SUBSCRIPTION_LABELS = ["tenant_id", "topic", "subscription_id", "consumer_group"
 class Snapshot:
     subscriptions: list[tuple[list[str], dict[str, float]]] = field(default_factory=list)
     queues: list[tuple[str, str, int]] = field(default_factory=list)  # name, type, size
+    storage: list[TableStorage] = field(default_factory=list)
     taken_at: float = 0.0
 
 
@@ -104,6 +108,8 @@ class GaugeExporter(Collector):
         for pool in pools:
             snapshot.queues.append((pool, "retry", _int(next(replies))))
         snapshot.queues.append(("delayed", "delayed", _int(next(replies))))
+        with self.database.engine.connect() as connection:
+            snapshot.storage = storage(connection, STORED_TABLES)
         return snapshot
 
     def _rows(self) -> list[_Row]:
@@ -155,8 +161,25 @@ class GaugeExporter(Collector):
         for name, kind, size in snapshot.queues:
             queues.add_metric([name, kind], size)
         yield queues
+        yield from _storage_families(snapshot)
         yield GaugeMetricFamily("mq_gauges_exported_timestamp_seconds",
                                 "When the gauges above were computed", value=snapshot.taken_at)
+
+
+def _storage_families(snapshot: Snapshot) -> Iterator[GaugeMetricFamily]:
+    rows = GaugeMetricFamily("mq_storage_rows", "Rows of a record table, all partitions (the "
+                             "planner's estimate, refreshed hourly)", labels=["table"])
+    size = GaugeMetricFamily("mq_storage_bytes", "Bytes of a record table with its indexes, "
+                             "all partitions", labels=["table"])
+    oldest = GaugeMetricFamily("mq_storage_oldest_partition_age_seconds", "Age of the start "
+                               "of a partitioned table's oldest day", labels=["table"])
+    for table in snapshot.storage:
+        rows.add_metric([table.table], table.rows)
+        size.add_metric([table.table], table.bytes)
+        if table.oldest_day is not None:
+            oldest.add_metric([table.table], max(
+                0.0, snapshot.taken_at - day_start(table.oldest_day).timestamp()))
+    yield from (rows, size, oldest)
 
 
 @dataclass(frozen=True)

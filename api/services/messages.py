@@ -11,9 +11,10 @@ the record `published` with its offset.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, func, select, update
+from sqlalchemy import CursorResult, Table, select, update
 from sqlalchemy.orm import Session
 
 from api.dependencies import Scope
@@ -23,6 +24,7 @@ from broker.outcomes import DeliveryOutcome
 from models import ConsumptionRecord, MessageRecord, Subscription, Topic
 from models.base import utcnow
 from mq.errors import Conflict, MessageNotFound
+from mq.settings import Settings
 
 #: Latest consumption record status -> the message's delivery status for that subscription.
 DELIVERY_STATUS: dict[str, str] = {
@@ -31,12 +33,37 @@ DELIVERY_STATUS: dict[str, str] = {
     DeliveryOutcome.EXPIRED: "expired"}
 
 
-def find_message(session: Session, tenant_id: str, message_id: str) -> MessageRecord:
-    record = session.scalar(select(MessageRecord).where(
-        MessageRecord.tenant_id == tenant_id, MessageRecord.message_id == message_id))
-    if record is None:
+#: Deliveries follow their publish; the margin covers other hosts' clocks. The bound lets
+#: PostgreSQL skip the delivery partitions of the days before the publish.
+CLOCK_SKEW = timedelta(hours=1)
+
+
+def find_message(session: Session, settings: Settings, tenant_id: str, message_id: str
+                 ) -> MessageRecord:
+    """The message's newest record (a message id may be published again after 24 h), or
+    `MessageNotFound` once the message is past its topic's retention (capped by
+    `MQ_RECORD_RETENTION_DAYS`), even while its day's partition is still kept. Scans the
+    partitions of the retention, newest first, on `ix_message_records_tenant_message`,
+    and stops at the first that holds the id."""
+    now = utcnow()
+    cap = timedelta(days=settings.mq_record_retention_days)
+    record = session.scalar(
+        select(MessageRecord)
+        .where(MessageRecord.tenant_id == tenant_id, MessageRecord.message_id == message_id,
+               MessageRecord.published_at > now - cap)
+        .order_by(MessageRecord.published_at.desc()).limit(1))
+    if record is None or _past_retention(session, record, now):
         raise MessageNotFound(message_id)
     return record
+
+
+def _past_retention(session: Session, record: MessageRecord, now: datetime) -> bool:
+    """Whether the message is older than its topic keeps messages (a scheduled one is not:
+    it has not been released yet)."""
+    topic = session.get(Topic, record.topic_id)
+    if topic is None or record.status == "scheduled":
+        return topic is None
+    return record.published_at <= now - timedelta(milliseconds=topic.retention_ms)
 
 
 def message_view(here: Scope, record: MessageRecord) -> dict[str, Any]:
@@ -77,7 +104,9 @@ def cancel(session: Session, delays: DelaySet, record: MessageRecord) -> None:
         raise Conflict(f"message '{record.message_id}' was released already")
     records = cast(Table, MessageRecord.__table__)
     done = cast(CursorResult[Any], session.execute(
-        update(records).where(records.c.id == record.id, records.c.status == "scheduled")
+        update(records).where(records.c.id == record.id,
+                              records.c.published_at == record.published_at,
+                              records.c.status == "scheduled")
         .values(status="cancelled")))
     session.commit()
     if done.rowcount != 1:
@@ -103,37 +132,29 @@ def _message_status(record: MessageRecord, deliveries: list[dict[str, Any]]) -> 
 
 
 def _deliveries(session: Session, record: MessageRecord) -> list[dict[str, Any]]:
+    """Per subscription of the topic: attempts, the last one's time and the status it left.
+    Scans the delivery partitions from the publish's day on (`ix_consumption_records_message`
+    in each); a message id published again after 24 h shares the attempts made since."""
     subscriptions = session.scalars(select(Subscription).where(
         Subscription.topic_id == record.topic_id, Subscription.tenant_id == record.tenant_id))
-    attempts = {
-        row.subscription_id: row
-        for row in session.execute(
-            select(ConsumptionRecord.subscription_id,
-                   func.count().label("attempts"),
-                   func.max(ConsumptionRecord.consumed_at).label("last_attempt_at"))
+    attempts: dict[str, tuple[int, datetime, str]] = {}
+    for subscription_id, status, at in session.execute(
+            select(ConsumptionRecord.subscription_id, ConsumptionRecord.status,
+                   ConsumptionRecord.consumed_at)
             .where(ConsumptionRecord.tenant_id == record.tenant_id,
-                   ConsumptionRecord.message_id == record.message_id)
-            .group_by(ConsumptionRecord.subscription_id))
-    }
-    latest = _latest_status(session, record)
+                   ConsumptionRecord.message_id == record.message_id,
+                   ConsumptionRecord.consumed_at >= record.published_at - CLOCK_SKEW)
+            .order_by(ConsumptionRecord.consumed_at)):
+        count = attempts[subscription_id][0] if subscription_id in attempts else 0
+        attempts[subscription_id] = (count + 1, at, status)
     out = []
     for sub in subscriptions:
-        seen = attempts.get(sub.id)
+        count, last_at, status = attempts.get(sub.id, (0, None, ""))
         out.append({
             "subscription_id": sub.id,
             "consumer_group": sub.consumer_group,
-            "status": DELIVERY_STATUS.get(latest.get(sub.id, ""), "pending"),
-            "attempts": seen.attempts if seen else 0,
-            "last_attempt_at": seen.last_attempt_at if seen else None,
+            "status": DELIVERY_STATUS.get(status, "pending"),
+            "attempts": count,
+            "last_attempt_at": last_at,
         })
     return out
-
-
-def _latest_status(session: Session, record: MessageRecord) -> dict[str, str]:
-    rows = session.execute(
-        select(ConsumptionRecord.subscription_id, ConsumptionRecord.status)
-        .where(ConsumptionRecord.tenant_id == record.tenant_id,
-               ConsumptionRecord.message_id == record.message_id)
-        .order_by(ConsumptionRecord.consumed_at)
-    )
-    return {subscription_id: status for subscription_id, status in rows}

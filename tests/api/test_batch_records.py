@@ -44,6 +44,6 @@ def test_copy_of_a_duplicate_key_is_an_integrity_error(tenant, settings):
            "published_at": utcnow(), "content_type": "application/json"}
     try:
         with database.session() as session, pytest.raises(IntegrityError):
-            copy_rows(session, MessageRecord.__table__, [row, {**row, "id": new_id()}])
+            copy_rows(session, MessageRecord.__table__, [row, dict(row)])
     finally:
         database.dispose()

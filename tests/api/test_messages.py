@@ -75,7 +75,7 @@ def test_deliveries_per_subscription(tenant, db):
             for group in ("billing", "audit", "fresh")]
     db.add_all(subs)
     db.flush()
-    started = datetime(2026, 1, 1, tzinfo=UTC)
+    started = datetime.now(UTC).replace(microsecond=0)
     for n, status in enumerate(("failed", "failed", "success")):
         db.add(ConsumptionRecord(tenant_id=tenant.id, subscription_id=subs[0].id,
                                  message_id="d-1", status=status, retry_count=n,
@@ -90,7 +90,8 @@ def test_deliveries_per_subscription(tenant, db):
     assert set(deliveries) == {"billing", "audit", "fresh"}
     assert deliveries["billing"] == {"subscription_id": subs[0].id, "consumer_group": "billing",
                                      "status": "delivered", "attempts": 3,
-                                     "last_attempt_at": "2026-01-01T00:00:02.000Z"}
+                                     "last_attempt_at": (started + timedelta(seconds=2))
+                                     .strftime("%Y-%m-%dT%H:%M:%S.000Z")}
     assert deliveries["audit"]["status"] == "dead_letter"
     assert deliveries["audit"]["attempts"] == 1
     assert deliveries["fresh"] == {"subscription_id": subs[2].id, "consumer_group": "fresh",
