@@ -67,7 +67,7 @@ from publishing.jobs import (
     unavailable,
 )
 from publishing.messages import Prepared
-from publishing.offsets import Offset, PendingOffsets
+from publishing.offsets import PendingOffsets
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class Publisher:
         return inserted, stored
 
     def _write_records(self, candidates: dict[MessageKey, Prepared],
-                       pending: dict[str, Offset]) -> tuple[set[str], Stored]:
+                       pending: dict[str, records.Offset]) -> tuple[set[str], Stored]:
         connection = self._connect()
         inserted, stored = records.write_group(
             connection, [p.row for p in candidates.values()], pending,

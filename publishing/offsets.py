@@ -3,18 +3,9 @@ that stand in for them until then (see `publishing.group`, "Offsets")."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import NamedTuple
-
 from publishing.jobs import StreamRef
 from publishing.messages import Prepared
-
-
-class Offset(NamedTuple):
-    """A record's stream offset, with the publish time that finds its partition."""
-
-    value: str
-    published_at: datetime
+from publishing.records import Offset
 
 
 class PendingOffsets:

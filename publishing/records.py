@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Connection, Table, delete, select, tuple_
 
@@ -25,7 +25,6 @@ from models import IdempotencyKey, MessageRecord, Topic
 from models.base import utcnow
 from models.bulk import PreparedStatement, compact_json
 from models.messages import IDEMPOTENCY_WINDOW
-from publishing.offsets import Offset
 
 RECORDS = cast(Table, MessageRecord.__table__)
 
@@ -94,6 +93,13 @@ _GROUP_PARAMS = (("rows", "text"), *_OFFSET_PARAMS, ("lookup_tenants", "varchar[
                  ("lookup_ids", "varchar[]"), ("taken_since", "timestamptz"))
 WRITE_GROUP = PreparedStatement("mq_write_group", _GROUP_PARAMS, _WRITE_GROUP)
 SET_OFFSETS = PreparedStatement("mq_set_offsets", _OFFSET_PARAMS, _SET_OFFSETS)
+
+
+class Offset(NamedTuple):
+    """A record's stream offset, with the publish time that finds its partition."""
+
+    value: str
+    published_at: datetime
 
 
 @dataclass(frozen=True)

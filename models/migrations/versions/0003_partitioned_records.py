@@ -84,7 +84,6 @@ def upgrade() -> None:
         "CONSTRAINT pk_idempotency_keys PRIMARY KEY (tenant_id, message_id), "
         "CONSTRAINT fk_idempotency_keys_tenant_id_tenants FOREIGN KEY (tenant_id) "
         "REFERENCES tenants (id) ON DELETE CASCADE)")
-    op.execute("CREATE INDEX ix_idempotency_keys_published ON idempotency_keys (published_at)")
     op.execute(
         "INSERT INTO idempotency_keys (tenant_id, message_id, record_id, published_at) "
         "SELECT DISTINCT ON (tenant_id, message_id) tenant_id, message_id, id, published_at "
