@@ -17,6 +17,10 @@ from models.base import Base, JSONType, UTCDateTime, new_id, utcnow
 
 #: How long a tenant's `message_id` stays taken (docs/api.md "Idempotency").
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+#: How far another host's clock may be off: record times are bounded by now + this in
+#: look-ups (which skips the days created ahead), and deliveries are looked for from a
+#: message's publish time - this on.
+CLOCK_SKEW = timedelta(hours=1)
 
 
 class MessageRecord(Base):

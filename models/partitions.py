@@ -125,13 +125,15 @@ class TableStorage:
 
 def storage(connection: Connection, tables: Iterable[str]) -> list[TableStorage]:
     """What each table holds, from the catalog alone (no table is scanned). Row counts are
-    the estimates the last `ANALYZE` left (`analyze_partition`)."""
+    the estimates the last `ANALYZE` left (`analyze_partition`); a partitioned table's
+    are its partitions' (an `ANALYZE` of the parent gives it an estimate of its own, which
+    would count every row twice)."""
     out = []
     for table in tables:
         rows, size = connection.execute(text(
             "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0), "
             "coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
-            "WHERE c.oid = CAST(:table AS regclass) OR c.oid IN ("
+            "WHERE (c.oid = CAST(:table AS regclass) AND c.relkind <> 'p') OR c.oid IN ("
             "  SELECT inhrelid FROM pg_inherits WHERE inhparent = CAST(:table AS regclass))"),
             {"table": table}).one()
         partitions = existing_partitions(connection, table) if table in PARTITIONED else []

@@ -49,13 +49,13 @@ class MessageById(MethodView):
     def get(self, message_id: str) -> dict[str, Any]:
         """A message with its status and per-subscription delivery state."""
         here = scope()
-        return message_view(here, find_message(here.session, here.services.settings,
-                                               principal().tenant_id, message_id))
+        return message_view(here, *find_message(here.session, here.services.settings,
+                                                principal().tenant_id, message_id))
 
     @tenant_access(*PRODUCERS)
     @blp.response(204)
     def delete(self, message_id: str) -> None:
         """Cancel a scheduled message (`409 CONFLICT` once it was released)."""
         session, svc = scope().session, services()
-        record = find_message(session, svc.settings, principal().tenant_id, message_id)
+        record, _ = find_message(session, svc.settings, principal().tenant_id, message_id)
         cancel(session, svc.delays, record)

@@ -254,7 +254,8 @@ class SubscriptionDeliveries(MethodView):
         """Delivery attempts (consumption records), newest first."""
         session = scope().session
         subscription = find_subscription(session, principal(), subscription_id)
-        rows, cursor = paginate(session, service.deliveries_query(subscription, args),
+        query = service.deliveries_query(subscription, args, services().settings)
+        rows, cursor = paginate(session, query,
                                 ConsumptionRecord.consumed_at, ConsumptionRecord.id,
                                 limit=args["limit"], cursor=args["cursor"], newest_first=True)
         return {"items": [service.delivery_view(row) for row in rows], "next_cursor": cursor}

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, select, update
+from sqlalchemy import CursorResult, Select, Table, select, update
 from sqlalchemy.orm import Session
 
 from api.dependencies import Scope
@@ -23,6 +23,7 @@ from broker.delays import DelaySet
 from broker.outcomes import DeliveryOutcome
 from models import ConsumptionRecord, MessageRecord, Subscription, Topic
 from models.base import utcnow
+from models.messages import CLOCK_SKEW
 from mq.errors import Conflict, MessageNotFound
 from mq.settings import Settings
 
@@ -33,48 +34,47 @@ DELIVERY_STATUS: dict[str, str] = {
     DeliveryOutcome.EXPIRED: "expired"}
 
 
-#: Deliveries follow their publish; the margin covers other hosts' clocks. The bound lets
-#: PostgreSQL skip the delivery partitions of the days before the publish.
-CLOCK_SKEW = timedelta(hours=1)
-
-
 def find_message(session: Session, settings: Settings, tenant_id: str, message_id: str
-                 ) -> MessageRecord:
-    """The message's newest record (a message id may be published again after 24 h), or
-    `MessageNotFound` once the message is past its topic's retention (capped by
-    `MQ_RECORD_RETENTION_DAYS`), even while its day's partition is still kept. Scans the
-    partitions of the retention, newest first, on `ix_message_records_tenant_message`,
-    and stops at the first that holds the id."""
+                 ) -> tuple[MessageRecord, Topic]:
+    """The message's newest record (a message id may be published again after 24 h) and
+    its topic, or `MessageNotFound` once the message is past its topic's retention (capped
+    by `MQ_RECORD_RETENTION_DAYS`), even while its day's partition is still kept."""
     now = utcnow()
-    cap = timedelta(days=settings.mq_record_retention_days)
-    record = session.scalar(
-        select(MessageRecord)
-        .where(MessageRecord.tenant_id == tenant_id, MessageRecord.message_id == message_id,
-               MessageRecord.published_at > now - cap)
-        .order_by(MessageRecord.published_at.desc()).limit(1))
-    if record is None or _past_retention(session, record, now):
+    found = session.execute(newest_record(
+        tenant_id, message_id, now, timedelta(days=settings.mq_record_retention_days))).first()
+    if found is None or _past_retention(*found, now):
         raise MessageNotFound(message_id)
-    return record
+    return found[0], found[1]
 
 
-def _past_retention(session: Session, record: MessageRecord, now: datetime) -> bool:
+def newest_record(tenant_id: str, message_id: str, now: datetime, kept: timedelta
+                  ) -> Select[MessageRecord, Topic]:
+    """The query of `find_message`: the partitions of the last `kept` days, newest first,
+    each on `ix_message_records_tenant_message`; it stops at the first that holds the id."""
+    return (select(MessageRecord, Topic)
+            .join(Topic, Topic.id == MessageRecord.topic_id)
+            .where(MessageRecord.tenant_id == tenant_id, MessageRecord.message_id == message_id,
+                   MessageRecord.published_at > now - kept,
+                   MessageRecord.published_at <= now + CLOCK_SKEW)
+            .order_by(MessageRecord.published_at.desc()).limit(1))
+
+
+def _past_retention(record: MessageRecord, topic: Topic, now: datetime) -> bool:
     """Whether the message is older than its topic keeps messages (a scheduled one is not:
     it has not been released yet)."""
-    topic = session.get(Topic, record.topic_id)
-    if topic is None or record.status == "scheduled":
-        return topic is None
+    if record.status == "scheduled":
+        return False
     return record.published_at <= now - timedelta(milliseconds=topic.retention_ms)
 
 
-def message_view(here: Scope, record: MessageRecord) -> dict[str, Any]:
+def message_view(here: Scope, record: MessageRecord, topic: Topic) -> dict[str, Any]:
     """A message with its status and per-subscription delivery state."""
     session = here.session
-    topic = session.get(Topic, record.topic_id)
     deliveries = _deliveries(session, record)
     payload, headers = shown_payload(session, here.services.settings, record, topic)
     return {
         "message_id": record.message_id,
-        "topic": topic.name if topic else None,
+        "topic": topic.name,
         "partition": record.partition_id,
         "offset": _offset(here, record),
         "key": record.message_key,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, func, select
@@ -35,6 +35,8 @@ from broker.keys import group_name
 from broker.outcomes import DeliveryOutcome
 from handlers.registry import keep_secrets, public_view
 from models import ConsumptionRecord, Subscription, Topic
+from models.base import utcnow
+from models.messages import CLOCK_SKEW
 from mq.errors import (
     BackendNotSupported,
     Forbidden,
@@ -42,6 +44,7 @@ from mq.errors import (
     TopicNotFound,
     ValidationError,
 )
+from mq.settings import Settings
 
 #: What a create or update may set, besides `topic`.
 SETTABLE = ("consumer_group", "consumer_name", "subscription_type", "offset_reset_policy",
@@ -188,9 +191,17 @@ def seek(session: Session, svc: Services, caller: Principal, subscription_id: st
     return subscription_view(subscription, label_of(session, subscription, topic))
 
 
-def deliveries_query(subscription: Subscription, args: dict[str, Any]) -> Select[Any]:
-    """The subscription's delivery attempts (consumption records), filtered by `status`."""
-    stmt = select(ConsumptionRecord).where(ConsumptionRecord.subscription_id == subscription.id)
+def deliveries_query(subscription: Subscription, args: dict[str, Any], settings: Settings,
+                     now: datetime | None = None) -> Select[Any]:
+    """The subscription's delivery attempts (consumption records) within their retention,
+    filtered by `status`. Ordered newest first (`api.pagination`), PostgreSQL reads the
+    days' partitions newest first on `ix_consumption_records_subscription_consumed` and
+    stops once the page is full."""
+    now = now or utcnow()
+    kept = timedelta(days=settings.mq_delivery_record_retention_days)
+    stmt = select(ConsumptionRecord).where(ConsumptionRecord.subscription_id == subscription.id,
+                                           ConsumptionRecord.consumed_at > now - kept,
+                                           ConsumptionRecord.consumed_at <= now + CLOCK_SKEW)
     if "status" in args:
         stmt = stmt.where(ConsumptionRecord.status == args["status"])
     return stmt

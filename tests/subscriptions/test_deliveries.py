@@ -7,7 +7,11 @@ from datetime import UTC, datetime, timedelta
 from models import ConsumptionRecord
 from tests.subscriptions.helpers import subscribe
 
-START = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
+START = datetime.now(UTC).replace(microsecond=0)  # in a day the test database holds
+
+
+def _at(n: int) -> str:
+    return (START + timedelta(seconds=n)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def _record(app, tenant, sub, n, status, **fields):
@@ -32,11 +36,11 @@ def test_deliveries_newest_first_with_attempt_numbers(app, tenant):
     assert [i["message_id"] for i in items] == ["m-3", "m-2", "m-1"]
     assert items[0] == {"message_id": "m-3", "status": "dead_letter", "attempt": 4,
                         "processing_time_ms": None, "error_message": "boom",
-                        "consumed_at": "2026-11-27T12:00:03.000Z"}
+                        "consumed_at": _at(3)}
     assert items[1]["attempt"] == 2 and items[1]["response_status"] == 200
     assert items[2] == {"message_id": "m-1", "status": "failed", "attempt": 1,
                         "processing_time_ms": 12, "error_message": "HTTP 503",
-                        "response_status": 503, "consumed_at": "2026-11-27T12:00:01.000Z"}
+                        "response_status": 503, "consumed_at": _at(1)}
 
 
 def test_deliveries_filter_and_limit(app, tenant):
