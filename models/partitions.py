@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ PARTITIONED = {"message_records": "published_at", "consumption_records": "consum
 #: room for every publish).
 DAYS_AHEAD = 7
 LOCK_TIMEOUT = "2s"
+#: SQLSTATE check_violation, which PostgreSQL raises for a row no partition takes.
+_CHECK_VIOLATION = "23514"
 
 _NAME = re.compile(r"^(?P<table>[a-z_]+)_p(?P<day>\d{8})$")
 
@@ -95,6 +97,23 @@ def ensure_partitions(connection: Connection, now: datetime, *, since: date | No
             if day not in have:
                 created.append(_create(connection, Partition(day, table)))
     return created
+
+
+def create_missing_partitions(engine: Engine, now: datetime) -> list[Partition]:
+    """`ensure_partitions` in a transaction of its own, for a writer that found the day it
+    writes to without its partition (nothing created partitions for `DAYS_AHEAD` days)."""
+    with engine.begin() as connection:
+        created = ensure_partitions(connection, now)
+    if created:
+        log.warning("created %d missing partitions (is the scheduler running?)", len(created))
+    return created
+
+
+def is_missing_partition(exc: BaseException) -> bool:
+    """Whether a database error says a row's day has no partition."""
+    original = getattr(exc, "orig", exc)
+    return (getattr(original, "pgcode", None) == _CHECK_VIOLATION
+            and "no partition of relation" in str(original))
 
 
 def drop_partition(connection: Connection, partition: Partition) -> None:

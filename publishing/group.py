@@ -51,6 +51,8 @@ from broker.delays import DelaySet
 from broker.keys import Keys
 from broker.rates import Rates
 from broker.streams import TopicStreams
+from models.base import utcnow
+from models.partitions import create_missing_partitions, is_missing_partition
 from mq.errors import Conflict, MQError, TopicNotFound, ValidationError
 from publishing import records
 from publishing.appends import Appended, GroupAppender
@@ -152,15 +154,19 @@ class Publisher:
     def _store(self, candidates: dict[MessageKey, Prepared]) -> tuple[set[str], Stored]:
         """Step 1: one statement for the group's records, the earlier groups' offsets and
         the records of duplicates. A connection found broken (the database restarted since
-        the last group) is replaced once, and the statement sent again."""
+        the last group) is replaced once, and a day found without its partition gets it, and
+        the statement is sent again."""
         pending = self.offsets.pending()
         try:
             try:
                 inserted, stored = self._write_records(candidates, pending)
             except DBAPIError as exc:
-                if not exc.connection_invalidated:
+                if exc.connection_invalidated:
+                    self._drop_connection()
+                elif is_missing_partition(exc):
+                    create_missing_partitions(self.engine, utcnow())
+                else:
                     raise
-                self._drop_connection()
                 inserted, stored = self._write_records(candidates, pending)
         except IntegrityError as exc:  # e.g. a topic deleted meanwhile: find whose
             raise _OneByOne(exc) from None

@@ -60,7 +60,9 @@ REBUILD_PAGE = 1000
 def mark_published(database: Database, offsets: dict[str, str]) -> None:
     """Records released into the stream become `published` with their offsets, updated in
     the order of their ids: the releaser and the rebuild may mark the same records at once,
-    and two transactions locking them in different orders deadlock."""
+    and two transactions locking them in different orders deadlock. By id alone, each day's
+    partition is probed on `ix_message_records_scheduled` (partial: scheduled records only);
+    a record whose release falls on a later day moves to that day's partition."""
     if not offsets:
         return
     records = cast(Table, MessageRecord.__table__)  # SQLAlchemy types it as any FROM clause
@@ -173,6 +175,7 @@ class Rebuilder:
             log.info("dropped %d waiting messages of deleted topics", dropped)
 
     def _scheduled_pages(self) -> Iterable[list[MessageRecord]]:
+        """Scheduled records by id, from every day (on `ix_message_records_scheduled`)."""
         after = ""
         while True:
             with self.database.session() as session:

@@ -116,6 +116,9 @@ class Housekeeping:
             self._outbox.release()
 
     def _sweep(self, older_than: datetime) -> int:
+        """Pages of records without an offset, by id. Reads every day's partition (a record
+        may have waited any time), each on `ix_message_records_unhanded`, where the records
+        without an offset are a handful at the front."""
         handed = 0
         after = ""
         while True:

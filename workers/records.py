@@ -28,8 +28,9 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from models import ConsumptionRecord, Database, MessageRecord, Subscription
-from models.base import fast_id
+from models.base import fast_id, utcnow
 from models.bulk import copy_rows
+from models.partitions import create_missing_partitions, is_missing_partition
 from mq.logging import RepeatedFailures
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,16 @@ def write_batch(database: Database, batch: list[Row], failures: RepeatedFailures
 
 
 def _store(database: Database, batch: list[Row]) -> None:
+    try:
+        _store_once(database, batch)
+    except IntegrityError as exc:
+        if not is_missing_partition(exc):
+            raise
+        create_missing_partitions(database.engine, utcnow())
+        _store_once(database, batch)
+
+
+def _store_once(database: Database, batch: list[Row]) -> None:
     consumptions = [row for kind, row in batch if kind == "consumption"]
     messages = [row for kind, row in batch if kind == "message"]
     try:
@@ -161,7 +172,9 @@ def _store(database: Database, batch: list[Row]) -> None:
             if messages:
                 session.execute(insert(_MESSAGES), messages)
             session.commit()
-    except IntegrityError:  # retrying cannot help
+    except IntegrityError as exc:  # retrying cannot help, but for a day without its partition
+        if is_missing_partition(exc):
+            raise
         log.exception("dropping a batch of %d records that no longer fit", len(batch))
 
 

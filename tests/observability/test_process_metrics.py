@@ -95,6 +95,12 @@ def test_scheduler_exports_lag_of_a_paused_subscription_and_queue_sizes(
     assert value(samples, "mq_queue_size", queue_name=topic, type="topic") == 7
     assert any(n == "mq_queue_size" and ls["type"] == "retry" for n, ls, _ in samples)
     assert any(n == "mq_queue_size" and ls["type"] == "delayed" for n, ls, _ in samples)
+    for table in ("message_records", "consumption_records", "idempotency_keys"):
+        assert value(samples, "mq_storage_bytes", table=table) > 0
+        assert value(samples, "mq_storage_rows", table=table) >= 0
+    # The test database's oldest day is today's, or one a test made a few days back.
+    assert 0 < value(samples, "mq_storage_oldest_partition_age_seconds",
+                     table="message_records") < 7 * 86_400
 
     assert tenant.admin.post(f"/subscriptions/{sub['id']}/resume").status_code == 200
     webhook.wait_for("/hook", 7)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import text
 
+from api import create_app
 from models import Database, upgrade
 from models.base import utcnow
 from models.database import temporary_database
@@ -18,7 +20,8 @@ from models.partitions import DAYS_AHEAD, day_start, existing_partitions, storag
 from mq.errors import ConfigurationError
 from mq.settings import Settings
 from scheduler.storage import RecordStorage
-from tests.conftest import ADMIN_DATABASE_URL
+from tests.conftest import ADMIN_DATABASE_URL, OPERATOR_TOKEN, Caller
+from workers.records import _store
 
 DAY = timedelta(days=1)
 
@@ -178,3 +181,32 @@ def test_retention_settings_must_be_whole_days(value: str) -> None:
         Settings.from_env({"MQ_RECORD_RETENTION_DAYS": value})
     assert Settings.from_env({"MQ_DELIVERY_RECORD_RETENTION_DAYS": "1"}
                              ).mq_delivery_record_retention_days == 1
+
+
+def test_writers_create_a_missing_day_rather_than_fail(database: Database, settings) -> None:
+    """Were no scheduler to run for `DAYS_AHEAD` days, publishes and delivery records would
+    find today without its partition: the writer creates it and writes."""
+    today = utc_day(utcnow())
+    with database.engine.begin() as connection:
+        for table in ("message_records", "consumption_records"):
+            connection.execute(text(f"DROP TABLE {table}_p{today:%Y%m%d}"))
+    app = create_app(replace(settings, database_url=database.url), database=database)
+    try:
+        operator = Caller(app.test_client(), OPERATOR_TOKEN)
+        key = operator.post("/tenants", {"name": "late"}).json["admin_key"]
+        admin = Caller(operator.client, key)
+        assert admin.post("/queues", {"name": "q"}).status_code == 201
+        published = admin.post("/publish", {"topic": "q", "payload": 1, "message_id": "m"})
+        assert published.status_code == 201, published.json
+    finally:
+        app.extensions["mq"].writer.stop()
+    assert count(database, "message_records") == 1
+
+    with database.engine.begin() as connection:
+        connection.execute(text(f"DROP TABLE consumption_records_p{today:%Y%m%d}"))
+    ids = fill(database, retention_days=1, days=[])
+    _store(database, [("consumption", {
+        "id": str(uuid.uuid4()), "tenant_id": ids["tenant"],
+        "subscription_id": ids["subscription"], "message_id": "m", "consumer_instance": "w",
+        "status": "success", "retry_count": 0, "consumed_at": utcnow()})])
+    assert count(database, "consumption_records") == 1
