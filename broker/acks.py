@@ -1,14 +1,17 @@
 """Acknowledgements of one pool consumer, group-committed.
 
 Acks of concurrent worker threads that arrive while one round trip is in flight go together
-in the next one (`ack_many.lua`: XACK, plus XDEL on a pool's direct stream, and the outcome
-counted only if the entry was still pending).
+in the next one: one `ack.lua` per stream (XACK, plus XDEL on a pool's direct stream), all in
+one pipeline, then the outcomes of the entries that were still pending counted on their
+subscriptions' counters in a second one. The counters live under another hash tag than the
+stream, so counting is its own step: a crash between the two loses a count, never an ack.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 
 import redis
 
@@ -31,7 +34,8 @@ class AckBatcher:
 
     def __init__(self, redis_client: RedisClient, leases: Leases) -> None:
         self.leases = leases
-        self._ack_many = LuaScript(redis_client, "broker", "ack_many")
+        self.redis = redis_client
+        self._ack = LuaScript(redis_client, "broker", "ack")
         self._acks: list[Ack] = []
         self._acks_lock = threading.Lock()
         self._flusher = threading.Lock()
@@ -71,13 +75,35 @@ class AckBatcher:
     def _send(self, batch: list[Ack]) -> None:
         for start in range(0, len(batch), ACK_CHUNK):
             chunk = batch[start:start + ACK_CHUNK]
-            keys: list[str] = []
-            args: list[str] = []
-            for handle, counters, field in chunk:
-                keys += [handle.stream, counters]
-                args += [handle.group, handle.entry_id, "1" if handle.direct else "0", field]
-            self._ack_many(keys=keys, args=args)
+            acked = ack_handles(self.redis, self._ack, [handle for handle, _, _ in chunk])
+            pipe = self.redis.pipeline(transaction=False)
+            for (_, counters, field), done in zip(chunk, acked, strict=True):
+                if done and field:
+                    pipe.hincrby(counters, field, 1)
+            if len(pipe):
+                pipe.execute()
             self._done(chunk)
 
     def _done(self, acked: list[Ack]) -> None:
         self.leases.release(handle for handle, _, _ in acked)
+
+
+def ack_handles(redis_client: RedisClient, script: LuaScript,
+                handles: Sequence[Handle]) -> list[bool]:
+    """Acknowledge `handles` (`ack.lua`, one call per stream, one round trip); True for each
+    one that was still pending."""
+    by_stream: dict[str, list[int]] = {}
+    for position, handle in enumerate(handles):
+        by_stream.setdefault(handle.stream, []).append(position)
+    pipe = redis_client.pipeline(transaction=False)
+    for stream, positions in by_stream.items():
+        args: list[str] = []
+        for position in positions:
+            handle = handles[position]
+            args += [handle.group, handle.entry_id, "1" if handle.direct else "0"]
+        script.queue(pipe, [stream], args)
+    acked = [False] * len(handles)
+    for positions, flags in zip(by_stream.values(), pipe.execute(), strict=True):
+        for position, flag in zip(positions, flags, strict=True):
+            acked[position] = flag == 1
+    return acked

@@ -6,7 +6,9 @@ dead-letter entry of docs/api.md (`id`, `message_id`, `subscription_id`, `origin
 the original stream envelope, so a redrive delivers exactly the original message again.
 The same entry is also published (as its payload) on the subscription's dead-letter topic.
 Redrive sends entries back to the one subscription through its pool's direct stream with the
-attempt count reset, never to the topic stream, and removes them from this listing.
+attempt count reset, never to the topic stream, and removes them from this listing: append
+(once per dead letter, a marker in the pool stream's tag), then delete, so a crash or a
+concurrent redrive between the two steps never delivers a dead letter twice.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from broker.scripts import LuaScript
 DEAD_LETTER_SUFFIX = ".deadletter"
 #: Dead letters kept per subscription (approximate cap; oldest dropped first).
 DEAD_LETTER_CAP = 100_000
+#: How long a delivery stays marked as dead-lettered (and a dead letter as redriven): the
+#: window in which repeating a step of either is a no-op.
+DEAD_LETTER_MARKER_TTL_MS = 3_600_000
 REASONS = ("error", "permanent", "max_deliveries", "schema", "decrypt", "expired")
 
 
@@ -145,7 +150,9 @@ def redrive(
     """Send entries (by entry `id`, or the oldest `max_messages`) back to the subscription."""
     key = keys.dead_letters(subscription_id)
     wanted = set(ids) if ids is not None else None
-    pairs: list[str] = []
+    markers: list[str] = []
+    messages: list[str] = []
+    stream_ids: list[str] = []
     for stream_id, stored in _candidates(redis, key, wanted, max_messages):
         entry = DeadLetterEntry.from_dict(json.loads(stored["e"]))
         envelope = stored.get("m") or Envelope(
@@ -154,11 +161,15 @@ def redrive(
         message = delivery_message(pool, subscription_id, int(entry.original_partition),
                                    entry.original_offset, envelope,
                                    options={"redriven_from": entry.id})
-        pairs += [stream_id, message.encode().decode()]
-    if not pairs:
+        markers.append(keys.redrive_marker(pool, stream_id))
+        messages.append(message.encode().decode())
+        stream_ids.append(stream_id)
+    if not stream_ids:
         return 0
     script = LuaScript(redis, "broker", "dead_letter_redrive")
-    return int(script(keys=[key, keys.pool_stream(pool)], args=[POOL_STREAM_CAP, *pairs]))
+    script(keys=[keys.pool_stream(pool), *markers],
+           args=[POOL_STREAM_CAP, DEAD_LETTER_MARKER_TTL_MS, *messages])
+    return int(redis.xdel(key, *stream_ids))
 
 
 def _candidates(redis: RedisClient, key: str, wanted: set[str] | None,

@@ -9,14 +9,17 @@ score = due time in ms) with its stream key and encoded entry in the hash
   wakes up now (releasers sleep on the channel with a client-side timeout: Redis' own
   blocking timeouts are only as precise as its `hz` tick, 100 ms by default; a wake-up lost
   while a releaser reconnects costs at most its longest sleep, `MAX_SLEEP_MS` there);
-- `release` moves every due message into its partition stream and remembers the offset in
-  the released markers (`keys.delay_released()` + `keys.delay_offsets()`), which lets the
-  scheduler finish the database update after a crash and keeps the rebuild from parking a
-  released message again (markers are trimmed after `MARKER_TTL_MS`);
-- `cancel` removes a waiting message; it fails once the message was released.
-Times come from the Redis server clock (`TIME`). The scripts touch keys of different hash
-tags (the delay keys and the partition streams) and so assume a single Redis primary, as the
-other broker scripts do.
+- `release` moves every due message into its partition stream, in three steps that each
+  touch one hash tag (the streams live under other tags than the delay set): take the due
+  messages into the in-flight set `keys.delay_in_flight()`, append each to its stream once
+  (the stream's append markers, `Keys.appended`: repeating the append answers the first
+  offset), then drop them from the in-flight set and remember their offsets in the released
+  markers (`keys.delay_released()` + `keys.delay_offsets()`), which lets the scheduler finish
+  the database update after a crash and keeps the rebuild from parking a released message
+  again (markers are trimmed after `MARKER_TTL_MS`). A releaser that dies between the steps
+  leaves its messages in flight; they are taken again after `RETAKE_MS`, without a duplicate;
+- `cancel` removes a waiting message; it fails once the message is in flight or released.
+Times come from the Redis server clock (`TIME`).
 """
 
 from __future__ import annotations
@@ -31,9 +34,13 @@ from broker.connection import RedisClient
 from broker.envelope import Envelope
 from broker.keys import Keys
 from broker.scripts import LuaScript
+from broker.streams import APPEND_CHUNK, TopicStreams
 
 RELEASE_BATCH = 500
 MARKER_TTL_MS = 3_600_000
+#: Messages taken for release but not finished this long ago (their releaser died) are taken
+#: again.
+RETAKE_MS = 10_000
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,9 @@ class DelaySet:
         self.keys = keys
         self.stream_cap = stream_cap
         self._park = LuaScript(redis, "broker", "delay_park")
-        self._release = LuaScript(redis, "broker", "delay_release")
+        self._take = LuaScript(redis, "broker", "delay_take")
+        self._done = LuaScript(redis, "broker", "delay_done")
+        self.streams = TopicStreams(redis, keys, max_len=stream_cap)
         self._cancel = LuaScript(redis, "broker", "delay_cancel")
 
     def park(self, record_id: str, due_ms: int, topic_id: str, partition: int,
@@ -71,7 +80,7 @@ class DelaySet:
 
     def _park_keys(self) -> list[str]:
         return [self.keys.delayed(), self.keys.delayed_payloads(), self.keys.delay_wake(),
-                self.keys.delay_released()]
+                self.keys.delay_released(), self.keys.delay_in_flight()]
 
     def _park_args(self, record_id: str, due_ms: int, topic_id: str, partition: int,
                    envelope: Envelope) -> list[Any]:
@@ -83,15 +92,52 @@ class DelaySet:
         """Move every due message to its stream (in batches); see the module docstring."""
         offsets: dict[str, str] = {}
         while True:
-            reply: list[Any] = self._release(
+            reply: list[Any] = self._take(
                 keys=[self.keys.delayed(), self.keys.delayed_payloads(),
-                      self.keys.delay_released(), self.keys.delay_offsets()],
-                args=[RELEASE_BATCH, self.stream_cap, MARKER_TTL_MS])
-            pairs = reply[2:]
-            offsets.update(zip(pairs[::2], pairs[1::2], strict=True))
-            if len(pairs) // 2 < RELEASE_BATCH:
-                next_due = int(reply[1])
-                return Released(int(reply[0]), None if next_due < 0 else next_due, offsets)
+                      self.keys.delay_in_flight()],
+                args=[RELEASE_BATCH, RETAKE_MS])
+            taken = dict(zip(reply[1::2], reply[2::2], strict=True))
+            appended = self._append(taken)
+            done: list[Any] = self._done(
+                keys=[self.keys.delayed(), self.keys.delayed_payloads(),
+                      self.keys.delay_in_flight(), self.keys.delay_released(),
+                      self.keys.delay_offsets()],
+                args=[MARKER_TTL_MS, RETAKE_MS,
+                      *(value for pair in appended.items() for value in pair)])
+            self._forget_markers(taken, appended)
+            offsets.update(appended)
+            if len(taken) < RELEASE_BATCH:
+                next_due = int(done[1])
+                return Released(int(done[0]), None if next_due < 0 else next_due, offsets)
+
+    def _append(self, taken: dict[str, str]) -> dict[str, str]:
+        """Append the taken messages to their streams, once each; their offsets by id."""
+        by_stream: dict[str, list[tuple[str, str]]] = {}
+        for record_id, raw in taken.items():
+            data = json.loads(raw)
+            by_stream.setdefault(data["s"], []).append((record_id, data["m"]))
+        if not by_stream:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for stream, entries in by_stream.items():
+            self.streams.queue_append_to(pipe, stream, entries)
+        replies = iter(pipe.execute())
+        offsets: dict[str, str] = {}
+        for entries in by_stream.values():
+            ids = [entry_id for _ in range(0, len(entries), APPEND_CHUNK)
+                   for entry_id in str(next(replies)).split(",")]
+            offsets.update(zip((record_id for record_id, _ in entries), ids, strict=True))
+        return offsets
+
+    def _forget_markers(self, taken: dict[str, str], appended: dict[str, str]) -> None:
+        by_stream: dict[str, list[str]] = {}
+        for record_id in appended:
+            by_stream.setdefault(json.loads(taken[record_id])["s"], []).append(record_id)
+        if by_stream:
+            pipe = self.redis.pipeline(transaction=False)
+            for stream, record_ids in by_stream.items():
+                pipe.hdel(self.keys.stream_markers(stream), *record_ids)
+            pipe.execute()
 
     def cancel(self, record_id: str) -> bool:
         """Remove a waiting message; False if it is not waiting (released, or never parked)."""

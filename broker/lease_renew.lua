@@ -1,11 +1,12 @@
--- Renew the lease of held entries, but only those this consumer still owns (a worker that
--- stalled past the timeout must not steal back what another worker reclaimed). XCLAIM JUSTID
--- resets the idle time without counting a delivery. KEYS one stream per entry;
+-- Renew the lease of held entries of one stream, but only those this consumer still owns (a
+-- worker that stalled past the timeout must not steal back what another worker reclaimed).
+-- XCLAIM JUSTID resets the idle time without counting a delivery. KEYS stream;
 -- ARGV (group, entry id, consumer) per entry. Returns the ids now owned by another consumer
 -- (entries no longer pending were acked meanwhile: nothing to renew).
 local lost = {}
-for i, key in ipairs(KEYS) do
-  local group, id, consumer = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
+local key = KEYS[1]
+for i = 1, #ARGV, 3 do
+  local group, id, consumer = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local p = redis.pcall('XPENDING', key, group, id, id, 1)
   if type(p) ~= 'table' or p.err then p = {} end
   if p[1] and p[1][2] == consumer then

@@ -104,14 +104,19 @@ class Leases:
         self.last_renew = now
         with self._lock:
             handles = [h for h, held in self._held.items() if now - held.since < MAX_LEASE_S]
-        for start in range(0, len(handles), RENEW_CHUNK):
-            chunk = handles[start:start + RENEW_CHUNK]
-            args: list[str] = []
-            for handle in chunk:
-                args += [handle.group, handle.entry_id, handle.consumer]
-            lost = self._renew(keys=[h.stream for h in chunk], args=args)
-            if lost:
-                log.warning("%d held entries were taken over by another worker", len(lost))
+        by_stream: dict[str, list[Handle]] = {}
+        for handle in handles:
+            by_stream.setdefault(handle.stream, []).append(handle)
+        pipe = self.redis.pipeline(transaction=False)
+        for stream, held in by_stream.items():
+            for start in range(0, len(held), RENEW_CHUNK):
+                args: list[str] = []
+                for handle in held[start:start + RENEW_CHUNK]:
+                    args += [handle.group, handle.entry_id, handle.consumer]
+                self._renew.queue(pipe, [stream], args)
+        lost = sum(len(ids) for ids in pipe.execute()) if len(pipe) else 0
+        if lost:
+            log.warning("%d held entries were taken over by another worker", lost)
 
     def hand_back(self, handles: list[Handle]) -> None:
         """Give entries back at once: park them on the abandoned consumer, idle "forever"."""

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from dramatiq import Consumer, Message
-from redis import Redis
 from redis.exceptions import ResponseError
 
+from broker.connection import RedisClient
 from broker.dead_letters import DeadLetter
 from broker.delivery import RouteTable
 from broker.hooks import WorkerHooks
@@ -29,13 +29,13 @@ class PoolBroker(Protocol):
 
     settings: Settings
     keys: Keys
-    client: Redis
+    client: RedisClient
     instance: str
     max_deliveries: int
     routes: RouteTable
     hooks: WorkerHooks
 
-    def wake_client(self) -> Redis: ...
+    def wake_client(self) -> RedisClient: ...
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]: ...
 
@@ -51,7 +51,7 @@ class PoolBroker(Protocol):
     def consumer_closed(self, consumer: Consumer) -> None: ...
 
 
-def ensure_pool_group(client: Redis, keys: Keys, pool: str) -> None:
+def ensure_pool_group(client: RedisClient, keys: Keys, pool: str) -> None:
     """Create the pool's direct stream and its one group, named after the pool."""
     try:
         client.xgroup_create(keys.pool_stream(pool), pool, id=START, mkstream=True)

@@ -10,8 +10,11 @@ Retries never touch the topic stream (that would redeliver to every subscription
 with a delay parks the message in the pool's retry set (`broker.retries`), the scheduler's
 atomic release moves it into the pool's direct stream, and only this pool's workers read it.
 No `.DQ` queue and no `eta` option ever reach dramatiq's Worker, so delays never live in
-worker memory. `ack` is XACK (plus XDEL on the direct stream); `nack` dead-letters
-atomically (`dead_letter.lua`).
+worker memory. `ack` is XACK (plus XDEL on the direct stream); `nack` dead-letters in steps
+that each touch one hash tag and can be repeated: store the dead letter once (a marker per
+delivery, `dead_letter_store.lua`), append it to the dead-letter topic once (the stream's
+append marker), then ack the delivery; a crash between steps leaves the delivery pending, and
+its next failure finishes the job without a second dead letter.
 """
 
 from __future__ import annotations
@@ -27,12 +30,19 @@ from typing import Any
 import dramatiq
 from dramatiq import Consumer, Message
 from dramatiq.errors import ConnectionClosed
-from redis import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from broker.acks import ack_handles
+from broker.connection import RedisClient, connect
 from broker.consumer import RedisStreamsConsumer
-from broker.dead_letters import DEAD_LETTER_CAP, DeadLetter, DeadLetterEntry
+from broker.dead_letters import (
+    DEAD_LETTER_CAP,
+    DEAD_LETTER_MARKER_TTL_MS,
+    DeadLetter,
+    DeadLetterEntry,
+)
 from broker.delivery import POOL_STREAM_CAP, Route, RouteTable
 from broker.envelope import FIELD, Envelope
 from broker.hooks import WorkerHooks
@@ -41,6 +51,7 @@ from broker.pools import ensure_pool_group
 from broker.proxy import Handle, StreamProxy
 from broker.retries import RetrySet
 from broker.scripts import LuaScript
+from broker.streams import TopicStreams
 from mq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,16 +78,15 @@ class RedisStreamsBroker(dramatiq.Broker):
         self.settings = settings
         self.hooks = hooks
         self.routes = routes if routes is not None else RouteTable()
-        self.keys = keys or Keys(settings.redis_namespace)
+        self.keys = keys or Keys.of(settings)
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.max_deliveries = max_deliveries
-        self.client = Redis(connection_pool=BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=max_connections, timeout=30,
-            decode_responses=True, socket_connect_timeout=5, socket_timeout=30,
-            health_check_interval=30, password=settings.redis_password))
+        self.client = connect(settings, max_connections=max_connections, wait_s=30,
+                              reply_timeout_s=30)
         self.retries = RetrySet(self.client, self.keys)
         self._ack = LuaScript(self.client, "broker", "ack")
-        self._dead_letter = LuaScript(self.client, "broker", "dead_letter")
+        self._dead_letter_store = LuaScript(self.client, "broker", "dead_letter_store")
+        self.topic_streams = TopicStreams(self.client, self.keys, max_len=settings.stream_max_len)
         self.queues: set[str] = set()
         self.consumers: list[RedisStreamsConsumer] = []
 
@@ -84,11 +94,9 @@ class RedisStreamsBroker(dramatiq.Broker):
         return self.routes.get(subscription_id)
 
     # -- dramatiq.Broker --------------------------------------------------------------------
-    def wake_client(self) -> Redis:
-        """A client with a single connection of its own, for blocking reads."""
-        return Redis.from_url(self.settings.redis_url, decode_responses=True,
-                              socket_connect_timeout=5, socket_timeout=None,
-                              password=self.settings.redis_password, max_connections=1)
+    def wake_client(self) -> RedisClient:
+        """A client with a connection of its own (per node), for blocking reads."""
+        return connect(self.settings, max_connections=1, reply_timeout_s=None)
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 1000) -> Consumer:
         try:
@@ -159,10 +167,26 @@ class RedisStreamsBroker(dramatiq.Broker):
         self.client.close()
 
     # -- acks and dead letters --------------------------------------------------------------------
+    def _pending(self, handle: Handle) -> bool:
+        try:
+            rows = self.client.xpending_range(handle.stream, handle.group, min=handle.entry_id,
+                                              max=handle.entry_id, count=1)
+        except ResponseError:  # the group is gone (subscription deleted)
+            return False
+        return bool(rows)
+
+    def _append_once(self, topic_id: str, marker: str, entry: str) -> str:
+        """Append to partition 0 of the dead-letter topic, once per `marker` (a retry answers
+        the first append's offset), then drop the stream's marker."""
+        pipe = self.client.pipeline(transaction=False)
+        self.topic_streams.queue_append_marked(pipe, topic_id, 0, [(marker, entry)])
+        offset = str(pipe.execute()[0])
+        self.client.hdel(self.keys.appended(topic_id, 0), marker)
+        return offset
+
     def ack_plain(self, handle: Handle) -> None:
         """Acknowledge an entry without counting an outcome (nothing was delivered)."""
-        self._ack(keys=[handle.stream, "-"],
-                  args=[handle.group, handle.entry_id, "1" if handle.direct else "0", ""])
+        ack_handles(self.client, self._ack, [handle])
 
     def dead_letter(self, proxy: StreamProxy, *, reason: str, error_message: str | None,
                     count_failed: bool) -> DeadLetter | None:
@@ -184,13 +208,16 @@ class RedisStreamsBroker(dramatiq.Broker):
         topic_id = self.hooks.dead_letter_topic(route)
         letter = self.hooks.dead_letter_message(route, envelope, entry)
         handle = proxy.handle
-        offset_out = self._dead_letter(
-            keys=[handle.stream, self.keys.dead_letters(subscription_id),
-                  self.keys.subscription_counters(subscription_id), self.keys.stream(topic_id, 0)],
-            args=[handle.group, handle.entry_id, "1" if handle.direct else "0",
-                  json.dumps(entry.as_dict()), raw, letter.encode()[FIELD],
-                  "1" if count_failed else "0", DEAD_LETTER_CAP, self.settings.stream_max_len])
-        if not offset_out:
+        if not self._pending(handle):  # finished or dead-lettered elsewhere meanwhile
+            return None
+        marker = self.keys.dead_letter_marker(subscription_id, handle.stream, handle.entry_id)
+        self._dead_letter_store(
+            keys=[self.keys.dead_letters(subscription_id),
+                  self.keys.subscription_counters(subscription_id), marker],
+            args=[json.dumps(entry.as_dict()), raw, "1" if count_failed else "0",
+                  DEAD_LETTER_CAP, DEAD_LETTER_MARKER_TTL_MS])
+        offset_out = self._append_once(topic_id, marker, letter.encode()[FIELD])
+        if not ack_handles(self.client, self._ack, [handle])[0]:
             return None
         return DeadLetter(entry=entry, route=route, topic_id=topic_id, offset=offset_out,
                           envelope=letter)

@@ -5,9 +5,9 @@ that runs it (shipped as package data), whose leading `--` comment says what it 
 (KEYS, ARGV) and answers; the comment is stripped before the script is sent.
 
 Times inside scripts come from the Redis server clock (`TIME`), so worker and scheduler
-clocks never matter. Scripts that touch keys of different hash tags (ack with counters,
-dead-lettering, lease renewal, delayed release) assume a single Redis primary, which is what
-this edition runs on.
+clocks never matter. Every key a script touches is one of its KEYS and all of them share one
+hash tag (one Redis Cluster slot); a move between tags is two scripts, the first of which can
+be repeated without effect (`broker.keys`).
 """
 
 from __future__ import annotations

@@ -73,8 +73,12 @@ class TopicStreams:
         """Queue on `pipe` the XADDs of `entries` (record id, entry text) to one partition, each
         with its marker (see `Keys.appended`), in scripts of at most `APPEND_CHUNK` entries.
         Each script answers its entry ids, comma-separated; returns how many were queued."""
-        stream, markers = self.keys.stream(topic_id, partition), \
-            self.keys.appended(topic_id, partition)
+        return self.queue_append_to(pipe, self.keys.stream(topic_id, partition), entries)
+
+    def queue_append_to(self, pipe: Pipeline, stream: str,
+                        entries: Sequence[tuple[str, str]]) -> int:
+        """`queue_append_marked` to a stream given by its key."""
+        markers = self.keys.stream_markers(stream)
         queued = 0
         for start in range(0, len(entries), APPEND_CHUNK):
             chunk = json.dumps(entries[start:start + APPEND_CHUNK], ensure_ascii=False,

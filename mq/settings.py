@@ -66,6 +66,15 @@ class Settings:
     redis_cluster_nodes: tuple[str, ...] = ()
     redis_password: str | None = None
     redis_namespace: str = "mq"
+    #: On a Redis Cluster, topic partitions are spread over this many hash slots, evenly
+    #: spaced across the slot range (`broker.keys`). Fixed for the life of the data: the
+    #: stream key names depend on it.
+    redis_cluster_shards: int = 16
+    #: Replicas that must acknowledge a publish's append (Redis `WAIT`) before its 2xx; 0:
+    #: answer once the primary has it.
+    redis_wait_replicas: int = 0
+    #: How long a publish waits for those replicas before it fails (503).
+    redis_wait_timeout_ms: int = 1000
     stream_max_len: int = 10_000_000
 
     mq_operator_token: str | None = None
@@ -157,6 +166,20 @@ def _parser_for(type_name: object) -> Callable[[str], object]:
     return str
 
 
+def _positive(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _not_negative(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
 def _days(raw: str) -> int:
     value = int(raw)
     if value < 1:
@@ -167,4 +190,7 @@ def _days(raw: str) -> int:
 _PARSERS: dict[str, Callable[[str], object]] = {"mq_db_targets": _json_object,
                                                 "database_url": _postgresql_url,
                                                 "mq_record_retention_days": _days,
-                                                "mq_delivery_record_retention_days": _days}
+                                                "mq_delivery_record_retention_days": _days,
+                                                "redis_cluster_shards": _positive,
+                                                "redis_wait_replicas": _not_negative,
+                                                "redis_wait_timeout_ms": _positive}

@@ -3,7 +3,8 @@
 Tests talk to real servers (`tests.servers`: the configured ones, those answering on their
 defaults, or embedded ones started for the run). `ADMIN_DATABASE_URL` is an admin URL of the
 PostgreSQL server (a database is created for the run and dropped after it); `REDIS_URL` is
-the Redis server (the run uses its own key namespace and deletes it afterwards).
+the Redis server (the run uses its own key namespace and deletes it afterwards). A test that
+asks for `redis_cluster` gets a Redis Cluster of the machine's `redis-server` (`tests.cluster`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from models import Database, upgrade
 from models.database import temporary_database
 from mq.settings import Settings
 from publishing.writer import GroupWriter
+from tests.cluster import RedisClusterProcesses
 from tests.processes import free_port
 from tests.servers import RunServers
 
@@ -253,3 +255,17 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     yield server
     server.stop()
 
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterProcesses]:
+    """A real Redis Cluster (`tests.cluster`: 3 masters, 3 replicas of the machine's
+    `redis-server`, on free ports from 7100), started for the first test that asks for it and
+    stopped after the run. Shared: a test flushes it (`flushall()`) rather than assume it
+    empty, and one that kills a node restarts it, or uses a cluster of its own."""
+    missing = RedisClusterProcesses.missing_binaries()
+    if missing:
+        pytest.skip(f"a Redis Cluster needs {' and '.join(missing)} on PATH")
+    cluster = RedisClusterProcesses(base_port=7100)
+    cluster.start()
+    yield cluster
+    cluster.stop()

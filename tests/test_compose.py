@@ -4,7 +4,9 @@ No Docker engine runs here and the suite needs no Compose binary: the file is va
 against the Compose Specification's JSON schema (vendored in tests/vendor, with its source),
 resolved as Compose would (YAML anchors and merges, `${VAR:-default}` interpolation), and
 checked for what the project relies on. Where a Compose binary is installed, its own
-`config -q` runs too.
+`config -q` runs too. The `cluster` profile (a Redis Cluster) and its override,
+deploy/docker-compose.cluster.yml, are checked the same way; the cluster's one-shot creation
+script runs here against stand-ins for `redis-cli` and `getent`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import shlex
 import shutil
 import subprocess
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +31,12 @@ from mq.settings import Settings
 from tests.processes import ROOT
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+CLUSTER_OVERRIDE = ROOT / "deploy" / "docker-compose.cluster.yml"
+#: The `cluster` profile's Redis nodes and the job that joins them into a cluster.
+CLUSTER_NODES = [f"redis-node-{number}" for number in range(1, 7)]
+CLUSTER_SERVICES = {*CLUSTER_NODES, "redis-cluster-create"}
+#: The processes that use Redis, pointed at the cluster by the override.
+CLUSTER_CLIENTS = ("api", "worker", "scheduler")
 SCHEMA = ROOT / "tests" / "vendor" / "compose-spec.json"
 ENVIRONMENT = {"MQ_OPERATOR_TOKEN": "compose-test"}
 #: Procfile process -> the compose service that runs it.
@@ -74,16 +83,36 @@ def compose(raw_compose: dict[str, Any]) -> dict[str, Any]:
     return interpolate(raw_compose, ENVIRONMENT)
 
 
-def test_compose_file_is_valid(raw_compose: dict[str, Any]) -> None:
+@pytest.fixture(scope="module")
+def raw_override() -> dict[str, Any]:
+    """deploy/docker-compose.cluster.yml as YAML gives it."""
+    return yaml.safe_load(CLUSTER_OVERRIDE.read_text())
+
+
+def schema_problems(document: dict[str, Any]) -> str:
     schema = json.loads(SCHEMA.read_text())
-    problems = sorted(Draft7Validator(schema).iter_errors(raw_compose), key=str)
-    assert not problems, "\n".join(
-        f"{'/'.join(map(str, problem.absolute_path))}: {problem.message}"
-        for problem in problems)
+    problems = sorted(Draft7Validator(schema).iter_errors(document), key=str)
+    return "\n".join(f"{'/'.join(map(str, problem.absolute_path))}: {problem.message}"
+                     for problem in problems)
+
+
+def test_compose_file_is_valid(raw_compose: dict[str, Any]) -> None:
+    assert not schema_problems(raw_compose)
     binary = compose_binary()
     if binary:  # an extra check where a Compose implementation is installed
         result = subprocess.run([*binary, "config", "-q"], cwd=ROOT, capture_output=True,
                                 text=True, check=False)
+        assert result.returncode == 0, result.stderr
+
+
+def test_cluster_override_is_valid(raw_override: dict[str, Any]) -> None:
+    assert not schema_problems(raw_override)
+    binary = compose_binary()
+    if binary:
+        result = subprocess.run(
+            [*binary, "-f", str(COMPOSE_FILE), "-f", str(CLUSTER_OVERRIDE),
+             "--profile", "cluster", "config", "-q"],
+            cwd=ROOT, capture_output=True, text=True, check=False)
         assert result.returncode == 0, result.stderr
 
 
@@ -116,8 +145,10 @@ def test_interpolation_follows_compose() -> None:
 
 def test_services(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"postgres", "redis", "release", "api", "worker", "scheduler",
-                             "prometheus"}
+    by_default = {name for name, service in services.items() if not service.get("profiles")}
+    assert by_default == {"postgres", "redis", "release", "api", "worker", "scheduler",
+                          "prometheus"}
+    assert set(services) - by_default == CLUSTER_SERVICES
     assert services["postgres"]["image"].startswith("postgres:15")
     assert services["redis"]["image"].startswith("redis:7")
     commands = {name: services[name]["command"] for name in ("release", "api", "worker",
@@ -251,3 +282,123 @@ def test_the_image_gets_the_migrations() -> None:
         if path.is_file() and "__pycache__" not in path.parts:
             relative = path.relative_to(models).as_posix()
             assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative
+
+
+# --- the `cluster` profile -----------------------------------------------------------------
+
+
+def option(command: list[str], name: str) -> str:
+    """The value after `name` in a command line."""
+    assert name in command, f"{name} missing from {command}"
+    return command[command.index(name) + 1]
+
+
+def test_cluster_profile_has_six_cluster_nodes(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in CLUSTER_SERVICES:
+        assert services[name]["profiles"] == ["cluster"], name
+        assert services[name]["image"].startswith("redis:7"), name
+    for name in CLUSTER_NODES:
+        node = services[name]
+        command = node["command"]
+        assert command[0] == "redis-server", name
+        assert option(command, "--cluster-enabled") == "yes", name
+        # Clients are redirected to the node's service name, which every container resolves.
+        assert option(command, "--cluster-announce-hostname") == name
+        assert option(command, "--cluster-preferred-endpoint-type") == "hostname", name
+        assert option(command, "--appendonly") == "yes", name
+        assert node["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"], name
+        assert "ports" not in node and "container_name" not in node, name
+
+
+def test_cluster_create_job_runs_once_after_the_nodes(compose: dict[str, Any]) -> None:
+    job = compose["services"]["redis-cluster-create"]
+    assert job["restart"] == "no"
+    assert job["depends_on"] == {name: {"condition": "service_healthy"}
+                                 for name in CLUSTER_NODES}
+    assert job["command"][:2] == ["sh", "-c"]
+    script = job["command"][2]
+    assert "redis-cli --cluster create" in script
+    assert "--cluster-replicas 1" in script
+    assert "--cluster-yes" in script
+
+
+def run_create_script(script: str, directory: Path, created: bool) -> tuple[int, list[str]]:
+    """Run the job's script with stand-ins for `redis-cli` (which logs its arguments and says
+    cluster_state:ok once a cluster is created) and `getent` (redis-node-N -> 10.0.0.N); answer
+    its exit status and the redis-cli calls."""
+    bin_dir = directory / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "redis-cli").write_text(
+        '#!/bin/sh\n'
+        'echo "$*" >> "$STAND_IN/calls"\n'
+        'case "$*" in\n'
+        '  *"--cluster create"*) touch "$STAND_IN/created" ;;\n'
+        '  *"cluster info"*) if [ -f "$STAND_IN/created" ]; then state=ok; else state=fail; fi\n'
+        '    printf "cluster_state:%s\\r\\ncluster_slots_assigned:0\\r\\n" "$state" ;;\n'
+        'esac\n')
+    (bin_dir / "getent").write_text(
+        '#!/bin/sh\n'
+        '[ "$1" = hosts ] || exit 2\n'
+        'case "$2" in redis-node-*) echo "10.0.0.${2#redis-node-}   $2" ;; *) exit 2 ;; esac\n')
+    for stand_in in bin_dir.iterdir():
+        stand_in.chmod(0o755)
+    calls = directory / "calls"
+    calls.unlink(missing_ok=True)
+    (directory / "created").unlink(missing_ok=True)
+    if created:
+        (directory / "created").touch()
+    environ = {"PATH": f"{bin_dir}:/usr/bin:/bin", "STAND_IN": str(directory)}
+    result = subprocess.run(["sh", "-c", script], env=environ, capture_output=True, text=True,
+                            timeout=30, check=False)
+    return result.returncode, calls.read_text().splitlines() if calls.exists() else []
+
+
+@pytest.mark.skipif(not shutil.which("sh") or not shutil.which("awk"),
+                    reason="needs a POSIX shell and awk")
+def test_cluster_create_script(compose: dict[str, Any], tmp_path: Path) -> None:
+    """The script (as Compose hands it over, `$$` unescaped) creates the cluster from the six
+    nodes' addresses with one replica per master, waits for every node, and does nothing when
+    the cluster exists already."""
+    script = compose["services"]["redis-cluster-create"]["command"][2]
+    status, calls = run_create_script(script, tmp_path, created=False)
+    assert status == 0, calls
+    addresses = [f"10.0.0.{number}:6379" for number in range(1, 7)]
+    creates = [call for call in calls if "--cluster create" in call]
+    assert creates == [f"--cluster create {' '.join(addresses)} --cluster-replicas 1 "
+                       "--cluster-yes"]
+    # Afterwards it asks every node for its state.
+    after = calls[calls.index(creates[0]) + 1:]
+    assert after == [f"-h {name} cluster info" for name in CLUSTER_NODES]
+
+    status, calls = run_create_script(script, tmp_path, created=True)
+    assert status == 0
+    assert calls == ["-h redis-node-1 cluster info"]
+
+
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """The services of `base` with `override` merged in as Compose does for the keys the
+    override uses (mappings: `environment`, `depends_on`)."""
+    services = json.loads(json.dumps(base["services"]))
+    for name, changes in override["services"].items():
+        for key, value in changes.items():
+            services[name][key] = {**services[name].get(key, {}), **value}
+    return services
+
+
+def test_cluster_override_points_the_processes_at_the_cluster(
+        compose: dict[str, Any], raw_override: dict[str, Any]) -> None:
+    override = interpolate(raw_override, ENVIRONMENT)
+    assert set(override["services"]) == set(CLUSTER_CLIENTS)
+    for name, changes in override["services"].items():
+        assert set(changes) == {"environment", "depends_on"}, name  # what `merged` handles
+    services = merged(compose, override)
+    for name in CLUSTER_CLIENTS:
+        settings = Settings.from_env(services[name]["environment"])
+        assert settings.redis_cluster_nodes == tuple(f"{node}:6379" for node in CLUSTER_NODES)
+        assert settings.database_url == compose["services"][name]["environment"]["DATABASE_URL"]
+        assert services[name]["depends_on"] == {
+            **compose["services"][name]["depends_on"],
+            "redis-cluster-create": {"condition": "service_completed_successfully"},
+        }, name
+    assert services["api"]["environment"]["PORT"] == "3010"  # the first file's keys stay
