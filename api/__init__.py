@@ -93,7 +93,7 @@ def create_app(
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    keys = Keys(settings.redis_namespace)
+    keys = Keys.of(settings)
     redis = redis if redis is not None else connect(settings, max_connections=32)
     database = database or Database(settings.database_url)
     streams = TopicStreams(redis, keys, max_len=settings.stream_max_len)

@@ -6,7 +6,7 @@ costs a consumer thread, and one process must serve thousands of subscriptions. 
 
 - it learns which streams changed with ONE blocking `XREAD` (no group, a wake-up signal only)
   over the watched topic streams, the pool's direct stream and the control stream, on its own
-  connection;
+  connection (on a Redis Cluster, one per hash slot, waited on together: `broker.wake`);
 - it then reads the changed ("dirty") subscriptions' consumer groups with pipelined,
   non-blocking `XREADGROUP`, round-robin, within the prefetch budget (buffered + queued +
   running entries) and at most `MESSAGE_BATCH_SIZE` entries per stream read, and never
@@ -30,16 +30,19 @@ from typing import Any
 import redis
 from dramatiq import Consumer, Message, MessageProxy
 from dramatiq.errors import ConnectionClosed
+from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from broker.acks import AckBatcher
 from broker.control import announce
 from broker.delivery import Route, delivery_message
 from broker.envelope import FIELD
+from broker.keys import slot_tag
 from broker.leases import Entry, Leases, Reclaimer, pool_lease_ms
 from broker.outcomes import DeliveryOutcome
 from broker.pools import START, PoolBroker, ensure_pool_group
 from broker.proxy import Handle, StreamProxy
+from broker.wake import SlotWaker
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ class RedisStreamsConsumer(Consumer):
         self.keys = broker.keys
         self.client = broker.client
         self.wake = broker.wake_client()
+        self.waker = SlotWaker(self.wake) if isinstance(self.wake, RedisCluster) else None
         self.pool = pool
         self.prefetch = max(1, prefetch)
         self.timeout = timeout
@@ -136,6 +140,8 @@ class RedisStreamsConsumer(Consumer):
             self._announce_hand_back(pending)
         except redis.RedisError:
             log.warning("could not hand back %d buffered entries", len(pending))
+        if self.waker is not None:
+            self.waker.close()
         self.wake.close()
         self.broker.consumer_closed(self)
 
@@ -230,12 +236,7 @@ class RedisStreamsConsumer(Consumer):
             self.stale_tips.clear()
         keys = [self.control_key, self.pool_key, *self.watch]
         streams: dict[Any, Any] = {key: self.last_seen.get(key, START) for key in keys}
-        try:
-            replies: Any = self.wake.xread(streams, count=1, block=block_ms)
-        except ResponseError as exc:  # a watched stream was deleted while blocked
-            log.info("wake-up read interrupted: %s", exc)
-            return
-        fired: list[str] = [key for key, _ in (replies or [])]
+        fired = self._fired(streams, block_ms)
         if not fired:
             return
         if self.control_key in fired:
@@ -250,6 +251,16 @@ class RedisStreamsConsumer(Consumer):
                 self.pool_dirty = True
             for sid in self.watch.get(key, ()):
                 self._mark_dirty(sid)
+
+    def _fired(self, streams: dict[Any, Any], block_ms: int | None) -> list[str]:
+        if self.waker is not None:
+            return self.waker.wait(streams, block_ms)
+        try:
+            replies: Any = self.wake.xread(streams, count=1, block=block_ms)
+        except ResponseError as exc:  # a watched stream was deleted while blocked
+            log.info("wake-up read interrupted: %s", exc)
+            return []
+        return [key for key, _ in (replies or [])]
 
     def _read_control(self) -> None:
         events: list[dict[str, str]] = []
@@ -304,9 +315,10 @@ class RedisStreamsConsumer(Consumer):
         if read_pool:
             pipe.xreadgroup(self.pool, self.broker.instance, {self.pool_key: ">"}, count=per)
         routes = [self.routes[sid] for sid in order if sid in self.routes]
-        for route in routes:
+        reads = [(route, keys) for route in routes for keys in self._slot_groups(route)]
+        for route, keys in reads:
             pipe.xreadgroup(route.group, route.consumer(self.broker.instance),
-                            {key: ">" for key in route.streams(self.keys)}, count=per)
+                            {key: ">" for key in keys}, count=per)
         replies = pipe.execute(raise_on_error=False)
         for key, rows in zip(tips, replies[:len(tips)], strict=True):
             if isinstance(rows, list):
@@ -317,12 +329,23 @@ class RedisStreamsConsumer(Consumer):
             self.pool_dirty = len(entries) >= per
             for key, entry_id, fields in entries:
                 self._push_direct(key, entry_id, fields)
-        for route, reply in zip(routes, replies, strict=True):
+        for (route, _), reply in zip(reads, replies, strict=True):
             entries = self._entries(reply, route.subscription_id)
             if len(entries) >= per:
                 self._mark_dirty(route.subscription_id)
             for key, entry_id, fields in entries:
                 self._push_topic(route, key, entry_id, fields)
+
+    def _slot_groups(self, route: Route) -> list[list[str]]:
+        """The route's streams, in groups a single command may read: all of them on one Redis,
+        those of one hash slot on a cluster."""
+        streams = route.streams(self.keys)
+        if self.waker is None:
+            return [streams]
+        groups: dict[str, list[str]] = {}
+        for key in streams:
+            groups.setdefault(slot_tag(key), []).append(key)
+        return list(groups.values())
 
     @staticmethod
     def _entries(reply: Any, what: str) -> list[tuple[str, str, dict[str, str] | None]]:

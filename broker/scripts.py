@@ -51,4 +51,4 @@ class LuaScript:
         """Queue the script on `pipe`. EVAL rather than EVALSHA: a pipeline of registered
         scripts costs an extra round trip (SCRIPT EXISTS) per execute, and Redis caches the
         script by its digest anyway."""
-        pipe.eval(self.source, len(keys), *keys, *args)
+        pipe.execute_command("EVAL", self.source, len(keys), *keys, *args)

@@ -84,7 +84,7 @@ class Releaser(threading.Thread):
     def __init__(self, settings: Settings, database: Database, stop: threading.Event) -> None:
         super().__init__(name="delay-releaser", daemon=True)
         self.redis = connect(settings, max_connections=2)
-        self.delays = DelaySet(self.redis, Keys(settings.redis_namespace),
+        self.delays = DelaySet(self.redis, Keys.of(settings),
                                stream_cap=settings.stream_max_len)
         self.database = database
         self.stop = stop
@@ -219,7 +219,7 @@ class DelayedJobs:
     def __init__(self, settings: Settings, stop: threading.Event) -> None:
         self.database = Database(settings.database_url, pool_size=4)
         self.redis = connect(settings, max_connections=4)
-        keys = Keys(settings.redis_namespace)
+        keys = Keys.of(settings)
         delays = DelaySet(self.redis, keys, stream_cap=settings.stream_max_len)
         self.releaser = Releaser(settings, self.database, stop)
         self.rebuilder = Rebuilder(self.redis, keys, self.database, delays)

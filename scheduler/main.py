@@ -49,7 +49,7 @@ class Jobs:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.redis = connect(settings, max_connections=8)
-        self.keys = Keys(settings.redis_namespace)
+        self.keys = Keys.of(settings)
         self.retries = RetrySet(self.redis, self.keys)
         ttl_s = BEATS_TO_DEATH * HEARTBEAT_S
         self.heartbeat = Heartbeat(self.redis, self.keys, "scheduler", ttl_s=ttl_s)

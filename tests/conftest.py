@@ -206,7 +206,7 @@ def redis_client() -> Iterator[Redis]:
 
 @pytest.fixture(scope="session")
 def keys(settings: Settings) -> Keys:
-    return Keys(settings.redis_namespace)
+    return Keys.of(settings)
 
 
 @pytest.fixture(scope="session")

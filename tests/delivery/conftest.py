@@ -4,11 +4,15 @@ The API runs in-process (the `tenant` fixture's Flask client); workers and the s
 as subprocesses configured through the environment from the `settings` fixture, against the
 same PostgreSQL database and Redis namespace. Webhooks go to a threaded HTTP server on
 127.0.0.1 that records every request and answers as each test tells it to.
+
+Every test here runs twice: on a single Redis, and on a Redis Cluster of 3 masters with a
+replica each (`tests.cluster`), through the same `settings` (`REDIS_CLUSTER_NODES` set).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -25,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis import Redis
 
+from broker.connection import connect
+from broker.keys import Keys
 from mq.settings import Settings
+from publishing.writer import GroupWriter
 from tests.conftest import TenantHandle
 from tests.processes import wait_until_up
 
@@ -160,6 +166,19 @@ def webhook_server() -> Iterator[Webhook]:
         server.server_close()
 
 
+@pytest.fixture(name="settings", scope="session", params=["redis", "cluster"])
+def on_each_redis(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Settings]:
+    """The run's settings, on a single Redis or on the run's Redis Cluster (whose in-process
+    publishers stop before the cluster does). A test module elsewhere imports it to run its
+    tests on both too."""
+    if request.param == "redis":
+        yield settings
+        return
+    cluster = request.getfixturevalue("redis_cluster")
+    yield dataclasses.replace(settings, redis_cluster_nodes=tuple(cluster.nodes))
+    GroupWriter.stop_all()
+
+
 @pytest.fixture
 def webhook() -> Iterator[Webhook]:
     with webhook_server() as hook:
@@ -175,7 +194,8 @@ class Processes:
                     "MQ_WEBHOOK_ALLOW_PRIVATE": "true", "PYTHONUNBUFFERED": "1"}
         self.tmp = tmp
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.redis = Redis.from_url(settings.redis_url, decode_responses=True)
+        self.redis = connect(settings)
+        self.keys = Keys.of(settings)
 
     def _start(self, command: str, *args: str, env: dict[str, str] | None = None
                ) -> subprocess.Popen[bytes]:

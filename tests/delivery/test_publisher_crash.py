@@ -10,14 +10,14 @@ import time
 from datetime import timedelta
 
 import httpx
-from redis import Redis
 from sqlalchemy import func, select
 
+from broker.connection import connect
 from broker.keys import Keys
 from models import Database, MessageRecord
 from publishing.group import Publisher
 from scheduler.housekeeping import Housekeeping
-from tests.conftest import REDIS_URL, wait_until
+from tests.conftest import wait_until
 from tests.delivery.conftest import Processes, Subscriptions, Webhook
 from tests.processes import descendants, free_port, is_running
 
@@ -81,8 +81,8 @@ def test_killed_api_worker_loses_nothing_and_duplicates_nothing(
             thread.join(60)
 
     database = Database(settings.database_url, pool_size=1)
-    redis = Redis.from_url(REDIS_URL, decode_responses=True)
-    keys = Keys(settings.redis_namespace)
+    redis = connect(settings)
+    keys = Keys.of(settings)
     publisher = Publisher.build(database.engine, redis, keys, stream_cap=settings.stream_max_len)
     try:
         time.sleep(0.5)  # the surviving writer writes its last offsets when idle

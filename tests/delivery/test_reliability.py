@@ -6,7 +6,7 @@ import signal
 import time
 from collections import Counter
 
-from broker.keys import Keys, group_name
+from broker.keys import group_name
 from tests.conftest import wait_until
 from tests.delivery.conftest import publish_many
 
@@ -94,7 +94,7 @@ def test_orphaned_entries_all_come_back_without_waiting_for_more_timeouts(
     queue = tenant.create_queue("orders")
     sub = subscriptions.create("orders", "orphans", webhook.url("/o"), session_timeout_ms=60_000)
     ids = publish_many(tenant, "orders", 300)
-    redis, keys = processes.redis, Keys(processes.settings.redis_namespace)
+    redis, keys = processes.redis, processes.keys
     key, group = keys.stream(queue["id"], 0), group_name(tenant.id, "orphans")
     held = [entry_id for entry_id, _ in redis.xreadgroup(group, "ghost@gone", {key: ">"},
                                                          count=300)[0][1]]
@@ -128,7 +128,7 @@ def test_a_killed_workers_messages_go_to_a_survivor_at_once(
     processes.worker(threads=2)
     victim = processes.worker(threads=2)
     victim_consumer = f"{sub['consumer_name']}@{_instance(processes, victim)}"
-    key, group = Keys(processes.settings.redis_namespace).stream(queue["id"], 0), \
+    key, group = processes.keys.stream(queue["id"], 0), \
         group_name(tenant.id, "takeover")
     ids = publish_many(tenant, "orders", 60)
     wait_until(lambda: _pending_by_consumer(processes, key, group).get(victim_consumer, 0) > 0)
@@ -164,7 +164,7 @@ def test_a_stalled_worker_loses_its_entries_but_nothing_is_lost_or_counted_twice
         stalled.send_signal(signal.SIGCONT)
     counts = Counter(r.headers["x-mq-message-id"] for r in webhook.settle("/s", quiet_s=3.0))
     assert set(counts) == set(ids)
-    counters = Keys(processes.settings.redis_namespace).subscription_counters(sub["id"])
+    counters = processes.keys.subscription_counters(sub["id"])
     wait_until(lambda: processes.redis.hget(counters, "delivered") == "40")
     time.sleep(1.0)  # a late acknowledgement would count now
     assert processes.redis.hget(counters, "delivered") == "40"
@@ -179,7 +179,7 @@ def test_duplicates_after_a_sigkill_are_bounded_by_the_prefetch(
     webhook.delay_s["/b"] = 0.02
     victim = processes.worker(threads=2, env={"WORKER_PREFETCH": "3"})
     consumer = f"{sub['consumer_name']}@{_instance(processes, victim)}"
-    key, group = Keys(processes.settings.redis_namespace).stream(queue["id"], 0), \
+    key, group = processes.keys.stream(queue["id"], 0), \
         group_name(tenant.id, "bounded")
     ids = publish_many(tenant, "orders", 200)
     held = []

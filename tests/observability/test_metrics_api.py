@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import OPERATOR_TOKEN
+from tests.delivery.conftest import on_each_redis  # noqa: F401 (`settings`: both Redis kinds)
 from tests.observability.conftest import parse_exposition, value
 
 

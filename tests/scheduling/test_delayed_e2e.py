@@ -6,11 +6,15 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from redis import Redis
 
 from mq.settings import Settings
-from tests.conftest import REDIS_URL, TenantHandle, wait_until
-from tests.delivery.conftest import Processes, Subscriptions, Webhook
+from tests.conftest import TenantHandle, wait_until
+from tests.delivery.conftest import (
+    Processes,
+    Subscriptions,
+    Webhook,
+    on_each_redis,  # noqa: F401 (`settings`: both Redis kinds)
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -102,11 +106,9 @@ def test_lost_delay_set_is_rebuilt_from_the_database(
         tenant.admin.post("/publish/delayed", {"topic": topic, "payload": i,
                                                "delay_ms": 2500 + i * 20})
     processes.kill(scheduler)
-    redis = Redis.from_url(REDIS_URL, decode_responses=True)
-    ns = settings.redis_namespace
-    assert redis.zcard(f"{ns}:delay:{{0}}") >= 20
-    redis.delete(f"{ns}:delay:{{0}}", f"{ns}:delay:{{0}}:m")
-    redis.close()
+    redis, keys = processes.redis, processes.keys
+    assert redis.zcard(keys.delayed()) >= 20
+    redis.delete(keys.delayed(), keys.delayed_payloads())
     processes.scheduler()
     webhook.wait_for("/rebuilt", 20, timeout=30)
     got = webhook.settle("/rebuilt", quiet_s=1.0)

@@ -8,7 +8,12 @@ from datetime import datetime
 import pytest
 
 from tests.conftest import TenantHandle
-from tests.delivery.conftest import Processes, Subscriptions, Webhook
+from tests.delivery.conftest import (
+    Processes,
+    Subscriptions,
+    Webhook,
+    on_each_redis,  # noqa: F401 (`settings`: both Redis kinds)
+)
 
 pytestmark = pytest.mark.e2e
 
