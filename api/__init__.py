@@ -97,7 +97,9 @@ def create_app(
     redis = redis if redis is not None else connect(settings, max_connections=32)
     database = database or Database(settings.database_url)
     streams = TopicStreams(redis, keys, max_len=settings.stream_max_len)
-    publisher = Publisher.build(database.engine, redis, keys, stream_cap=settings.stream_max_len)
+    publisher = Publisher.build(database.engine, redis, keys, stream_cap=settings.stream_max_len,
+                                wait_replicas=settings.redis_wait_replicas,
+                                wait_timeout_ms=settings.redis_wait_timeout_ms)
     app.extensions["mq"] = Services(
         settings=settings,
         database=database,

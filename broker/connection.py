@@ -9,7 +9,7 @@ gets the same timeouts; a pool either fails at once when it has no free connecti
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import unquote, urlsplit
 
 from redis import BlockingConnectionPool, ConnectionPool, Redis
@@ -51,7 +51,7 @@ def connect(settings: Settings, *, max_connections: int = 64, wait_s: float | No
     return Redis(connection_pool=pool_class.from_url(settings.redis_url, **common))
 
 
-def is_cluster(client: RedisClient) -> bool:
+def is_cluster(client: RedisClient) -> TypeGuard[RedisCluster]:
     return isinstance(client, RedisCluster)
 
 

@@ -30,10 +30,10 @@ from typing import Any
 import redis
 from dramatiq import Consumer, Message, MessageProxy
 from dramatiq.errors import ConnectionClosed
-from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from broker.acks import AckBatcher
+from broker.connection import is_cluster
 from broker.control import announce
 from broker.delivery import Route, delivery_message
 from broker.envelope import FIELD
@@ -60,7 +60,7 @@ class RedisStreamsConsumer(Consumer):
         self.keys = broker.keys
         self.client = broker.client
         self.wake = broker.wake_client()
-        self.waker = SlotWaker(self.wake) if isinstance(self.wake, RedisCluster) else None
+        self.waker = SlotWaker(self.wake) if is_cluster(self.wake) else None
         self.pool = pool
         self.prefetch = max(1, prefetch)
         self.timeout = timeout

@@ -156,5 +156,10 @@ class BrokerNotAvailable(MQError):
     status = 503
 
 
+class ReplicasBehind(BrokerNotAvailable):
+    """A publish reached the Redis primary but not `REDIS_WAIT_REPLICAS` replicas in time: its
+    message is stored and may be delivered; the client retries with the same message_id."""
+
+
 class BackendNotSupported(BrokerNotAvailable):
     status = 422

@@ -1,6 +1,11 @@
 """Step 2 of a group (see `publishing.group`): one pipelined Redis round trip that appends
 every new entry to its partition stream (marking its record as appended), parks every delayed
-message, deletes the markers of offsets now committed and counts the topics' publish rates."""
+message, deletes the markers of offsets now committed and counts the topics' publish rates.
+
+With `REDIS_WAIT_REPLICAS` > 0 the round trip ends with a `WAIT` on every server written to
+(on the connection that wrote, as `WAIT` requires); a server whose replicas did not all
+acknowledge in time fails the group's answers with `ReplicasBehind` (503), though what was
+appended stays appended: the client's retry with the same message ids finds it stored."""
 
 from __future__ import annotations
 
@@ -11,10 +16,11 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from broker.connection import RedisClient
+from broker.connection import RedisClient, is_cluster
 from broker.delays import DelaySet
 from broker.rates import Rates
 from broker.streams import TopicStreams
+from mq.errors import ReplicasBehind
 from publishing.jobs import StreamRef
 from publishing.messages import Prepared
 from publishing.records import StoredRecord
@@ -29,11 +35,13 @@ class GroupAppender:
     """The Redis side of a group of publishes."""
 
     def __init__(self, redis: RedisClient, streams: TopicStreams, delays: DelaySet,
-                 rates: Rates) -> None:
+                 rates: Rates, *, wait_replicas: int = 0, wait_timeout_ms: int = 1000) -> None:
         self.redis = redis
         self.streams = streams
         self.delays = delays
         self.rates = rates
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
 
     def append(self, new: list[Prepared], settled: dict[StreamRef, list[str]]
                ) -> tuple[Appended, BaseException | None]:
@@ -55,10 +63,13 @@ class GroupAppender:
                                    item.partition, item.envelope)
         self.streams.queue_forget_markers(pipe, settled)
         self._queue_rates(pipe, new)
+        written = [self.streams.keys.stream(*ref) for ref in by_stream]
+        waits = self._queue_waits(pipe, written + ([self.delays.keys.delayed()] if parked else []))
         try:
             replies = pipe.execute(raise_on_error=False) if len(pipe) else []
         except RedisError as exc:
             return self._after_failure(new, exc)
+        behind = self._replicas_behind(replies[len(replies) - waits:]) if waits else None
         appended: Appended = {}
         failure: BaseException | None = None
         position = 0
@@ -79,7 +90,28 @@ class GroupAppender:
                 appended[item.record_id] = None
         if failure is not None:
             return self._after_failure(new, failure, appended)
-        return appended, None
+        return appended, behind
+
+    def _queue_waits(self, pipe: Any, written: list[str]) -> int:
+        """Queue a `WAIT` for each server holding a key of `written`; returns how many."""
+        if not self.wait_replicas or not written:
+            return 0
+        wait = ("WAIT", self.wait_replicas, self.wait_timeout_ms)
+        if not is_cluster(self.redis):
+            pipe.execute_command(*wait)
+            return 1
+        nodes = {node.name: node for node in map(self.redis.get_node_from_key, written)}
+        for node in nodes.values():
+            pipe.execute_command(*wait, target_nodes=node)
+        return len(nodes)
+
+    def _replicas_behind(self, acks: list[Any]) -> ReplicasBehind | None:
+        short = [ack for ack in acks if isinstance(ack, BaseException) or ack < self.wait_replicas]
+        if not short:
+            return None
+        return ReplicasBehind(f"the message reached Redis but not {self.wait_replicas} "
+                              f"replica(s) within {self.wait_timeout_ms} ms; retry with the "
+                              "same message_id")
 
     def _after_failure(self, new: list[Prepared], failure: BaseException,
                        appended: Appended | None = None) -> tuple[Appended, BaseException]:

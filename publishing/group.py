@@ -53,7 +53,7 @@ from broker.rates import Rates
 from broker.streams import TopicStreams
 from models.base import utcnow
 from models.partitions import create_missing_partitions, is_missing_partition
-from mq.errors import Conflict, MQError, TopicNotFound, ValidationError
+from mq.errors import Conflict, MQError, ReplicasBehind, TopicNotFound, ValidationError
 from publishing import records
 from publishing.appends import Appended, GroupAppender
 from publishing.jobs import (
@@ -81,19 +81,24 @@ class Publisher:
     (`GroupWriter`) or one caller at a time uses it."""
 
     def __init__(self, engine: Engine, redis: RedisClient, streams: TopicStreams,
-                 delays: DelaySet, rates: Rates) -> None:
+                 delays: DelaySet, rates: Rates, *, wait_replicas: int = 0,
+                 wait_timeout_ms: int = 1000) -> None:
         self.engine = engine
         self.redis = redis
         self.keys = streams.keys
-        self.appender = GroupAppender(redis, streams, delays, rates)
+        self.appender = GroupAppender(redis, streams, delays, rates, wait_replicas=wait_replicas,
+                                      wait_timeout_ms=wait_timeout_ms)
         self.offsets = PendingOffsets()
         self._connection: Connection | None = None
 
     @classmethod
-    def build(cls, engine: Engine, redis: RedisClient, keys: Keys, *, stream_cap: int
-              ) -> Publisher:
+    def build(cls, engine: Engine, redis: RedisClient, keys: Keys, *, stream_cap: int,
+              wait_replicas: int = 0, wait_timeout_ms: int = 1000) -> Publisher:
+        """`wait_replicas`: replicas that must acknowledge an append before its answer
+        (`publishing.appends`)."""
         return cls(engine, redis, TopicStreams(redis, keys, max_len=stream_cap),
-                   DelaySet(redis, keys, stream_cap=stream_cap), Rates(redis, keys))
+                   DelaySet(redis, keys, stream_cap=stream_cap), Rates(redis, keys),
+                   wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms)
 
     # --- one group ------------------------------------------------------------------------
 
@@ -212,7 +217,7 @@ class Publisher:
             key = (item.row["tenant_id"], item.message_id)
             first_job, first = candidates[key]
             if first.record_id in inserted:
-                if first.record_id not in appended:
+                if first.record_id not in appended or isinstance(failure, ReplicasBehind):
                     return unavailable(failure)
                 answers.append(new_answer(first, first_job.topic_name,
                                            appended[first.record_id],

@@ -226,7 +226,9 @@ class DelayedJobs:
 
         def publisher() -> Publisher:  # one per job: jobs run in threads of their own
             return Publisher.build(self.database.engine, self.redis, keys,
-                                   stream_cap=settings.stream_max_len)
+                                   stream_cap=settings.stream_max_len,
+                                   wait_replicas=settings.redis_wait_replicas,
+                                   wait_timeout_ms=settings.redis_wait_timeout_ms)
 
         self.recurring = Recurring(self.redis, keys, self.database, publisher(),
                                    keyring=cached_keyring(settings.mq_master_key,

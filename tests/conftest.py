@@ -4,15 +4,15 @@ Tests talk to real servers (`tests.servers`: the configured ones, those answerin
 defaults, or embedded ones started for the run). `ADMIN_DATABASE_URL` is an admin URL of the
 PostgreSQL server (a database is created for the run and dropped after it); `REDIS_URL` is
 the Redis server (the run uses its own key namespace and deletes it afterwards). A test that
-asks for `redis_cluster` gets a Redis Cluster of the machine's `redis-server` (`tests.cluster`).
+asks for `redis_cluster` gets a Redis Cluster (`tests.cluster`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,18 +56,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
     setattr(item, f"rep_{report.when}", report)
 OPERATOR_TOKEN = "test-operator-token"
 API = "/api/v1/mq"
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> Any:
-    """Poll `check` until it answers something true, and return that; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(every)
 
 
 @pytest.fixture(scope="session")
@@ -258,14 +246,27 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisClusterProcesses]:
-    """A real Redis Cluster (`tests.cluster`: 3 masters, 3 replicas of the machine's
-    `redis-server`, on free ports from 7100), started for the first test that asks for it and
+    """A real Redis Cluster (`tests.cluster`: 3 masters, 3 replicas of the machine's Redis or
+    Valkey server, on free ports from 7100), started for the first test that asks for it and
     stopped after the run. Shared: a test flushes it (`flushall()`) rather than assume it
     empty, and one that kills a node restarts it, or uses a cluster of its own."""
-    missing = RedisClusterProcesses.missing_binaries()
-    if missing:
-        pytest.skip(f"a Redis Cluster needs {' and '.join(missing)} on PATH")
     cluster = RedisClusterProcesses(base_port=7100)
     cluster.start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture
+def cluster_settings(settings: Settings, redis_cluster: RedisClusterProcesses) -> Settings:
+    """The run's settings on the run's Redis Cluster, under a namespace of the test's own."""
+    return dataclasses.replace(settings, redis_cluster_nodes=tuple(redis_cluster.nodes),
+                               redis_namespace=f"{settings.redis_namespace}c{uuid.uuid4().hex[:6]}")
+
+
+@pytest.fixture
+def cluster_app(cluster_settings: Settings) -> Iterator[Flask]:
+    """An API on the Redis Cluster; its publishers stop after the test."""
+    from api import create_app
+
+    yield create_app(cluster_settings)
+    GroupWriter.stop_all()

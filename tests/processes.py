@@ -12,8 +12,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -161,3 +162,17 @@ def running_in(directory: Path) -> dict[int, str]:
         if (cwd == root or root in cwd.parents) and is_running(int(entry.name)):
             found[int(entry.name)] = command
     return found
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.05, *,
+               what: str = "condition", describe: Callable[[], str] = lambda: "") -> Any:
+    """Poll `check` until it answers something true, and return that; after `timeout` s fail,
+    naming `what` and appending `describe()` (the state seen)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout}s\n{describe()}".rstrip())
+        time.sleep(every)

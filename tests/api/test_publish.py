@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 from broker.envelope import Envelope
 from models import MessageRecord
 from tests.api.conftest import assert_error
-from tests.conftest import Caller, wait_until
+from tests.conftest import Caller
+from tests.processes import wait_until
 
 OFFSET = re.compile(r"^\d+-\d+$")
 

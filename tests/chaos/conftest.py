@@ -34,9 +34,9 @@ from cli.embedded import admin_url, sigint_blocked
 from models import upgrade
 from models.database import temporary_database
 from mq.settings import Settings
-from tests.conftest import OPERATOR_TOKEN, RedisServer, wait_until
+from tests.conftest import OPERATOR_TOKEN, RedisServer
 from tests.delivery.conftest import Processes, Webhook, webhook_server
-from tests.processes import descendants, free_port
+from tests.processes import descendants, free_port, wait_until
 from tests.servers import _postgres_answers
 
 API = "/api/v1/mq"
@@ -250,7 +250,7 @@ class Fleet:
 
     def stream_order(self, topic: dict[str, Any], partition: int = 0) -> list[str]:
         """The message ids in a partition's stream, in stream order."""
-        stream = Keys(self.settings.redis_namespace).stream(topic["id"], partition)
+        stream = Keys.of(self.settings).stream(topic["id"], partition)
         return [json.loads(fields[FIELD])["id"]
                 for _, fields in self.processes.redis.xrange(stream)]
 
@@ -287,11 +287,12 @@ class Fleet:
         self.processes.close()
 
 
-@pytest.fixture
-def fleet(chaos_settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
-          ) -> Iterator[Fleet]:
+@contextlib.contextmanager
+def running_fleet(settings: Settings, tmp: Path, request: pytest.FixtureRequest,
+                  describe: Callable[[], str] = lambda: "") -> Iterator[Fleet]:
+    """A fleet on `settings` for one test; its logs (and `describe()`) printed if it failed."""
     with webhook_server() as sink:
-        the_fleet = Fleet(chaos_settings, sink, tmp_path)
+        the_fleet = Fleet(settings, sink, tmp)
         try:
             yield the_fleet
         finally:
@@ -299,6 +300,14 @@ def fleet(chaos_settings: Settings, tmp_path: Path, request: pytest.FixtureReque
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print(the_fleet.processes.logs())
+        print(describe())
+
+
+@pytest.fixture
+def fleet(chaos_settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
+          ) -> Iterator[Fleet]:
+    with running_fleet(chaos_settings, tmp_path, request) as the_fleet:
+        yield the_fleet
 
 
 def seconds_until(check: Callable[[], Any], timeout: float) -> float:

@@ -10,8 +10,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from models import ConsumptionRecord, Database
-from tests.conftest import wait_until
 from tests.delivery.conftest import publish_many
+from tests.processes import wait_until
 
 MESSAGES = 300
 

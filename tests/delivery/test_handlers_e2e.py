@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import wait_until
 from tests.delivery.conftest import ROOT
+from tests.processes import wait_until
 
 TABLE = f"e2e_orders_{uuid.uuid4().hex[:8]}"
 

@@ -17,9 +17,8 @@ from broker.keys import Keys
 from models import Database, MessageRecord
 from publishing.group import Publisher
 from scheduler.housekeeping import Housekeeping
-from tests.conftest import wait_until
 from tests.delivery.conftest import Processes, Subscriptions, Webhook
-from tests.processes import descendants, free_port, is_running
+from tests.processes import descendants, free_port, is_running, wait_until
 
 PRODUCERS = 4
 BATCH = 50

@@ -7,8 +7,8 @@ import time
 from collections import Counter
 
 from broker.keys import group_name
-from tests.conftest import wait_until
 from tests.delivery.conftest import publish_many
+from tests.processes import wait_until
 
 
 def test_sigkill_with_1000_messages_in_flight_loses_nothing(

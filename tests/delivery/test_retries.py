@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import wait_until
+from tests.processes import wait_until
 
 
 def test_fails_twice_then_succeeds_in_exactly_three_attempts_with_growing_backoff(

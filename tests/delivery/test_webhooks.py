@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from tests.conftest import wait_until
 from tests.delivery.conftest import publish_many
+from tests.processes import wait_until
 
 
 def test_delivers_each_message_once_with_headers_and_signature(

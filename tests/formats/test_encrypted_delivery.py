@@ -7,8 +7,9 @@ import json
 from redis import Redis
 
 from broker.keys import Keys
-from tests.conftest import REDIS_URL, wait_until
+from tests.conftest import REDIS_URL
 from tests.formats.test_topics_and_publish import SECRET, _stored_row, _stream_entries
+from tests.processes import wait_until
 
 
 def test_handler_receives_plaintext_of_encrypted_and_compressed_topics(

@@ -10,7 +10,8 @@ import time
 import httpx
 
 from api import create_app
-from tests.conftest import API, wait_until
+from tests.conftest import API
+from tests.processes import wait_until
 
 
 def _status(client) -> dict:

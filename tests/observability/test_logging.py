@@ -12,8 +12,7 @@ import pytest
 
 from mq.logging import RepeatedFailures, configure_logging
 from mq.settings import Settings
-from tests.conftest import wait_until
-from tests.processes import Running, child_env, free_port
+from tests.processes import Running, child_env, free_port, wait_until
 
 CONTEXT = {"message_id": "m-1", "topic": "orders", "subscription_id": "s-1", "attempt": 2,
            "trace_id": "t-9"}

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import uuid
 
-from tests.conftest import wait_until
 from tests.delivery.conftest import publish_many
 from tests.observability.conftest import scrape, value
-from tests.processes import free_port
+from tests.processes import free_port, wait_until
 
 
 def _start(processes, kind, **env):

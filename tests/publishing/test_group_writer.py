@@ -26,8 +26,8 @@ from tests.conftest import (
     Caller,
     RedisServer,
     TenantHandle,
-    wait_until,
 )
+from tests.processes import wait_until
 
 THREADS = 8
 

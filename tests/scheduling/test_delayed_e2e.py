@@ -8,13 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mq.settings import Settings
-from tests.conftest import TenantHandle, wait_until
+from tests.conftest import TenantHandle
 from tests.delivery.conftest import (
     Processes,
     Subscriptions,
     Webhook,
     on_each_redis,  # noqa: F401 (`settings`: both Redis kinds)
 )
+from tests.processes import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -12,8 +12,9 @@ from broker.keys import Keys
 from models import Database, MessageRecord, Topic
 from models.base import new_id, utcnow
 from mq.settings import Settings
-from tests.conftest import REDIS_URL, TenantHandle, wait_until
+from tests.conftest import REDIS_URL, TenantHandle
 from tests.delivery.conftest import Processes, Subscriptions, Webhook, publish_many
+from tests.processes import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,8 @@ from models.base import utcnow
 from publishing.group import Publisher
 from scheduler.housekeeping import DEAD_LETTER_RETENTION_MS, Housekeeping
 from scheduler.janitor import reap_consumers
-from tests.conftest import REDIS_URL, wait_until
+from tests.conftest import REDIS_URL
+from tests.processes import wait_until
 
 DAY_MS = 24 * 3600 * 1000
 
