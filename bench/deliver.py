@@ -99,6 +99,7 @@ class MQSystem:
 
     def __init__(self, database_url: str, threads: int) -> None:
         from api.auth import Principal
+        from broker.connection import connect
         from broker.keys import Keys, group_name
         from broker.streams import TopicStreams
         from models import Database, Subscription, Topic, upgrade
@@ -113,8 +114,8 @@ class MQSystem:
                                  mq_function_modules=("bench",),
                                  log_level="WARNING", log_format="text")
         self.database = Database(database_url, pool_size=8)
-        self.redis = Redis.from_url(REDIS_URL, decode_responses=True)
-        self.keys = Keys(self.settings.redis_namespace)
+        self.redis = connect(self.settings)
+        self.keys = Keys.of(self.settings)
         self.streams = TopicStreams(self.redis, self.keys, max_len=10_000_000)
         self.publisher = Publisher.build(self.database.engine, self.redis, self.keys,
                                          stream_cap=10_000_000)

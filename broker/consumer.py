@@ -30,19 +30,16 @@ from typing import Any
 import redis
 from dramatiq import Consumer, Message, MessageProxy
 from dramatiq.errors import ConnectionClosed
-from redis.exceptions import ResponseError
 
 from broker.acks import AckBatcher
-from broker.connection import is_cluster
 from broker.control import announce
 from broker.delivery import Route, delivery_message
 from broker.envelope import FIELD
-from broker.keys import slot_tag
 from broker.leases import Entry, Leases, Reclaimer, pool_lease_ms
 from broker.outcomes import DeliveryOutcome
 from broker.pools import START, PoolBroker, ensure_pool_group
 from broker.proxy import Handle, StreamProxy
-from broker.wake import SlotWaker
+from broker.wake import waker_for
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +57,7 @@ class RedisStreamsConsumer(Consumer):
         self.keys = broker.keys
         self.client = broker.client
         self.wake = broker.wake_client()
-        self.waker = SlotWaker(self.wake) if is_cluster(self.wake) else None
+        self.waker = waker_for(self.wake)
         self.pool = pool
         self.prefetch = max(1, prefetch)
         self.timeout = timeout
@@ -84,7 +81,8 @@ class RedisStreamsConsumer(Consumer):
         self.pool_dirty = True
         self.last_wake = 0.0
         ensure_pool_group(self.client, self.keys, pool)
-        self.last_seen[self.control_key] = self._tips([self.control_key])[self.control_key]
+        self.last_seen[self.control_key] = broker.control_seen or \
+            self._tips([self.control_key])[self.control_key]
         self.last_seen[self.pool_key] = START
 
     # -- the dramatiq Consumer contract -----------------------------------------------------
@@ -140,8 +138,7 @@ class RedisStreamsConsumer(Consumer):
             self._announce_hand_back(pending)
         except redis.RedisError:
             log.warning("could not hand back %d buffered entries", len(pending))
-        if self.waker is not None:
-            self.waker.close()
+        self.waker.close()
         self.wake.close()
         self.broker.consumer_closed(self)
 
@@ -236,7 +233,7 @@ class RedisStreamsConsumer(Consumer):
             self.stale_tips.clear()
         keys = [self.control_key, self.pool_key, *self.watch]
         streams: dict[Any, Any] = {key: self.last_seen.get(key, START) for key in keys}
-        fired = self._fired(streams, block_ms)
+        fired = self.waker.wait(streams, block_ms)
         if not fired:
             return
         if self.control_key in fired:
@@ -252,16 +249,6 @@ class RedisStreamsConsumer(Consumer):
             for sid in self.watch.get(key, ()):
                 self._mark_dirty(sid)
 
-    def _fired(self, streams: dict[Any, Any], block_ms: int | None) -> list[str]:
-        if self.waker is not None:
-            return self.waker.wait(streams, block_ms)
-        try:
-            replies: Any = self.wake.xread(streams, count=1, block=block_ms)
-        except ResponseError as exc:  # a watched stream was deleted while blocked
-            log.info("wake-up read interrupted: %s", exc)
-            return []
-        return [key for key, _ in (replies or [])]
-
     def _read_control(self) -> None:
         events: list[dict[str, str]] = []
         while True:
@@ -271,7 +258,7 @@ class RedisStreamsConsumer(Consumer):
                 break
             entries = replies[0][1]
             events += [fields for _, fields in entries]
-            self.last_seen[self.control_key] = entries[-1][0]
+            self.last_seen[self.control_key] = self.broker.control_seen = entries[-1][0]
             if len(entries) < CONTROL_PAGE:
                 break
         if events:
@@ -315,7 +302,8 @@ class RedisStreamsConsumer(Consumer):
         if read_pool:
             pipe.xreadgroup(self.pool, self.broker.instance, {self.pool_key: ">"}, count=per)
         routes = [self.routes[sid] for sid in order if sid in self.routes]
-        reads = [(route, keys) for route in routes for keys in self._slot_groups(route)]
+        reads = [(route, keys) for route in routes
+                 for keys in self.waker.groups(route.streams(self.keys))]
         for route, keys in reads:
             pipe.xreadgroup(route.group, route.consumer(self.broker.instance),
                             {key: ">" for key in keys}, count=per)
@@ -335,17 +323,6 @@ class RedisStreamsConsumer(Consumer):
                 self._mark_dirty(route.subscription_id)
             for key, entry_id, fields in entries:
                 self._push_topic(route, key, entry_id, fields)
-
-    def _slot_groups(self, route: Route) -> list[list[str]]:
-        """The route's streams, in groups a single command may read: all of them on one Redis,
-        those of one hash slot on a cluster."""
-        streams = route.streams(self.keys)
-        if self.waker is None:
-            return [streams]
-        groups: dict[str, list[str]] = {}
-        for key in streams:
-            groups.setdefault(slot_tag(key), []).append(key)
-        return list(groups.values())
 
     @staticmethod
     def _entries(reply: Any, what: str) -> list[tuple[str, str, dict[str, str] | None]]:

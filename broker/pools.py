@@ -34,6 +34,7 @@ class PoolBroker(Protocol):
     max_deliveries: int
     routes: RouteTable
     hooks: WorkerHooks
+    control_seen: str | None
 
     def wake_client(self) -> RedisClient: ...
 

@@ -91,8 +91,7 @@ class Rates:
         for subscription_id, tally in tallies.items():
             ring = self.keys.rate_window(subscription_id)
             for second, (ok, failed) in tally.per_second.items():
-                self._bump(keys=[ring], args=[second, ok, failed, RING_S, IDLE_EXPIRY_S],
-                           client=pipe)
+                self._bump.queue(pipe, [ring], [second, ok, failed, RING_S, IDLE_EXPIRY_S])
             if tally.latencies:
                 samples = self.keys.latencies(subscription_id)
                 pipe.lpush(samples, *tally.latencies)

@@ -89,6 +89,9 @@ class RedisStreamsBroker(dramatiq.Broker):
         self.topic_streams = TopicStreams(self.client, self.keys, max_len=settings.stream_max_len)
         self.queues: set[str] = set()
         self.consumers: list[RedisStreamsConsumer] = []
+        #: The control stream position consumers start from (see `broker.control`); each
+        #: consumer moves it on as it reads, so one started later resumes there.
+        self.control_seen: str | None = None
 
     def route(self, subscription_id: str) -> Route | None:
         return self.routes.get(subscription_id)

@@ -43,9 +43,10 @@ class LuaScript:
         self.source = lua_source(package, name)
         self._registered = redis.register_script(self.source)
 
-    def __call__(self, keys: Sequence[str], args: Iterable[Arg] = (),
-                 client: RedisClient | Pipeline | None = None) -> Any:
-        return self._registered(keys=keys, args=args, client=client)
+    def __call__(self, keys: Sequence[str], args: Iterable[Arg] = ()) -> Any:
+        """Run the script now (EVALSHA, loading it where a server lacks it); on a pipeline,
+        `queue` it instead."""
+        return self._registered(keys=keys, args=args)
 
     def queue(self, pipe: Pipeline, keys: Sequence[str], args: Iterable[Arg] = ()) -> None:
         """Queue the script on `pipe`. EVAL rather than EVALSHA: a pipeline of registered

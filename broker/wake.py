@@ -1,4 +1,7 @@
-"""Wake-up reads of a pool consumer on a Redis Cluster: one blocking `XREAD` per hash slot.
+"""Wake-up reads of a pool consumer: which watched streams have new entries.
+
+On one Redis, one blocking `XREAD` over all of them (`SingleWaker`). On a Redis Cluster, one
+per hash slot (`SlotWaker`):
 
 A cluster refuses a command over keys of several slots, so the consumer's one `XREAD` over
 every watched stream (`broker.consumer`) becomes one per slot: the streams of a shard tag
@@ -25,10 +28,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis import Redis
 from redis.cluster import RedisCluster
 from redis.connection import AbstractConnection
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
+from broker.connection import RedisClient
 from broker.keys import slot_tag
 
 log = logging.getLogger(__name__)
@@ -37,6 +42,37 @@ log = logging.getLogger(__name__)
 SERVER_BLOCK_MS = 30_000
 #: Seconds before a slot whose read failed is read again.
 RETRY_S = 0.5
+
+
+def waker_for(client: RedisClient) -> SingleWaker | SlotWaker:
+    """The waker for a consumer's own client (`broker.connect(..., reply_timeout_s=None)`)."""
+    return SlotWaker(client) if isinstance(client, RedisCluster) else SingleWaker(client)
+
+
+@dataclass
+class SingleWaker:
+    """One `XREAD` over every watched stream, on the consumer's own connection."""
+
+    client: Redis
+
+    def wait(self, streams: dict[str, str], block_ms: int | None) -> list[str]:
+        """The keys of `streams` (key -> last seen id) that have entries after their ids,
+        waiting up to `block_ms` for one (None: only look)."""
+        try:
+            watched: dict[Any, Any] = dict(streams)
+            replies: Any = self.client.xread(watched, count=1, block=block_ms)
+        except ResponseError as exc:  # a watched stream was deleted while blocked
+            log.info("wake-up read interrupted: %s", exc)
+            return []
+        return [key for key, _ in (replies or [])]
+
+    @staticmethod
+    def groups(keys: list[str]) -> list[list[str]]:
+        """`keys` in groups one command may read together: all of them."""
+        return [keys]
+
+    def close(self) -> None:
+        """Nothing of its own: the consumer closes the client."""
 
 
 @dataclass
@@ -101,6 +137,14 @@ class SlotWaker:
         for read in ready:
             fired += self._collect(read)
         return fired
+
+    @staticmethod
+    def groups(keys: list[str]) -> list[list[str]]:
+        """`keys` in groups one command may read together: those of one slot."""
+        by_slot: dict[str, list[str]] = {}
+        for key in keys:
+            by_slot.setdefault(slot_tag(key), []).append(key)
+        return list(by_slot.values())
 
     def close(self) -> None:
         for read in self.reads.values():

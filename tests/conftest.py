@@ -47,6 +47,19 @@ def pytest_unconfigure() -> None:
     SERVERS.stop()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out the cluster runs (`tests.delivery.conftest`) of the tests marked
+    `single_redis`."""
+    kept, left_out = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_cluster = callspec is not None and callspec.params.get("settings") == "cluster"
+        (left_out if on_cluster and item.get_closest_marker("single_redis") else kept).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
     """Each phase's report on the item (`item.rep_call`…), for fixtures that print logs

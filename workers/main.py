@@ -21,6 +21,7 @@ from dramatiq.middleware import default_middleware
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from broker import control
 from broker.delivery import DEFAULT_POOL, RouteTable
 from broker.heartbeats import HEARTBEAT_S, Heartbeat
 from broker.redis_streams import RedisStreamsBroker
@@ -84,6 +85,7 @@ def run_process(settings: Settings, *, pools: list[str], threads: int) -> int:
     declare_actor(broker, delivery)
     for pool in pools:
         broker.declare_queue(pool)
+    broker.control_seen = control.tip(broker.client, broker.keys)  # before the load below
     registry.resync()
     heartbeat = Heartbeat(broker.client, broker.keys, "worker",
                           ttl_s=max(settings.worker_dead_after_ms / 1000, 2 * HEARTBEAT_S),

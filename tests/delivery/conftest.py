@@ -6,7 +6,9 @@ same PostgreSQL database and Redis namespace. Webhooks go to a threaded HTTP ser
 127.0.0.1 that records every request and answers as each test tells it to.
 
 Every test here runs twice: on a single Redis, and on a Redis Cluster of 3 masters with a
-replica each (`tests.cluster`), through the same `settings` (`REDIS_CLUSTER_NODES` set).
+replica each (`tests.cluster`), through the same `settings` (`REDIS_CLUSTER_NODES` set);
+those marked `single_redis` (what they check does not depend on how Redis is deployed: a
+handler kind, an address check, an API crash) run on the single Redis only.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from models import ConsumptionRecord, Database
@@ -47,6 +48,7 @@ def test_fan_out_to_three_groups_and_load_sharing_inside_one(
     assert len(instances) == 2, "both worker processes delivered"
 
 
+@pytest.mark.single_redis
 def test_expired_messages_are_not_delivered(tenant, subscriptions, webhook, processes):
     tenant.create_queue("orders")
     sub = subscriptions.create("orders", "billing", webhook.url("/e"))
@@ -74,6 +76,7 @@ def _status_when(tenant, message_id: str, delivery_status: str) -> dict | None:
     return message if done else None
 
 
+@pytest.mark.single_redis
 def test_private_webhook_address_refused_at_delivery(tenant, subscriptions, webhook, processes):
     tenant.create_queue("orders")
     sub = subscriptions.create("orders", "billing", webhook.url("/private"))

@@ -64,6 +64,7 @@ def _stats(tenant, sub_id):
     return tenant.admin.get(f"/subscriptions/{sub_id}").json["stats"]
 
 
+@pytest.mark.single_redis
 def test_a_function_and_a_database_subscription_both_receive_the_order(
         tenant, processes, orders_table, tmp_path: Path):
     tenant.create_queue("orders")
@@ -97,6 +98,7 @@ def test_a_function_and_a_database_subscription_both_receive_the_order(
     wait_until(lambda: _stats(tenant, database["id"])["delivered_total"] == 1)
 
 
+@pytest.mark.single_redis
 def test_a_filtered_subscription_receives_only_matching_messages_transformed(
         tenant, webhook, processes):
     tenant.create_queue("orders")
@@ -135,6 +137,7 @@ def test_a_filtered_subscription_receives_only_matching_messages_transformed(
     assert sorted(r["status"] for r in records) == ["filtered"] * 3 + ["success"] * 2
 
 
+@pytest.mark.single_redis
 def test_a_schema_violation_is_dead_lettered_after_one_attempt(tenant, webhook, processes):
     tenant.create_queue("orders")
     sub = _subscribe(tenant, "orders", "strict", {
@@ -161,6 +164,7 @@ def test_a_schema_violation_is_dead_lettered_after_one_attempt(tenant, webhook, 
     assert len(webhook.settle("/strict", quiet_s=0.8)) == 1
 
 
+@pytest.mark.single_redis
 def test_a_failing_function_is_retried_then_dead_lettered(tenant, processes):
     tenant.create_queue("orders")
     sub = _subscribe(tenant, "orders", "boom", {

@@ -10,6 +10,7 @@ import time
 from datetime import timedelta
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from broker.connection import connect
@@ -28,6 +29,7 @@ def _gunicorn_workers(master: int) -> list[int]:
     return [pid for pid in descendants(master) if is_running(pid)]
 
 
+@pytest.mark.single_redis
 def test_killed_api_worker_loses_nothing_and_duplicates_nothing(
         tenant, settings, processes: Processes, subscriptions: Subscriptions,
         webhook: Webhook) -> None:

@@ -6,6 +6,8 @@ import signal
 import time
 from collections import Counter
 
+import pytest
+
 from broker.keys import group_name
 from tests.delivery.conftest import publish_many
 from tests.processes import wait_until
@@ -67,6 +69,7 @@ def test_message_that_keeps_killing_its_worker_is_dead_lettered(
     assert len(webhook.received("/poison")) == 5
 
 
+@pytest.mark.single_redis
 def test_clean_shutdown_hands_unstarted_messages_back_at_once(
         tenant, subscriptions, webhook, processes):
     tenant.create_queue("orders")
@@ -86,6 +89,7 @@ def test_clean_shutdown_hands_unstarted_messages_back_at_once(
     assert max(counts.values()) == 1, "a clean stop finishes what it started: no duplicates"
 
 
+@pytest.mark.single_redis
 def test_orphaned_entries_all_come_back_without_waiting_for_more_timeouts(
         tenant, subscriptions, webhook, processes):
     """300 entries a dead consumer held: the first reclaim pass takes what the worker has
@@ -145,6 +149,7 @@ def test_a_killed_workers_messages_go_to_a_survivor_at_once(
           f"{sum(counts.values()) - 60} duplicates")
 
 
+@pytest.mark.single_redis
 def test_a_stalled_worker_loses_its_entries_but_nothing_is_lost_or_counted_twice(
         tenant, subscriptions, webhook, processes):
     """SIGSTOP past the dead-after time: the survivor takes over; after SIGCONT the stalled
@@ -170,6 +175,7 @@ def test_a_stalled_worker_loses_its_entries_but_nothing_is_lost_or_counted_twice
     assert processes.redis.hget(counters, "delivered") == "40"
 
 
+@pytest.mark.single_redis
 def test_duplicates_after_a_sigkill_are_bounded_by_the_prefetch(
         tenant, subscriptions, webhook, processes):
     """A worker holds at most WORKER_PREFETCH unacknowledged entries, so a SIGKILL can
