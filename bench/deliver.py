@@ -117,6 +117,7 @@ class MQSystem:
         self.redis = connect(self.settings)
         self.keys = Keys.of(self.settings)
         self.streams = TopicStreams(self.redis, self.keys, max_len=10_000_000)
+        self.publishing = threading.Lock()
         self.publisher = Publisher.build(self.database.engine, self.redis, self.keys,
                                          stream_cap=10_000_000)
         with self.database.session() as session:
@@ -157,7 +158,8 @@ class MQSystem:
         target = PublishTarget.of(self.topic)
         items = [prepare_message(target, self.principal.key_name, {"payload": {"id": i}})
                  for i in ids]
-        self.publisher.publish_now(Job(target.name, items))
+        with self.publishing:  # a Publisher takes one caller at a time (`GroupWriter` in the API)
+            self.publisher.publish_now(Job(target.name, items))
         return ids
 
     def append_one(self) -> str:
