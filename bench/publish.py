@@ -48,16 +48,17 @@ from typing import Any
 
 import httpx
 import psycopg2
-from redis import Redis
 from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.openloop import Sink, run_open_loop, summarize, webhook_sink  # noqa: E402
+from broker.connection import connect  # noqa: E402
 from models import Database, upgrade  # noqa: E402
 from models.database import temporary_database  # noqa: E402
 from models.tenancy import create_tenant  # noqa: E402
+from mq.settings import Settings  # noqa: E402
 from mq.urls import libpq_url  # noqa: E402
 
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL",
@@ -362,7 +363,7 @@ def measure(db_url: str, namespace: str, args: argparse.Namespace) -> dict[str, 
 
 
 def cleanup_redis(namespace: str) -> None:
-    client = Redis.from_url(REDIS_URL)
+    client = connect(Settings(redis_url=REDIS_URL))
     keys = list(client.scan_iter(f"{namespace}:*", count=1000))
     for start in range(0, len(keys), 500):
         client.delete(*keys[start:start + 500])
