@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 from redis import Redis
 
+from broker import control
 from broker.consumer import RedisStreamsConsumer
 from broker.dead_letters import DeadLetterEntry, list_entries, topic_envelope
 from broker.delivery import DEFAULT_POOL, Route, RouteTable
@@ -102,3 +103,25 @@ def test_a_nacked_delivery_is_dead_lettered_through_the_worker_hooks(
     assert json.loads(published[0][1]["m"])["p"] == letter.entry.as_dict()
     counters = redis_client.hgetall(keys.subscription_counters(route.subscription_id))
     assert counters == {"dead_lettered": "1", "failed": "1"}
+
+
+def test_a_consumer_reads_control_events_from_the_position_its_worker_noted(
+        settings: Settings, route: Route, redis_client: Redis, keys: Keys) -> None:
+    """A worker notes the control stream's tip before it loads subscriptions; a change made
+    between that load and its consumer's start reaches the consumer all the same."""
+    hooks = RecordingHooks()
+    routes = RouteTable()
+    routes.replace({route.subscription_id: route})
+    broker = RedisStreamsBroker(settings, hooks, routes=routes)
+    broker.control_seen = control.tip(broker.client, broker.keys)
+    changed = f"sub-{uuid.uuid4().hex[:8]}"
+    control.announce(redis_client, keys, "subscription", changed, "upsert")  # meanwhile
+    consumer = broker.consume(DEFAULT_POOL, prefetch=100, timeout=100)
+    assert isinstance(consumer, RedisStreamsConsumer)
+    try:
+        next(consumer)
+        assert {"kind": "subscription", "id": changed, "op": "upsert"} in hooks.events
+        assert broker.control_seen != "0-0", "the consumer moves the noted position on"
+    finally:
+        consumer.close()
+        broker.close()
