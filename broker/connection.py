@@ -45,9 +45,9 @@ def connect(settings: Settings, *, max_connections: int = 64, wait_s: float | No
         common |= {"timeout": wait_s}
     if settings.redis_password is not None:
         common["password"] = settings.redis_password
-    if settings.redis_cluster_nodes:
-        return _cluster(settings, common, wait_s is not None)
     pool_class = BlockingConnectionPool if wait_s is not None else ConnectionPool
+    if settings.redis_cluster_nodes:
+        return _cluster(settings, common, pool_class)
     return Redis(connection_pool=pool_class.from_url(settings.redis_url, **common))
 
 
@@ -55,7 +55,8 @@ def is_cluster(client: RedisClient) -> TypeGuard[RedisCluster]:
     return isinstance(client, RedisCluster)
 
 
-def _cluster(settings: Settings, common: dict[str, Any], blocking: bool) -> RedisCluster:
+def _cluster(settings: Settings, common: dict[str, Any],
+             pool_class: type[ConnectionPool]) -> RedisCluster:
     url = urlsplit(settings.redis_url)
     if url.scheme == "rediss":
         common["ssl"] = True
@@ -64,7 +65,6 @@ def _cluster(settings: Settings, common: dict[str, Any], blocking: bool) -> Redi
     if url.password and "password" not in common:
         common["password"] = unquote(url.password)
     nodes = [ClusterNode(*_host_port(node)) for node in settings.redis_cluster_nodes]
-    pool_class = BlockingConnectionPool if blocking else ConnectionPool
     return RedisCluster(startup_nodes=nodes, connection_pool_class=pool_class, **common)
 
 

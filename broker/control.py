@@ -14,6 +14,7 @@ from typing import Literal, cast
 
 from broker.connection import RedisClient
 from broker.keys import Keys
+from broker.pools import START
 
 CONTROL_MAX_LEN = 10_000
 
@@ -29,6 +30,6 @@ def announce(redis: RedisClient, keys: Keys, kind: Kind, object_id: str, op: Op)
 
 
 def tip(redis: RedisClient, keys: Keys) -> str:
-    """The id of the newest event ("0-0" when there is none)."""
+    """The id of the newest event (`START` when there is none)."""
     rows = cast(list[tuple[str, object]], redis.xrevrange(keys.control, count=1))
-    return rows[0][0] if rows else "0-0"
+    return rows[0][0] if rows else START

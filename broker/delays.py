@@ -96,7 +96,7 @@ class DelaySet:
                 keys=[self.keys.delayed(), self.keys.delayed_payloads(),
                       self.keys.delay_in_flight()],
                 args=[RELEASE_BATCH, RETAKE_MS])
-            taken = dict(zip(reply[1::2], reply[2::2], strict=True))
+            taken = _by_stream(reply[1::2], reply[2::2])
             appended = self._append(taken)
             done: list[Any] = self._done(
                 keys=[self.keys.delayed(), self.keys.delayed_payloads(),
@@ -104,39 +104,34 @@ class DelaySet:
                       self.keys.delay_offsets()],
                 args=[MARKER_TTL_MS, RETAKE_MS,
                       *(value for pair in appended.items() for value in pair)])
-            self._forget_markers(taken, appended)
+            self._forget_markers(taken)
             offsets.update(appended)
-            if len(taken) < RELEASE_BATCH:
+            if (len(reply) - 1) // 2 < RELEASE_BATCH:  # {now, member, data, ...}
                 next_due = int(done[1])
                 return Released(int(done[0]), None if next_due < 0 else next_due, offsets)
 
-    def _append(self, taken: dict[str, str]) -> dict[str, str]:
-        """Append the taken messages to their streams, once each; their offsets by id."""
-        by_stream: dict[str, list[tuple[str, str]]] = {}
-        for record_id, raw in taken.items():
-            data = json.loads(raw)
-            by_stream.setdefault(data["s"], []).append((record_id, data["m"]))
-        if not by_stream:
+    def _append(self, taken: dict[str, list[tuple[str, str]]]) -> dict[str, str]:
+        """Append the taken messages (stream -> [(record id, entry)]) to their streams, once
+        each; their offsets by record id."""
+        if not taken:
             return {}
         pipe = self.redis.pipeline(transaction=False)
-        for stream, entries in by_stream.items():
+        for stream, entries in taken.items():
             self.streams.queue_append_to(pipe, stream, entries)
         replies = iter(pipe.execute())
         offsets: dict[str, str] = {}
-        for entries in by_stream.values():
+        for entries in taken.values():
             ids = [entry_id for _ in range(0, len(entries), APPEND_CHUNK)
                    for entry_id in str(next(replies)).split(",")]
             offsets.update(zip((record_id for record_id, _ in entries), ids, strict=True))
         return offsets
 
-    def _forget_markers(self, taken: dict[str, str], appended: dict[str, str]) -> None:
-        by_stream: dict[str, list[str]] = {}
-        for record_id in appended:
-            by_stream.setdefault(json.loads(taken[record_id])["s"], []).append(record_id)
-        if by_stream:
+    def _forget_markers(self, taken: dict[str, list[tuple[str, str]]]) -> None:
+        """Drop the append markers of the released messages (their offsets are remembered)."""
+        if taken:
             pipe = self.redis.pipeline(transaction=False)
-            for stream, record_ids in by_stream.items():
-                pipe.hdel(self.keys.stream_markers(stream), *record_ids)
+            for stream, entries in taken.items():
+                pipe.hdel(self.keys.stream_markers(stream), *(rid for rid, _ in entries))
             pipe.execute()
 
     def cancel(self, record_id: str) -> bool:
@@ -170,3 +165,12 @@ class DelaySet:
         if pubsub.get_message(timeout=block_ms / 1000) is not None:
             while pubsub.get_message(timeout=0) is not None:  # drain the burst
                 pass
+
+
+def _by_stream(record_ids: list[str], payloads: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """Taken messages grouped by their stream: stream -> [(record id, entry)]."""
+    by_stream: dict[str, list[tuple[str, str]]] = {}
+    for record_id, raw in zip(record_ids, payloads, strict=True):
+        data = json.loads(raw)
+        by_stream.setdefault(data["s"], []).append((record_id, data["m"]))
+    return by_stream

@@ -80,19 +80,13 @@ class _SlotRead:
     """The armed `XREAD` of one slot and its connection."""
 
     connection: AbstractConnection
-    question: tuple[tuple[str, str], ...] = ()
+    keys: list[str] = field(default_factory=list)
     armed: bool = False
 
-    @property
-    def keys(self) -> list[str]:
-        return [key for key, _ in self.question]
-
-    def arm(self, question: tuple[tuple[str, str], ...]) -> None:
-        keys = [key for key, _ in question]
-        ids = [last for _, last in question]
+    def arm(self, streams: dict[str, str]) -> None:
         self.connection.send_command("XREAD", "COUNT", 1, "BLOCK", SERVER_BLOCK_MS,
-                                     "STREAMS", *keys, *ids)
-        self.question, self.armed = question, True
+                                     "STREAMS", *streams, *streams.values())
+        self.keys, self.armed = list(streams), True
 
     def ready(self) -> bool:
         return self.armed and self.connection.can_read(timeout=0)
@@ -121,21 +115,20 @@ class SlotWaker:
     def wait(self, streams: dict[str, str], block_ms: int | None) -> list[str]:
         """Like `XREAD COUNT 1 [BLOCK block_ms] STREAMS …` over `streams` (key -> last seen
         id): the keys that have entries after their ids. `block_ms=None` only looks."""
-        by_slot: dict[str, list[tuple[str, str]]] = {}
-        for key, last in streams.items():
-            by_slot.setdefault(slot_tag(key), []).append((key, last))
+        by_slot = {slot_tag(keys[0]): {key: streams[key] for key in keys}
+                   for keys in self.groups(list(streams))}
         for tag in [t for t in self.reads if t not in by_slot]:
             self.reads.pop(tag).close()
         fired: list[str] = []
-        for tag, pairs in by_slot.items():
-            fired += self._arm(tag, tuple(pairs))
+        for tag, watched in by_slot.items():
+            fired += self._arm(tag, watched)
         if fired:
             return fired
-        ready = [read for read in self.reads.values() if read.ready()]
+        ready = [(tag, read) for tag, read in self.reads.items() if read.ready()]
         if not ready and block_ms is not None:
             ready = self._select(block_ms / 1000)
-        for read in ready:
-            fired += self._collect(read)
+        for tag, read in ready:
+            fired += self._collect(tag, read)
         return fired
 
     @staticmethod
@@ -151,23 +144,23 @@ class SlotWaker:
             read.close()
         self.reads.clear()
 
-    def _arm(self, tag: str, question: tuple[tuple[str, str], ...]) -> list[str]:
-        """Arm the slot's read with `question` unless it is armed with it already; answers
+    def _arm(self, tag: str, streams: dict[str, str]) -> list[str]:
+        """Arm the slot's read over `streams` unless it is armed over them already; answers
         the keys to report at once when arming failed."""
         read = self.reads.get(tag)
         if read is not None and read.armed:
-            if read.keys == [key for key, _ in question]:
+            if read.keys == list(streams):
                 return []
             read.close()
         if time.monotonic() < self.retry_at.get(tag, 0.0):
             return []
         try:
             if read is None or not read.connection.is_connected:
-                read = self._open(question[0][0], read)
+                read = self._open(next(iter(streams)), read)
                 self.reads[tag] = read
-            read.arm(question)
+            read.arm(streams)
         except RedisError as exc:
-            return self._failed(tag, [key for key, _ in question], exc)
+            return self._failed(tag, list(streams), exc)
         return []
 
     def _open(self, key: str, old: _SlotRead | None) -> _SlotRead:
@@ -179,22 +172,21 @@ class SlotWaker:
         connection.connect()
         return _SlotRead(connection)
 
-    def _select(self, timeout_s: float) -> list[_SlotRead]:
-        armed: dict[Any, _SlotRead] = {}
-        for read in self.reads.values():
+    def _select(self, timeout_s: float) -> list[tuple[str, _SlotRead]]:
+        armed: dict[Any, tuple[str, _SlotRead]] = {}
+        for tag, read in self.reads.items():
             sock = getattr(read.connection, "_sock", None)  # redis-py keeps no public handle
             if read.armed and sock is not None:
-                armed[sock] = read
+                armed[sock] = (tag, read)
         if not armed:
             return []
         readable, _, _ = select.select(list(armed), [], [], timeout_s)
         return [armed[sock] for sock in readable]
 
-    def _collect(self, read: _SlotRead) -> list[str]:
+    def _collect(self, tag: str, read: _SlotRead) -> list[str]:
         try:
             return read.fired()
         except RedisError as exc:
-            tag = next(t for t, r in self.reads.items() if r is read)
             return self._failed(tag, read.keys, exc)
 
     def _failed(self, tag: str, keys: Iterable[str], exc: RedisError) -> list[str]:

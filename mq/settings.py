@@ -166,31 +166,23 @@ def _parser_for(type_name: object) -> Callable[[str], object]:
     return str
 
 
-def _positive(raw: str) -> int:
-    value = int(raw)
-    if value < 1:
-        raise ValueError("must be at least 1")
-    return value
+def _at_least(minimum: int, unit: str = "") -> Callable[[str], int]:
+    """A parser of integers not below `minimum` (`unit` names it in the error)."""
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}{unit}")
+        return value
+    return parse
 
 
-def _not_negative(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-def _days(raw: str) -> int:
-    value = int(raw)
-    if value < 1:
-        raise ValueError("must be at least 1 (day)")
-    return value
+_days = _at_least(1, " (day)")
 
 
 _PARSERS: dict[str, Callable[[str], object]] = {"mq_db_targets": _json_object,
                                                 "database_url": _postgresql_url,
                                                 "mq_record_retention_days": _days,
                                                 "mq_delivery_record_retention_days": _days,
-                                                "redis_cluster_shards": _positive,
-                                                "redis_wait_replicas": _not_negative,
-                                                "redis_wait_timeout_ms": _positive}
+                                                "redis_cluster_shards": _at_least(1),
+                                                "redis_wait_replicas": _at_least(0),
+                                                "redis_wait_timeout_ms": _at_least(1)}

@@ -63,8 +63,7 @@ class GroupAppender:
                                    item.partition, item.envelope)
         self.streams.queue_forget_markers(pipe, settled)
         self._queue_rates(pipe, new)
-        written = [self.streams.keys.stream(*ref) for ref in by_stream]
-        waits = self._queue_waits(pipe, written + ([self.delays.keys.delayed()] if parked else []))
+        waits = self._queue_waits(pipe, list(by_stream), bool(parked)) if self.wait_replicas else 0
         try:
             replies = pipe.execute(raise_on_error=False) if len(pipe) else []
         except RedisError as exc:
@@ -92,9 +91,12 @@ class GroupAppender:
             return self._after_failure(new, failure, appended)
         return appended, behind
 
-    def _queue_waits(self, pipe: Any, written: list[str]) -> int:
-        """Queue a `WAIT` for each server holding a key of `written`; returns how many."""
-        if not self.wait_replicas or not written:
+    def _queue_waits(self, pipe: Any, appended_to: list[StreamRef], parked: bool) -> int:
+        """Queue a `WAIT` for each server written to (the streams `appended_to`, and the delay
+        set when messages were `parked`); returns how many."""
+        written = [self.streams.keys.stream(*ref) for ref in appended_to]
+        written += [self.delays.keys.delayed()] if parked else []
+        if not written:
             return 0
         wait = ("WAIT", self.wait_replicas, self.wait_timeout_ms)
         if not is_cluster(self.redis):

@@ -276,10 +276,16 @@ def cluster_settings(settings: Settings, redis_cluster: RedisClusterProcesses) -
                                redis_namespace=f"{settings.redis_namespace}c{uuid.uuid4().hex[:6]}")
 
 
-@pytest.fixture
-def cluster_app(cluster_settings: Settings) -> Iterator[Flask]:
-    """An API on the Redis Cluster; its publishers stop after the test."""
+def app_on(settings: Settings) -> Iterator[Flask]:
+    """An API on `settings` for one test (yield from it in a fixture); its publishers stop
+    after the test."""
     from api import create_app
 
-    yield create_app(cluster_settings)
+    yield create_app(settings)
     GroupWriter.stop_all()
+
+
+@pytest.fixture
+def cluster_app(cluster_settings: Settings) -> Iterator[Flask]:
+    """An API on the Redis Cluster."""
+    yield from app_on(cluster_settings)

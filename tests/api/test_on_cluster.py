@@ -3,18 +3,9 @@ streams, groups, delay sets and dead letters answers as it does on one Redis."""
 
 from __future__ import annotations
 
-import uuid
-
 from flask import Flask
 
-from tests.conftest import API, OPERATOR_TOKEN, Caller
-
-
-def admin_of(app: Flask) -> Caller:
-    created = Caller(app.test_client(), OPERATOR_TOKEN).post(
-        "/tenants", {"name": f"t-{uuid.uuid4().hex[:10]}"})
-    assert created.status_code == 201, created.json
-    return Caller(app.test_client(), created.json["admin_key"])
+from tests.conftest import API, make_tenant
 
 
 def test_health_reports_the_cluster(cluster_app: Flask) -> None:
@@ -25,7 +16,7 @@ def test_health_reports_the_cluster(cluster_app: Flask) -> None:
 
 
 def test_topics_subscriptions_and_their_stats_on_a_cluster(cluster_app: Flask) -> None:
-    admin = admin_of(cluster_app)
+    admin = make_tenant(cluster_app.test_client()).admin
     assert admin.post("/queues", {"name": "orders", "partition_count": 4}).status_code == 201
     sub = admin.post("/subscriptions", {
         "topic": "orders", "consumer_group": "billing", "consumer_name": "b-1",

@@ -3,15 +3,13 @@ and subscriptions, spread over every master; nothing a script touches crosses a 
 
 from __future__ import annotations
 
-import uuid
-
 from flask import Flask
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from broker.keys import Keys, shard_tags, slot_tag
 from mq.settings import Settings
 from tests.cluster import RedisClusterProcesses
-from tests.conftest import OPERATOR_TOKEN, Caller
+from tests.conftest import make_tenant
 
 
 def test_shard_tags_hash_into_evenly_spaced_slot_ranges() -> None:
@@ -40,11 +38,9 @@ def test_keys_on_a_cluster_use_shard_tags_and_a_single_redis_keeps_its_names(
 def test_a_topic_published_through_the_api_spreads_over_every_master(
         cluster_app: Flask, cluster_settings: Settings,
         redis_cluster: RedisClusterProcesses) -> None:
-    operator = Caller(cluster_app.test_client(), OPERATOR_TOKEN)
     topics: list[str] = []
     for _ in range(3):  # three tenants, each with a 12-partition topic
-        created = operator.post("/tenants", {"name": f"t-{uuid.uuid4().hex[:10]}"})
-        admin = Caller(cluster_app.test_client(), created.json["admin_key"])
+        admin = make_tenant(cluster_app.test_client()).admin
         topic = admin.post("/queues", {"name": "wide", "partition_count": 12})
         assert topic.status_code == 201, topic.json
         topics.append(topic.json["id"])

@@ -4,46 +4,31 @@ append (Redis `WAIT` on the connection that wrote it, on every server written to
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from collections.abc import Iterator
 
 import pytest
 from flask import Flask
 
-from api import create_app
 from mq.settings import Settings
-from publishing.writer import GroupWriter
-from tests.cluster import RedisClusterProcesses
-from tests.conftest import OPERATOR_TOKEN, Caller
-
-
-def app_with(settings: Settings, **changes: object) -> Iterator[Flask]:
-    yield create_app(dataclasses.replace(settings, **changes))
-    GroupWriter.stop_all()
-
-
-def admin_of(app: Flask) -> Caller:
-    operator = Caller(app.test_client(), OPERATOR_TOKEN)
-    created = operator.post("/tenants", {"name": f"t-{uuid.uuid4().hex[:10]}"})
-    assert created.status_code == 201, created.json
-    return Caller(app.test_client(), created.json["admin_key"])
+from tests.conftest import Caller, app_on, make_tenant
 
 
 @pytest.fixture
 def waiting_app(settings: Settings) -> Iterator[Flask]:
     """The single test Redis has no replica: every WAIT for one falls short."""
-    yield from app_with(settings, redis_wait_replicas=1, redis_wait_timeout_ms=50)
+    yield from app_on(dataclasses.replace(settings, redis_wait_replicas=1,
+                                          redis_wait_timeout_ms=50))
 
 
 @pytest.fixture
-def cluster_app(settings: Settings, redis_cluster: RedisClusterProcesses) -> Iterator[Flask]:
-    yield from app_with(settings, redis_cluster_nodes=tuple(redis_cluster.nodes),
-                        redis_wait_replicas=1, redis_wait_timeout_ms=2000)
+def replicated_app(cluster_settings: Settings) -> Iterator[Flask]:
+    yield from app_on(dataclasses.replace(cluster_settings, redis_wait_replicas=1,
+                                          redis_wait_timeout_ms=2000))
 
 
 def test_without_the_replicas_a_publish_is_503_and_its_retry_finds_it_stored(
         waiting_app: Flask, app: Flask) -> None:
-    admin = admin_of(waiting_app)
+    admin = make_tenant(waiting_app.test_client()).admin
     admin.post("/queues", {"name": "waits", "partition_count": 2})
     body = {"topic": "waits", "message_id": "w-1", "payload": {"n": 1}}
     answer = admin.post("/publish", body)
@@ -63,8 +48,8 @@ def test_without_the_replicas_a_publish_is_503_and_its_retry_finds_it_stored(
     assert looked_up.status_code == 200 and looked_up.json["status"] == "published"
 
 
-def test_on_a_cluster_with_replicas_publishes_are_acknowledged(cluster_app: Flask) -> None:
-    admin = admin_of(cluster_app)
+def test_on_a_cluster_with_replicas_publishes_are_acknowledged(replicated_app: Flask) -> None:
+    admin = make_tenant(replicated_app.test_client()).admin
     admin.post("/queues", {"name": "replicated", "partition_count": 6})
     single = admin.post("/publish", {"topic": "replicated", "payload": "one"})
     assert single.status_code == 201, single.json
