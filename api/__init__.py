@@ -6,6 +6,7 @@ publishing core; handed their dependencies). At the edge: `api.context` (the pro
 `Services` and the request's `Scope`), `api.auth` (the caller), `api.errors` (every failure
 as the contract's error body), `api.bodies` and `api.parsing` (request bodies),
 `api.fast_path` (publishes answered without Flask's dispatch) and `api.instrumentation`.
+`api.dashboard` is the web dashboard over the same services.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from api import instrumentation
 from api.bodies import check_request_body
 from api.cache import EpochCache
 from api.context import close_request_scope
+from api.dashboard import register_dashboard
 from api.dependencies import Services
 from api.errors import MQApi, register_error_handlers
 from api.fast_path import PublishFastPath
@@ -113,6 +115,7 @@ def create_app(
 
     api = MQApi(app, spec_kwargs={"servers": [{"url": "/"}]})
     register_blueprints(api, BASE)
+    register_dashboard(app, settings)
     instrumentation.install(app)
     register_error_handlers(app)
     app.before_request(_start_request)

@@ -49,7 +49,11 @@ def bearer_token(header: str) -> str:
 
 
 def _load_principal(here: Scope, token: str) -> Principal | None:
-    key_hash = hash_key(token)
+    return principal_by_hash(here, hash_key(token))
+
+
+def principal_by_hash(here: Scope, key_hash: str) -> Principal | None:
+    """The holder of the API key with this hash (the dashboard's session keeps the hash)."""
     return here.services.cache.get_or_load("key", key_hash, here.cache_epoch(),
                                            lambda: _principal_from_db(here, key_hash))
 
@@ -68,6 +72,13 @@ def _is_operator(here: Scope, token: str) -> bool:
     if not expected:
         return False
     return hmac.compare_digest(token.encode(), expected.encode())
+
+
+def is_operator_hash(here: Scope, token_hash: str) -> bool:
+    """Whether `token_hash` is the hash of the current operator token (a session made with
+    an old token ends when the token is changed)."""
+    expected = here.services.settings.mq_operator_token
+    return bool(expected) and hmac.compare_digest(token_hash, hash_key(expected or ""))
 
 
 def tenant_access(*roles: str, publishes: bool = False) -> Callable[[F], F]:
@@ -112,13 +123,18 @@ def publish_as_caller(token: str, allowed: tuple[str, ...], publish: Callable[[]
 
 
 def _as_caller(token: str, allowed: tuple[str, ...], call: Callable[[], T]) -> T:
-    found = _load_principal(scope(), token)
+    authorize(_load_principal(scope(), token), allowed)
+    return call()
+
+
+def authorize(found: Principal | None, allowed: tuple[str, ...]) -> Principal:
+    """`found` as the request's caller, if its role is one of `allowed`."""
     if found is None:
         raise Unauthorized("unknown API key")
     if found.role not in allowed:
         raise Forbidden(f"the '{found.role}' role may not make this call")
     g.principal = found
-    return call()
+    return found
 
 
 def operator_access(view: F) -> F:

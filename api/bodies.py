@@ -22,6 +22,9 @@ from mq.errors import InvalidJSON, NotFound, UnsupportedMediaType, ValidationErr
 MAX_DEPTH = 256
 TOO_DEEP = f"the request body nests more than {MAX_DEPTH} levels deep"
 
+#: Blueprints whose forms post `application/x-www-form-urlencoded` (the dashboard).
+FORM_BLUEPRINTS = frozenset({"dashboard"})
+
 # Escapes that can decode to a NUL or to a (possibly lone) surrogate.
 _SUSPICIOUS = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
@@ -29,7 +32,8 @@ _SUSPICIOUS = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 def check_request_body() -> None:
     current = request._get_current_object()  # type: ignore[attr-defined]  # one look-up
     _check_url_text(current)
-    if current.method not in {"POST", "PUT", "PATCH"} or not _has_body(current):
+    if current.method not in {"POST", "PUT", "PATCH"} or not _has_body(current) \
+            or current.blueprint in FORM_BLUEPRINTS:
         return
     if not current.is_json:
         raise UnsupportedMediaType("the request body must be application/json")

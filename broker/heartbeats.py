@@ -55,8 +55,10 @@ class Heartbeat:
     """The heartbeat of this process."""
 
     def __init__(self, redis: RedisClient, keys: Keys, kind: str, *, ttl_s: float = 15,
-                 alive_as: str | None = None) -> None:
+                 alive_as: str | None = None, fixed: dict[str, Any] | None = None) -> None:
         self.redis = redis
+        #: Fields every beat carries (a worker's pools, threads and instance).
+        self.fixed = fixed or {}
         self.keys = keys
         self.kind = kind
         self.ttl_s = ttl_s
@@ -74,7 +76,7 @@ class Heartbeat:
                   "ts": now, "ttl_s": self.ttl_s,
                   "last_heartbeat": datetime.fromtimestamp(now, UTC).isoformat(
                       timespec="milliseconds").replace("+00:00", "Z"),
-                  **extra}
+                  **self.fixed, **extra}
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(self.keys.processes, self.id, json.dumps(record))
         if self.alive_as is not None:

@@ -39,6 +39,8 @@ slots and masters.
   `failed`, `filtered`, `dead_lettered`), kept by the workers.
 - `{ns}:win:{<topic or subscription id>}` hash: a ring of per-second slots with recent publish
   (topics) or delivery (subscriptions) counts, read by the metrics API (`broker/rates.py`).
+- `{ns}:win:{<topic or subscription id>}:m` hash: the same counts in per-minute slots (the
+  dashboard's 15-minute sparklines).
 - `{ns}:lat:{<subscription_id>}` list: recent delivery latencies (`"<ms>:<latency ms>"`).
 - `{ns}:control` stream: control plane (subscription and topic changes) read by workers.
 - `{ns}:procs` hash: process id -> JSON heartbeat of workers and schedulers.
@@ -138,6 +140,9 @@ class Keys:
 
     def rate_window(self, owner_id: str) -> str:
         return f"{self.ns}:win:{{{owner_id}}}"
+
+    def rate_minutes(self, owner_id: str) -> str:
+        return f"{self.rate_window(owner_id)}:m"
 
     def latencies(self, subscription_id: str) -> str:
         return f"{self.ns}:lat:{{{subscription_id}}}"

@@ -4,8 +4,9 @@ Rates: one hash per topic or subscription (`Keys.rate_window`) holds a ring of p
 slots, field `<second % RING_S>` = `"<second>,<a>,<b>"` (topics: published count and bytes;
 subscriptions: succeeded and failed attempts). A slot is reset when a later second reuses it,
 so the hash never holds more than `RING_S` fields, and summing the slots of the last
-`WINDOW_S` seconds gives the recent rate. Latencies: a capped list per subscription
-(`Keys.latencies`) of `"<finished ms>:<latency ms>"` samples, newest first.
+`WINDOW_S` seconds gives the recent rate. A second hash (`Keys.rate_minutes`) keeps the same
+counts per minute for `MINUTE_RING` minutes: the dashboard's sparklines. Latencies: a capped
+list per subscription (`Keys.latencies`) of `"<finished ms>:<latency ms>"` samples, newest first.
 
 Writers batch: the API adds one slot bump per publish request, workers flush their tallies
 about once a second (see `workers/metrics.py`), never one round trip per delivery.
@@ -28,6 +29,9 @@ from broker.scripts import LuaScript
 WINDOW_S = 60
 #: Slots in the ring: more than the window, so a slot being rewritten is never read.
 RING_S = 120
+#: Per-minute slots: more than the `HISTORY_MIN` minutes a history shows.
+MINUTE_RING = 20
+HISTORY_MIN = 15
 #: Latency samples kept per subscription, and how old a sample may be to count.
 LATENCY_SAMPLES = 1000
 LATENCY_WINDOW_S = 300
@@ -75,13 +79,14 @@ class Rates:
     def record_published(self, topic_id: str, count: int, size: int,
                          now: float | None = None) -> None:
         second = int(now if now is not None else time.time())
-        self._bump(keys=[self.keys.rate_window(topic_id)],
-                   args=[second, count, size, RING_S, IDLE_EXPIRY_S])
+        self._bump(keys=self._rings(topic_id), args=_bump_args(second, count, size))
 
     def queue_published(self, pipe: Pipeline, topic_id: str, count: int, size: int) -> None:
         """`record_published` queued on a pipeline."""
-        self._bump.queue(pipe, [self.keys.rate_window(topic_id)],
-                         [int(time.time()), count, size, RING_S, IDLE_EXPIRY_S])
+        self._bump.queue(pipe, self._rings(topic_id), _bump_args(int(time.time()), count, size))
+
+    def _rings(self, owner_id: str) -> list[str]:
+        return [self.keys.rate_window(owner_id), self.keys.rate_minutes(owner_id)]
 
     def record_deliveries(self, tallies: dict[str, Tally]) -> None:
         """Flush the tallies of several subscriptions in one pipelined round trip."""
@@ -89,9 +94,9 @@ class Rates:
             return
         pipe = self.redis.pipeline(transaction=False)
         for subscription_id, tally in tallies.items():
-            ring = self.keys.rate_window(subscription_id)
+            rings = self._rings(subscription_id)
             for second, (ok, failed) in tally.per_second.items():
-                self._bump.queue(pipe, [ring], [second, ok, failed, RING_S, IDLE_EXPIRY_S])
+                self._bump.queue(pipe, rings, _bump_args(second, ok, failed))
             if tally.latencies:
                 samples = self.keys.latencies(subscription_id)
                 pipe.lpush(samples, *tally.latencies)
@@ -110,6 +115,25 @@ class Rates:
         return {rid: _window(values, now_s) for rid, values in zip(ids, pipe.execute(),
                                                                     strict=True)}
 
+    def history(self, ids: Sequence[str], now: float | None = None
+                ) -> dict[str, list[tuple[int, int]]]:
+        """Each id's counts per minute over the last `HISTORY_MIN` minutes, oldest first
+        (the current, unfinished minute last)."""
+        if not ids:
+            return {}
+        minute = int(now if now is not None else time.time()) // 60
+        pipe = self.redis.pipeline(transaction=False)
+        for rid in ids:
+            pipe.hvals(self.keys.rate_minutes(rid))
+        out: dict[str, list[tuple[int, int]]] = {}
+        for rid, values in zip(ids, pipe.execute(), strict=True):
+            counts: dict[int, tuple[int, int]] = {}
+            for value in values:
+                at, a, b = value.split(",")
+                counts[int(at)] = (int(a), int(b))
+            out[rid] = [counts.get(m, (0, 0)) for m in range(minute - HISTORY_MIN + 1, minute + 1)]
+        return out
+
     def latencies(self, subscription_ids: Sequence[str], now: float | None = None
                   ) -> dict[str, list[float]]:
         """Recent latency samples (ms) of each subscription."""
@@ -124,6 +148,10 @@ class Rates:
             out[sid] = [float(lat) for at, _, lat in (s.partition(":") for s in samples)
                         if float(at) >= oldest_ms]
         return out
+
+
+def _bump_args(second: int, a: int, b: int) -> list[int]:
+    return [second, a, b, RING_S, IDLE_EXPIRY_S, MINUTE_RING]
 
 
 def _window(values: Iterable[str], now_s: int) -> Window:

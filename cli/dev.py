@@ -38,6 +38,7 @@ DEV_TENANT = "dev"
 #: The dev tenant's admin key: keys are stored hashed, so this file is the only copy.
 KEY_FILE = "dev-admin-key"
 OPERATOR_TOKEN_FILE = "operator-token"
+SECRET_KEY_FILE = "secret-key"
 #: The processes and their options; the API listens on loopback only, as a dev server should.
 PROCESSES = {"api": "--host 127.0.0.1", "worker": "", "scheduler": ""}
 READY_TIMEOUT_S = 60.0
@@ -131,6 +132,7 @@ def dev_settings(settings: Settings, environ: Mapping[str, str], database_url: s
         "redis_url": redis_url,
         "mq_webhook_allow_private": True,
         "mq_operator_token": settings.mq_operator_token or _secret_file(OPERATOR_TOKEN_FILE),
+        "mq_secret_key": settings.mq_secret_key or _secret_file(SECRET_KEY_FILE),
     }
     if not environ.get("LOG_FORMAT"):
         overrides["log_format"] = "text"
@@ -174,6 +176,7 @@ def banner(settings: Settings, key: str, environ: Mapping[str, str]) -> str:
         "mq dev is up",
         f"  API             {base}/api/v1/mq",
         f"  docs            {base}/docs",
+        f"  dashboard       {base}/dashboard (sign in with the admin key or operator token)",
         f"  tenant          {DEV_TENANT}",
         f"  admin key       {key}",
         f"  operator token  {settings.mq_operator_token}",

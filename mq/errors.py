@@ -163,3 +163,11 @@ class ReplicasBehind(BrokerNotAvailable):
 
 class BackendNotSupported(BrokerNotAvailable):
     status = 422
+
+
+class FeatureOff(MQError):
+    """A part of the service that its settings leave off (the dashboard without
+    `MQ_SECRET_KEY`)."""
+
+    code = "NOT_CONFIGURED"
+    status = 503

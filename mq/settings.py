@@ -83,6 +83,10 @@ class Settings:
     mq_function_modules: tuple[str, ...] = ()
     mq_db_targets: dict[str, str] = field(default_factory=dict)
     mq_webhook_allow_private: bool = False
+    #: Signs the dashboard's session cookie; the dashboard is off while it is unset.
+    mq_secret_key: str | None = None
+    #: Send the dashboard's session cookie over HTTPS only (set it behind TLS).
+    mq_cookie_secure: bool = False
 
     metrics_enabled: bool = True
     prometheus_port: int = 9465

@@ -67,6 +67,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+SECRET_KEY = "test-dashboard-secret-key"
 OPERATOR_TOKEN = "test-operator-token"
 API = "/api/v1/mq"
 
@@ -107,6 +108,7 @@ def settings(database_url: str, redis_namespace: str) -> Settings:
         redis_url=REDIS_URL,
         redis_namespace=redis_namespace,
         mq_operator_token=OPERATOR_TOKEN,
+        mq_secret_key=SECRET_KEY,
         mq_webhook_allow_private=True,
         log_format="text",
     )

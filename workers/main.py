@@ -89,8 +89,9 @@ def run_process(settings: Settings, *, pools: list[str], threads: int) -> int:
     registry.resync()
     heartbeat = Heartbeat(broker.client, broker.keys, "worker",
                           ttl_s=max(settings.worker_dead_after_ms / 1000, 2 * HEARTBEAT_S),
-                          alive_as=broker.instance)
-    heartbeat.beat(subscriptions=len(broker.routes), pools=pools, instance=broker.instance)
+                          alive_as=broker.instance,
+                          fixed={"pools": pools, "threads": threads, "instance": broker.instance})
+    heartbeat.beat(subscriptions=len(broker.routes))
     broker.emit_after("process_boot")
     worker = dramatiq.Worker(broker, queues=set(pools), worker_threads=threads,
                              worker_timeout=1000)
@@ -100,7 +101,7 @@ def run_process(settings: Settings, *, pools: list[str], threads: int) -> int:
     worker.start()
     log.info("worker %s serving %d subscriptions on pools %s with %d threads",
              broker.instance, len(broker.routes), ",".join(pools), threads)
-    _main_loop(stop, broker, registry, heartbeat, pools)
+    _main_loop(stop, broker, registry, heartbeat)
     worker.stop(timeout=STOP_TIMEOUT_MS)
     records.stop()
     handlers.close()
@@ -111,12 +112,12 @@ def run_process(settings: Settings, *, pools: list[str], threads: int) -> int:
 
 
 def _main_loop(stop: threading.Event, broker: RedisStreamsBroker,
-               registry: SubscriptionRegistry, heartbeat: Heartbeat, pools: list[str]) -> None:
+               registry: SubscriptionRegistry, heartbeat: Heartbeat) -> None:
     failures = RepeatedFailures(log, outages=(RedisError, SQLAlchemyError))
     next_resync = time.monotonic() + RESYNC_S
 
     def beat() -> None:
-        heartbeat.beat(subscriptions=len(broker.routes), pools=pools, instance=broker.instance)
+        heartbeat.beat(subscriptions=len(broker.routes))
 
     while not stop.is_set():
         failures.run("heartbeat", beat)

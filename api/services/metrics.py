@@ -104,7 +104,7 @@ def topic_items(session: Session, svc: Services,
 def consumer_items(svc: Services,
                    rows: Sequence[tuple[Subscription, Topic, str]]) -> list[dict[str, Any]]:
     """Per subscription: lag, pending, delivery rates, last delivery, live consumers (and,
-    prefixed `_`, its latency samples)."""
+    prefixed `_`, its latency samples and the time of its oldest entry not yet acknowledged)."""
     targets = [GroupTarget(topic.id, topic.partition_count,
                            group_name(sub.tenant_id, sub.consumer_group)) for sub, topic, _ in rows]
     views = inspect_groups(svc.redis, svc.keys, targets)
@@ -125,6 +125,7 @@ def consumer_items(svc: Services,
             "last_consumed_at": sub.last_consumed_at,
             "active_consumers": live_consumers(view, sub.consumer_name, instances),
             "_latencies": latencies.get(sub.id, []),
+            "_oldest_ms": view.oldest_ms,
         })
     return items
 

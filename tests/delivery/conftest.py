@@ -251,6 +251,13 @@ class Processes:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
 
+    def running(self) -> list[subprocess.Popen[bytes]]:
+        return [proc for proc in self.procs if proc.poll() is None]
+
+    def kill_all(self) -> None:
+        for proc in self.running():
+            self.kill(proc)
+
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-6000:]}"
                          for p in sorted(self.tmp.glob("*.log")))
