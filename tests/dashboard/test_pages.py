@@ -170,3 +170,35 @@ def test_dashboard_is_off_without_a_secret_key(settings):
     app = create_app(replace(settings, mq_secret_key=None))
     response = app.test_client().get("/dashboard/sign-in")
     assert response.status_code == 503 and "MQ_SECRET_KEY" in response.text
+
+
+def test_seek_moves_the_group_and_bad_targets_are_422(app, tenant: TenantHandle):
+    queue = tenant.create_queue()["name"]
+    sub = subscribe(tenant, queue, status="paused")
+    for n in range(3):
+        assert tenant.admin.post("/publish", {"topic": queue, "payload": n}).status_code == 201
+    session = signed_in(app, tenant.admin.token)
+    session.get(f"/subscriptions/{sub['id']}")
+
+    def lag() -> int:
+        return tenant.admin.get(f"/subscriptions/{sub['id']}").json["stats"]["lag"]
+
+    assert session.post(f"/subscriptions/{sub['id']}/seek", {"to": "latest"}).status_code == 303
+    assert lag() == 0
+    assert session.post(f"/subscriptions/{sub['id']}/seek", {"to": "earliest"}).status_code == 303
+    assert lag() == 3
+    later = (datetime.now(UTC) + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S")
+    moved = session.post(f"/subscriptions/{sub['id']}/seek", {"to": "timestamp",
+                                                              "timestamp": later})
+    assert moved.status_code == 303 and lag() == 0
+    bad = session.post(f"/subscriptions/{sub['id']}/seek", {"to": "timestamp",
+                                                            "timestamp": "soon"})
+    assert bad.status_code == 422 and "not a date and time" in bad.text
+
+
+def test_delivery_status_filter_is_checked(app, tenant: TenantHandle):
+    queue = tenant.create_queue()["name"]
+    sub = subscribe(tenant, queue)
+    session = signed_in(app, tenant.admin.token)
+    assert session.get(f"/subscriptions/{sub['id']}?status=failed").status_code == 200
+    assert session.get(f"/subscriptions/{sub['id']}?status=bogus").status_code == 422

@@ -32,7 +32,7 @@
       series: [{}, {label: "published", stroke: "#3467c2", width: 2},
                {label: "delivered", stroke: "#2f9e44", width: 2}],
       axes: [{}, {size: 50}],
-      legend: {show: true},
+      legend: {show: true, live: false},
     }, [times, published, delivered], element);
   }
 
