@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from flask.testing import FlaskClient
 from redis import Redis
 from sqlalchemy import text
 
@@ -117,7 +118,7 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
     database.dispose()
 
 
-def _tenant_with_queues(client, args: argparse.Namespace) -> str:  # noqa: ANN001
+def _tenant_with_queues(client: FlaskClient, args: argparse.Namespace) -> str:
     created = client.post(f"{API}/tenants", json={"name": f"bench-{uuid.uuid4().hex[:8]}"},
                           headers=_bearer(OPERATOR))
     assert created.status_code == 201, created.json

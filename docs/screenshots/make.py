@@ -45,7 +45,7 @@ WEIGHTS = {"orders": 5, "payments": 3, "emails": 2, "audit": 1}
 class Sink(BaseHTTPRequestHandler):
     """Answers 200 on /ok; on /flaky, 500 a third of the time."""
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         failing = self.path == "/flaky" and random.random() < 0.33
         self.send_response(500 if failing else 200)
