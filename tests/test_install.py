@@ -30,6 +30,9 @@ for url in sys.argv[1:]:
     print("connected", url.split("://")[0])
 for package in (broker, scheduler):  # the Lua scripts ship with the code that runs them
     print(package.__name__, len(list(pathlib.Path(package.__file__).parent.glob("*.lua"))))
+dashboard = pathlib.Path(broker.__file__).parent.parent / "api" / "dashboard"
+print("dashboard", len(list(dashboard.glob("templates/dashboard/*.html"))),
+      len(list(dashboard.glob("static/*"))))
 """
 
 
@@ -56,5 +59,9 @@ def test_a_clean_install_runs_and_connects_to_postgresql_as_users_write_it(
     assert connected.returncode == 0, connected.stderr[-3000:]
     scripts = [str(len(list((ROOT / package).glob("*.lua")))) for package in ("broker",
                                                                                 "scheduler")]
+    dashboard = ROOT / "api" / "dashboard"
+    pages = str(len(list(dashboard.glob("templates/dashboard/*.html"))))
+    static = str(len(list(dashboard.glob("static/*"))))
     assert connected.stdout.split() == ["connected", "postgresql", "connected", "postgres",
-                                        "broker", scripts[0], "scheduler", scripts[1]]
+                                        "broker", scripts[0], "scheduler", scripts[1],
+                                        "dashboard", pages, static]
