@@ -154,7 +154,8 @@ def payload_problem(schema: ProtoSchema, payload: Any) -> ProtoPayloadError | No
     return None
 
 
-_PARSE_ERRORS = (json_format.ParseError, TypeError, ValueError, AttributeError, RecursionError)
+_PARSE_ERRORS = (json_format.ParseError, TypeError, ValueError, AttributeError, RecursionError,
+                 OverflowError)
 
 
 def _parsed(schema: ProtoSchema, descriptor: Descriptor, value: Any) -> Message | None:

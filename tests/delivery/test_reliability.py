@@ -13,6 +13,7 @@ from tests.delivery.conftest import publish_many
 from tests.processes import wait_until
 
 
+@pytest.mark.single_redis
 def test_sigkill_with_1000_messages_in_flight_loses_nothing(
         tenant, subscriptions, webhook, processes):
     tenant.create_queue("orders")
@@ -34,6 +35,7 @@ def test_sigkill_with_1000_messages_in_flight_loses_nothing(
     assert duplicates <= 100
 
 
+@pytest.mark.single_redis
 def test_long_handler_keeps_its_lease_and_is_not_delivered_twice(
         tenant, subscriptions, webhook, processes):
     tenant.create_queue("orders")
@@ -48,6 +50,7 @@ def test_long_handler_keeps_its_lease_and_is_not_delivered_twice(
     assert sorted(r.headers["x-mq-message-id"] for r in got) == sorted(ids)
 
 
+@pytest.mark.single_redis
 def test_message_that_keeps_killing_its_worker_is_dead_lettered(
         tenant, subscriptions, webhook, processes):
     tenant.create_queue("orders")

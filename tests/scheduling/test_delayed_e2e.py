@@ -97,6 +97,7 @@ def test_two_schedulers_release_each_message_once(
     assert sorted(r.json for r in got) == list(range(count))
 
 
+@pytest.mark.single_redis
 def test_lost_delay_set_is_rebuilt_from_the_database(
         tenant: TenantHandle, subscriptions: Subscriptions, webhook: Webhook,
         processes: Processes, settings: Settings) -> None:

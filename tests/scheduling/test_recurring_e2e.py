@@ -31,6 +31,7 @@ def _ms(value: str) -> int:
     return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
 
 
+@pytest.mark.single_redis
 def test_every_second_fires_once_per_second_with_two_schedulers(
         tenant: TenantHandle, subscriptions: Subscriptions, webhook: Webhook,
         processes: Processes) -> None:
@@ -61,6 +62,7 @@ def test_every_second_fires_once_per_second_with_two_schedulers(
     assert schedule_gone.status_code == 404
 
 
+@pytest.mark.single_redis
 def test_missed_runs_are_coalesced(
         tenant: TenantHandle, subscriptions: Subscriptions, webhook: Webhook,
         processes: Processes) -> None:
