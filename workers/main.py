@@ -44,6 +44,10 @@ RESYNC_S = 30.0
 STOP_TIMEOUT_MS = 30_000
 SWITCH_INTERVAL_S = 0.001
 PREFETCH_PER_THREAD = 8
+#: How long dramatiq's threads block at most: an idle delivery thread on its work queue, a
+#: pool consumer on its wake-up read. A stopping worker waits that long for each (twice, as
+#: dramatiq stops the delivery threads before the consumers).
+THREAD_TIMEOUT_MS = 250
 #: How long a consumer thread waits before reconnecting after a connection error, and before
 #: retrying an acknowledgement that failed on one (dramatiq waits 3 s and 5 s, and the ack
 #: retry holds up the consumer thread): deliveries resume about this long after Redis does.
@@ -94,7 +98,7 @@ def run_process(settings: Settings, *, pools: list[str], threads: int) -> int:
     heartbeat.beat(subscriptions=len(broker.routes))
     broker.emit_after("process_boot")
     worker = dramatiq.Worker(broker, queues=set(pools), worker_threads=threads,
-                             worker_timeout=1000)
+                             worker_timeout=THREAD_TIMEOUT_MS)
     # Entries held per pool consumer (read, queued, running or being acked). Dramatiq's
     # default of 2 per thread left threads idle while the consumer was between round trips.
     worker.queue_prefetch = settings.worker_prefetch or threads * PREFETCH_PER_THREAD
