@@ -70,7 +70,7 @@ def overview(here: Scope, caller: Principal) -> dict[str, Any]:
     items = topic_items(session, svc, topics)
     subs = own_subscriptions(session, caller.tenant_id)
     consumers = consumer_items(svc, subs)
-    dead = _dead_letter_counts(here, [sub.id for sub, _, _ in subs])
+    dead = dead_letter_counts(here, [sub.id for sub, _, _ in subs])
     rates = Rates(svc.redis, svc.keys)
     history = rates.history([t.id for t in topics] + [sub.id for sub, _, _ in subs])
     per_topic: dict[str, list[tuple[Subscription, dict[str, Any]]]] = {}
@@ -109,7 +109,8 @@ def _sum_series(series: list[list[int]]) -> list[int]:
     return [sum(values) for values in zip(*series, strict=True)] if series else [0] * HISTORY_MIN
 
 
-def _dead_letter_counts(here: Scope, subscription_ids: list[str]) -> dict[str, int]:
+def dead_letter_counts(here: Scope, subscription_ids: list[str]) -> dict[str, int]:
+    """How many dead letters each subscription holds."""
     svc = here.services
     pipe = svc.redis.pipeline(transaction=False)
     for sid in subscription_ids:
@@ -180,7 +181,7 @@ def subscription(here: Scope, caller: Principal, subscription_id: str,
     letters, more = list_dead_letters(session, svc, found, limit=PAGE_ROWS, cursor=None)
     for letter in letters:
         letter["payload_preview"] = preview(letter.get("payload"))
-    dead_total = svc.redis.xlen(svc.keys.dead_letters(found.id))
+    dead_total = dead_letter_counts(here, [found.id])[found.id]
     return {"subscription": view, "deliveries": deliveries, "dead_letters": letters,
             "dead_letters_total": dead_total, "dead_letters_more": more is not None}
 

@@ -281,7 +281,7 @@ def purge(viewer: Viewer, subscription_id: str) -> Response | str:
     here = scope()
     found = find_subscription(here.session, tenant_of(viewer), subscription_id)
     if request.method == "GET":
-        count = services().redis.xlen(services().keys.dead_letters(found.id))
+        count = pages.dead_letter_counts(here, [found.id])[found.id]
         return render_template("dashboard/purge.html", viewer=viewer, subscription=found,
                                count=count)
     _form_action()
