@@ -28,7 +28,6 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy.exc import OperationalError
 
-from cli import dev
 from models import Database, upgrade
 from models.tenancy import create_tenant
 from mq.errors import ConfigurationError, MQError
@@ -118,6 +117,8 @@ def run_tenants_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_dev(settings: Settings, _args: argparse.Namespace) -> int:
+    from cli import dev  # the embedded servers' packages: only `mq dev` needs them
+
     return dev.run(settings, os.environ)
 
 

@@ -6,9 +6,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,6 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.base import utcnow
 from models.partitions import ensure_partitions
 from mq.urls import with_installed_driver
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -48,6 +50,10 @@ class Database:
 
 
 def alembic_config(url: str) -> Config:
+    # Imported here: Alembic takes a sixth of a second to import, and every worker,
+    # scheduler and API process imports this module without migrating anything.
+    from alembic.config import Config
+
     config = Config(str(MIGRATIONS / "alembic.ini"))
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", with_installed_driver(url).replace("%", "%%"))
@@ -57,6 +63,8 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str, revision: str = "head") -> None:
     """Run the Alembic migrations up to `revision`; at the head, also create the record
     tables' partitions of the coming days (a database migrated days ago needs them too)."""
+    from alembic import command
+
     command.upgrade(alembic_config(url), revision)
     if revision == "head":
         engine = make_engine(url, pool_size=1)

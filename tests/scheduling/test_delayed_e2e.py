@@ -110,7 +110,8 @@ def test_lost_delay_set_is_rebuilt_from_the_database(
     processes.kill(scheduler)
     redis, keys = processes.redis, processes.keys
     assert redis.zcard(keys.delayed()) >= 20
-    redis.delete(keys.delayed(), keys.delayed_payloads())
+    # Redis lost its data: the delay set and, with it, the killed scheduler's rebuild lease.
+    redis.delete(keys.delayed(), keys.delayed_payloads(), keys.lock("delay-rebuild"))
     processes.scheduler()
     webhook.wait_for("/rebuilt", 20, timeout=30)
     got = webhook.settle("/rebuilt", quiet_s=1.0)
