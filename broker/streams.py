@@ -179,15 +179,19 @@ class TopicStreams:
 
     def partition_stats(self, topic_id: str, partition_count: int) -> list[PartitionStats]:
         """Length, offsets and per-group lag/pending of every partition (missing = empty)."""
+        return self.partition_stats_of([(topic_id, partition_count)])[0]
+
+    def partition_stats_of(self, topics: Sequence[tuple[str, int]]
+                           ) -> list[list[PartitionStats]]:
+        """`partition_stats` of several topics (id, partition count) in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
-        keys = self.keys.streams(topic_id, partition_count)
-        for key in keys:
-            pipe.xinfo_stream(key)
-            pipe.xinfo_groups(key)
-        replies = pipe.execute(raise_on_error=False)
-        return [
-            _partition_stats(p, replies[2 * p], replies[2 * p + 1]) for p in range(len(keys))
-        ]
+        for topic_id, partition_count in topics:
+            for key in self.keys.streams(topic_id, partition_count):
+                pipe.xinfo_stream(key)
+                pipe.xinfo_groups(key)
+        replies = iter(pipe.execute(raise_on_error=False) if topics else [])
+        return [[_partition_stats(p, next(replies), next(replies)) for p in range(count)]
+                for _, count in topics]
 
     def purge(self, topic_id: str, partition_count: int) -> int:
         """Remove every stored entry, keeping the streams and their groups; returns the count."""

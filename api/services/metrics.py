@@ -81,9 +81,9 @@ def topic_items(session: Session, svc: Services,
             Subscription.topic_id.in_([t.id for t in topics])).group_by(Subscription.topic_id)
     ).all()) if topics else {}
     windows = _rates(svc).windows([t.id for t in topics])
+    stats = svc.streams.partition_stats_of([(t.id, t.partition_count) for t in topics])
     items = []
-    for topic in topics:
-        partitions = svc.streams.partition_stats(topic.id, topic.partition_count)
+    for topic, partitions in zip(topics, stats, strict=True):
         groups = [g for p in partitions for g in p.groups]
         window = windows.get(topic.id, Window())
         items.append({
