@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from tests.delivery.conftest import publish_many
 
 BOUND_S = 2.0
@@ -33,6 +35,7 @@ class Publisher(threading.Thread):
         return self.ids
 
 
+@pytest.mark.single_redis
 def test_pause_stops_new_deliveries_within_2s_and_resume_catches_up(
         tenant, subscriptions, webhook, processes):
     tenant.create_queue("orders")
@@ -59,6 +62,7 @@ def test_pause_stops_new_deliveries_within_2s_and_resume_catches_up(
     print(f"pause: {held} messages held while paused; {len(delivered) - len(ids)} duplicates")
 
 
+@pytest.mark.single_redis
 def test_topic_pause_holds_every_subscription(tenant, subscriptions, webhook, processes):
     tenant.create_queue("orders")
     subscriptions.create("orders", "a", webhook.url("/a"))

@@ -17,6 +17,7 @@ from tests.processes import wait_until
 MESSAGES = 300
 
 
+@pytest.mark.single_redis
 def test_fan_out_to_three_groups_and_load_sharing_inside_one(
         tenant, subscriptions, webhook, processes, settings, client):
     tenant.create_queue("orders", partition_count=2)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.processes import wait_until
 
 
+@pytest.mark.single_redis
 def test_fails_twice_then_succeeds_in_exactly_three_attempts_with_growing_backoff(
         tenant, subscriptions, webhook, processes):
     tenant.create_queue("orders")
