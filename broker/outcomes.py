@@ -52,3 +52,7 @@ _METRIC_STATUSES = {
     DeliveryOutcome.FILTERED: "filtered",
     DeliveryOutcome.DEAD_LETTERED: "dead_letter",
 }
+
+
+#: The `status` values a consumption record can hold (the deliveries listing's filter).
+RECORDED_STATUSES = tuple(outcome.value for outcome in DeliveryOutcome if outcome.recorded)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError as InvalidFields
@@ -36,20 +35,18 @@ from api.services.lookups import find_subscription
 from api.services.messages import cancel, find_message
 from api.services.schedules import find_schedule, stop_schedule
 from api.services.subscriptions import seek, set_status
-from broker.outcomes import DeliveryOutcome
+from broker.outcomes import RECORDED_STATUSES
 from mq.errors import MQError, Unauthorized, ValidationError
 
 blp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static",
                 static_url_path="/static")
 
-DELIVERY_STATUSES = tuple(outcome.value for outcome in DeliveryOutcome if outcome.recorded)
 MESSAGE_FIELDS = MessageFields()
 
 
 @blp.context_processor
 def _template_globals() -> dict[str, Any]:
-    return {"csrf_token": csrf_token, "CONSUMERS": CONSUMERS, "PRODUCERS": PRODUCERS,
-            "quote": lambda value: quote(str(value), safe="")}
+    return {"csrf_token": csrf_token, "CONSUMERS": CONSUMERS, "PRODUCERS": PRODUCERS}
 
 
 @blp.errorhandler(MQError)
@@ -137,11 +134,11 @@ def queue(viewer: Viewer, name: str) -> str:
 @dashboard_access(*CONSUMERS)
 def subscription(viewer: Viewer, subscription_id: str) -> str:
     status = request.args.get("status") or None
-    if status is not None and status not in DELIVERY_STATUSES:
-        raise ValidationError("unknown delivery status", {"status": list(DELIVERY_STATUSES)})
+    if status is not None and status not in RECORDED_STATUSES:
+        raise ValidationError("unknown delivery status", {"status": list(RECORDED_STATUSES)})
     data = pages.subscription(scope(), tenant_of(viewer), subscription_id, status)
     return render_template("dashboard/subscription.html", viewer=viewer, status=status,
-                           statuses=DELIVERY_STATUSES, **data)
+                           statuses=RECORDED_STATUSES, **data)
 
 
 @blp.route("/messages")

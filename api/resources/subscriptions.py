@@ -17,7 +17,7 @@ from api.pagination import PageArgs, page_of, paginate
 from api.parsing import Blueprint
 from api.services import subscriptions as service
 from api.services.lookups import find_subscription
-from broker.outcomes import DeliveryOutcome
+from broker.outcomes import RECORDED_STATUSES
 from broker.streams import parse_entry_id
 from handlers.configs import MessageFilter
 from handlers.registry import validate_handler_config
@@ -29,7 +29,6 @@ blp = Blueprint("subscriptions", __name__, description="Subscriptions")
 TYPES = ("webhook", "redis_consumer", "kafka_consumer")
 POLICIES = ("latest", "earliest")
 STATUSES = ("active", "paused")
-DELIVERY_STATUSES = tuple(outcome.value for outcome in DeliveryOutcome if outcome.recorded)
 TOPIC_REF = r"^(?:[a-z0-9][a-z0-9-]{0,62}/)?[A-Za-z0-9._-]{1,200}$"
 MAX_DELAY_MS = 86_400_000
 
@@ -141,7 +140,7 @@ class SeekBody(Schema):
 
 
 class DeliveryArgs(PageArgs):
-    status = fields.String(validate=validate.OneOf(DELIVERY_STATUSES))
+    status = fields.String(validate=validate.OneOf(RECORDED_STATUSES))
 
 
 class DeliveryAttemptOut(Schema):
