@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -61,8 +62,22 @@ def sign_in(driver: WebDriver, base: str, secret: str) -> None:
 
 
 def wait_for(driver: WebDriver, check: Any, what: str, timeout: float = 20) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(
+    """Poll `check` until it answers something true. An element the page's live refresh
+    replaced between finding and reading it (stale) is looked up again."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(
         check, message=f"waiting for {what} on {driver.current_url}")
+
+
+def click(driver: WebDriver, element_id: str) -> None:
+    """Click the element with this id, found again if a live refresh replaced it."""
+    wait_for(driver, lambda d: d.find_element(By.ID, element_id).click() or True,
+             f"#{element_id} to click")
+
+
+def text_by_id(driver: WebDriver, element_id: str) -> str:
+    return str(wait_for(driver, lambda d: d.find_element(By.ID, element_id).text or " ",
+                        f"#{element_id}"))
 
 
 def text_of(driver: WebDriver) -> str:

@@ -16,7 +16,15 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from mq.settings import Settings
-from tests.browser import browser_missing, chromium, sign_in, text_of, wait_for
+from tests.browser import (
+    browser_missing,
+    chromium,
+    click,
+    sign_in,
+    text_by_id,
+    text_of,
+    wait_for,
+)
 from tests.conftest import OPERATOR_TOKEN, TenantHandle, make_tenant
 from tests.delivery.conftest import Processes, Webhook, webhook_server
 from tests.processes import free_port
@@ -85,10 +93,6 @@ def page_shows(driver: WebDriver, text: str, timeout: float = 20) -> None:
     wait_for(driver, lambda d: text in text_of(d), f"'{text}' on the page", timeout)
 
 
-def click(driver: WebDriver, element_id: str) -> None:
-    driver.find_element(By.ID, element_id).click()
-
-
 def console_errors(driver: WebDriver) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
@@ -151,7 +155,7 @@ def test_every_page_shows_the_stacks_data_from_this_origin_only(
         assert all(url.startswith(base) for url in loaded), (path, loaded)
     driver.get(f"{base}/dashboard/messages/{message_id}")
     page_shows(driver, "attempt 1")
-    assert '"order": 42' in driver.find_element(By.ID, "payload-text").text
+    assert '"order": 42' in text_by_id(driver, "payload-text")
     time.sleep(2.5)  # at least one live refresh, which must not trip the CSP either
     assert console_errors(driver) == []
 
@@ -221,9 +225,10 @@ def test_cancel_removes_a_schedule(driver, base, tenant):
     sign_in(driver, base, tenant.admin.token)
     driver.get(f"{base}/dashboard/schedules")
     page_shows(driver, "nightly-report")
-    driver.find_element(By.CSS_SELECTOR, f'[data-cancel="{schedule_id}"]').click()
+    wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, f'[data-cancel="{schedule_id}"]')
+             .click() or True, "the cancel button")
     page_shows(driver, "cancelled")
-    assert "nightly-report" not in driver.find_element(By.ID, "recurring").text
+    assert "nightly-report" not in text_by_id(driver, "recurring")
     assert tenant.admin.get(f"/schedules/{schedule_id}").status_code == 404
 
 
