@@ -42,6 +42,9 @@ def register_dashboard(app: Flask, settings: Settings) -> None:
         SESSION_COOKIE_SECURE=settings.mq_cookie_secure,
         SESSION_COOKIE_PATH=PREFIX,
         PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
+        # Set the cookie only when the session changes: a live refresh answered after a
+        # sign-out must not bring the signed-out session's cookie back.
+        SESSION_REFRESH_EACH_REQUEST=False,
         WTF_CSRF_TIME_LIMIT=SESSION_HOURS * 3600,
         WTF_CSRF_SSL_STRICT=settings.mq_cookie_secure,
     )

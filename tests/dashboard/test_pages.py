@@ -202,3 +202,10 @@ def test_delivery_status_filter_is_checked(app, tenant: TenantHandle):
     session = signed_in(app, tenant.admin.token)
     assert session.get(f"/subscriptions/{sub['id']}?status=failed").status_code == 200
     assert session.get(f"/subscriptions/{sub['id']}?status=bogus").status_code == 422
+
+
+def test_a_page_answered_after_sign_out_does_not_restore_the_session(app, tenant: TenantHandle):
+    session = signed_in(app, tenant.admin.token)
+    assert session.get("/").status_code == 200
+    poll = session.get("/", headers={"HX-Request": "true"})  # a live refresh
+    assert "Set-Cookie" not in poll.headers  # so one answered late cannot undo a sign-out
