@@ -76,6 +76,10 @@ def _back(endpoint: str, **values: Any) -> Response:
     return redirect(url_for(endpoint, **values), 303)
 
 
+def _dead_letters(count: int) -> str:
+    return f"{count} dead letter{'' if count == 1 else 's'}"
+
+
 def _form_action() -> None:
     check_csrf(request.form.get("csrf_token"))
 
@@ -260,14 +264,11 @@ def _form_time(text: str) -> datetime:
 def redrive(viewer: Viewer, subscription_id: str) -> Response:
     _form_action()
     found = find_subscription(scope().session, tenant_of(viewer), subscription_id)
-    ids = request.form.getlist("ids")
-    if request.form.get("all"):
-        count = redrive_dead_letters(services(), found, ids=None, max_messages=None)
-    elif ids:
-        count = redrive_dead_letters(services(), found, ids=ids, max_messages=None)
-    else:
+    ids = None if request.form.get("all") else request.form.getlist("ids")
+    if ids == []:
         raise ValidationError("select dead letters to redrive", {"ids": ["none selected"]})
-    flash(f"redrove {count} dead letter{'s' if count != 1 else ''}")
+    count = redrive_dead_letters(services(), found, ids=ids, max_messages=None)
+    flash(f"redrove {_dead_letters(count)}")
     return _back("dashboard.subscription", subscription_id=subscription_id)
 
 
@@ -285,7 +286,7 @@ def purge(viewer: Viewer, subscription_id: str) -> Response | str:
     if request.form.get("confirm") != "yes":
         raise ValidationError("purging needs confirmation", {"confirm": ["must be 'yes'"]})
     count = purge_dead_letters(services(), found)
-    flash(f"purged {count} dead letter{'s' if count != 1 else ''}")
+    flash(f"purged {_dead_letters(count)}")
     return _back("dashboard.subscription", subscription_id=subscription_id)
 
 
