@@ -22,7 +22,7 @@ from typing import Any
 
 from flask import Flask, Response, g, has_app_context, request
 
-from api import instrumentation
+from api import instrumentation, openapi
 from api.bodies import check_request_body
 from api.cache import EpochCache
 from api.context import close_request_scope
@@ -38,6 +38,7 @@ from models import Database
 from mq import __version__
 from mq.logging import configure_logging
 from mq.settings import Settings
+from mq.tracing import Tracing, incoming
 from publishing.group import Publisher
 from publishing.writer import GroupWriter
 
@@ -66,6 +67,7 @@ def create_app(
     *,
     database: Database | None = None,
     redis: RedisClient | None = None,
+    tracing: Tracing | None = None,
 ) -> Flask:
     """Build the API application. Nothing connects until the first request needs it.
     Built from the environment — as gunicorn does with `api:create_app()` — it also sets up
@@ -110,10 +112,12 @@ def create_app(
         streams=streams,
         cache=EpochCache(redis, keys.cache_epoch),
         writer=GroupWriter(publisher),
+        tracing=tracing if tracing is not None else Tracing.configure(settings, "mq-api"),
     )
     app.config["MQ_STARTED_AT"] = time.time()
 
     api = MQApi(app, spec_kwargs={"servers": [{"url": "/"}]})
+    openapi.document(api)
     register_blueprints(api, BASE)
     register_dashboard(app, settings)
     instrumentation.install(app)
@@ -135,6 +139,7 @@ def _with_request_id(record: logging.LogRecord) -> bool:
 
 def _start_request() -> None:
     g.request_id = request_id(request.headers.get("X-Request-Id", ""))
+    g.trace = incoming(request.environ)
 
 
 def request_id(supplied: str) -> str:

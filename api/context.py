@@ -19,7 +19,7 @@ def scope() -> Scope:
     """The current request's scope, made on first use."""
     found: Scope | None = g.get("scope")
     if found is None:
-        found = g.scope = Scope(services(), g.get("metrics_started"))
+        found = g.scope = Scope(services(), g.get("metrics_started"), g.get("trace"))
     return found
 
 

@@ -1,8 +1,9 @@
 """What the API process holds for its lifetime, and what one request holds.
 
 `Principal` is the caller (`api.auth` finds it). `Services` (settings, database, Redis,
-streams, cache, group writer) is built once by the app factory. `Scope` is one request's share
-of it: a database session opened on first use, the cache epoch read once, the publish timer.
+streams, cache, group writer, tracing) is built once by the app factory. `Scope` is one
+request's share of it: a database session opened on first use, the cache epoch read once, the
+publish timer, the request's trace context.
 The service layer (`api.services`) is handed these (or the parts it needs) by the resources; it
 never looks them up itself, and nothing here knows Flask (`api.context` keeps them per app and
 per request).
@@ -10,7 +11,7 @@ per request).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from sqlalchemy.orm import Session
@@ -22,6 +23,7 @@ from broker.keys import Keys
 from broker.streams import TopicStreams
 from models import Database
 from mq.settings import Settings
+from mq.tracing import TraceContext, Tracing
 from publishing.writer import GroupWriter
 
 
@@ -51,6 +53,7 @@ class Services:
     streams: TopicStreams
     cache: EpochCache
     writer: GroupWriter
+    tracing: Tracing = field(default_factory=Tracing)
 
     @cached_property
     def delays(self) -> DelaySet:
@@ -62,8 +65,11 @@ class Scope:
     """One request's dependencies: the process's `services` plus a lazily opened database
     session and the cache epoch its look-ups trust (see `api.cache`)."""
 
-    def __init__(self, services: Services, started: float | None = None) -> None:
+    def __init__(self, services: Services, started: float | None = None,
+                 trace: TraceContext | None = None) -> None:
         self.services = services
+        #: The request's W3C trace context (`traceparent` / `tracestate`), if valid.
+        self.trace = trace
         #: When the request started (perf_counter), for the publish latency metric.
         self.started = started
         #: A publish: its look-ups trust the epoch this process read last, and the group

@@ -34,6 +34,7 @@ from api.errors import error_response, service_error
 from api.instrumentation import observe_request
 from api.parsing import plain
 from api.resources import publish
+from mq.tracing import incoming
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 #: A route the fast path answers: its rule (the metrics' label), schema and view function.
@@ -111,6 +112,7 @@ class PublishFastPath:
                 view: Callable[[Any], Response]) -> Response | None:
         """The answer, or None for the Flask app to give it."""
         g.request_id = self.request_id(environ.get("HTTP_X_REQUEST_ID", ""))
+        g.trace = incoming(environ)
         try:
             body = parse_json_body(raw)
             if not plain(schema, body):

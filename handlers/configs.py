@@ -18,6 +18,7 @@ from formats.problems import SchemaDefinitionError
 from handlers.database import OPERATIONS, config_problems
 from handlers.filters import FilterPolicyError, compile_policy
 from handlers.function import reference_problem
+from handlers.signing import secret_problem
 from handlers.transform import TransformError, compile_expression
 from handlers.urls import WebhookURLError, check_webhook_url
 from mq.settings import Settings
@@ -63,8 +64,15 @@ class HttpConfig(PipelineFields):
                           load_default=dict)
     timeout_ms = fields.Integer(strict=True, validate=validate.Range(1, 300_000),
                                 load_default=30_000)
+    #: `"generate"`: a new `whsec_` secret, answered once (`handlers.signing`).
     secret = fields.String(allow_none=True, validate=validate.Length(1, 1024))
     envelope = fields.Boolean()
+
+    @validates("secret")
+    def check_secret(self, value: str | None, **_: Any) -> None:
+        problem = secret_problem(value) if value else None
+        if problem:
+            raise InvalidFields(problem)
 
     @validates("headers")
     def check_headers(self, value: dict[str, str], **_: Any) -> None:

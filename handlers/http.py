@@ -1,8 +1,9 @@
 """The `http` handler: webhooks, as docs/api.md's Conventions describe them.
 
 POST of the payload (or, with `handler_config.envelope`, the envelope) as JSON to `url`, with
-the subscription's `headers` and the `X-MQ-*` headers; `X-MQ-Signature` is
-`sha256=<hex HMAC-SHA256 of "<X-MQ-Timestamp>.<body>">` keyed by `handler_config.secret`.
+the subscription's `headers`, the `X-MQ-*` headers, the Standard Webhooks headers and the
+message's trace context; signatures are `handlers.signing`'s. With tracing on, the request is
+a client span and its `traceparent` names that span (same trace id).
 2xx is success; 408, 429, 5xx, timeouts and network errors are retried; any other answer is
 permanent. The URL is checked again at delivery time, and the connection pool resolves each
 host once and connects only to checked addresses (`CheckedNetworkBackend`): a name that comes
@@ -13,8 +14,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
-import hmac
 import json
 import time
 from collections.abc import Iterable
@@ -31,6 +30,7 @@ from handlers.base import (
     RetryableFailure,
     excerpt,
 )
+from handlers.signing import mq_signature, secrets_in_use, standard_signatures, webhook_id
 from handlers.urls import (
     Resolver,
     WebhookURLError,
@@ -39,6 +39,7 @@ from handlers.urls import (
     system_resolver,
 )
 from mq.settings import Settings
+from mq.tracing import TraceContext, Tracing
 
 DEFAULT_TIMEOUT_MS = 30_000
 RETRYABLE_STATUSES = frozenset({408, 429})
@@ -81,8 +82,10 @@ class HttpHandler:
     uses) cost more CPU than the exchange itself (profiled: half of a worker's time per
     delivered message). httpx still parses the URL, as before."""
 
-    def __init__(self, settings: Settings, resolver: Resolver = system_resolver) -> None:
+    def __init__(self, settings: Settings, resolver: Resolver = system_resolver,
+                 tracing: Tracing | None = None) -> None:
         self.allow_private = settings.mq_webhook_allow_private
+        self.tracing = tracing or Tracing()
         self.pool = httpcore.ConnectionPool(
             ssl_context=httpx.create_ssl_context(),
             max_connections=MAX_CONNECTIONS,
@@ -99,8 +102,24 @@ class HttpHandler:
             raise PermanentFailure(f"webhook URL refused: {exc}") from None
         body = json.dumps(_body(config, delivery), ensure_ascii=False,
                           separators=(",", ":")).encode()
-        headers = [*fixed_headers, *_headers(config, delivery, body).items()]
         timeout = max(1, int(config.get("timeout_ms") or DEFAULT_TIMEOUT_MS)) / 1000
+        attributes = _span_attributes(target) if self.tracing.on else None
+        with self.tracing.span("POST", "CLIENT", attributes=attributes) as own:
+            trace = own or TraceContext.of_headers(delivery.headers)
+            headers = [*fixed_headers, *_headers(config, delivery, body, trace).items()]
+            status, text = self._exchange(target, headers, body, timeout)
+            if own is not None:
+                self.tracing.annotate(http__response__status_code=status)
+            if 200 <= status < 300:
+                return HandlerResult(status, text)
+            message = f"HTTP {status}"
+            if status in RETRYABLE_STATUSES or status >= 500:
+                raise RetryableFailure(message, status=status, excerpt=text)
+            raise PermanentFailure(message, status=status, excerpt=text)
+
+    def _exchange(self, target: httpcore.URL, headers: list[tuple[str, str]], body: bytes,
+                  timeout: float) -> tuple[int, str]:
+        """The answer's status and body excerpt; failures to get one raise."""
         try:
             response = self.pool.request(
                 "POST", target, headers=headers, content=body,
@@ -113,14 +132,7 @@ class HttpHandler:
                 from None
         except _REQUEST_FAILED as exc:
             raise RetryableFailure(f"request failed: {type(exc).__name__}: {exc}") from None
-        status = response.status
-        text = excerpt(response.content)
-        if 200 <= status < 300:
-            return HandlerResult(status, text)
-        message = f"HTTP {status}"
-        if status in RETRYABLE_STATUSES or status >= 500:
-            raise RetryableFailure(message, status=status, excerpt=text)
-        raise PermanentFailure(message, status=status, excerpt=text)
+        return response.status, excerpt(response.content)
 
     def close(self) -> None:
         self.pool.close()
@@ -162,25 +174,40 @@ def _body(config: dict[str, Any], delivery: Delivery) -> Any:
     }
 
 
-def _headers(config: dict[str, Any], delivery: Delivery, body: bytes) -> dict[str, str]:
+def _headers(config: dict[str, Any], delivery: Delivery, body: bytes,
+             trace: TraceContext | None) -> dict[str, str]:
     headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
-    timestamp = str(int(time.time()))
+    now = time.time()
+    timestamp = str(int(now))
+    msg_id = webhook_id(delivery.subscription_id, delivery.message_id)
     headers.update({
         "Content-Type": "application/json",
-        "X-MQ-Message-Id": delivery.message_id,
-        "X-MQ-Topic": delivery.topic,
+        "X-MQ-Message-Id": _header_text(delivery.message_id),
+        "X-MQ-Topic": _header_text(delivery.topic),
         "X-MQ-Attempt": str(delivery.attempt),
         "X-MQ-Timestamp": timestamp,
+        "webhook-id": msg_id,
+        "webhook-timestamp": timestamp,
     })
     optional = {"X-MQ-Key": delivery.key, "X-MQ-Correlation-Id": delivery.correlation_id,
                 "X-MQ-Trace-Id": delivery.trace_id}
     headers.update({name: _header_text(value) for name, value in optional.items() if value})
-    secret = config.get("secret")
-    if secret:
-        digest = hmac.new(str(secret).encode(), timestamp.encode() + b"." + body,
-                          hashlib.sha256).hexdigest()
-        headers["X-MQ-Signature"] = f"sha256={digest}"
+    if trace is not None:
+        headers.update(trace.as_headers())
+    in_use = secrets_in_use(config, now)
+    if in_use:
+        headers["X-MQ-Signature"] = mq_signature(in_use[0], timestamp, body)
+        headers["webhook-signature"] = standard_signatures(in_use, msg_id, timestamp, body)
     return headers
+
+
+def _span_attributes(target: httpcore.URL) -> dict[str, Any]:
+    """The HTTP client span's attributes (the URL without credentials or query)."""
+    scheme, host = target.scheme.decode(), target.host.decode()
+    port = target.port or (443 if scheme == "https" else 80)
+    path = target.target.decode().partition("?")[0]
+    return {"http.request.method": "POST", "server.address": host, "server.port": port,
+            "url.full": f"{scheme}://{host}:{port}{path}"}
 
 
 def _header_text(value: str) -> str:

@@ -2,7 +2,7 @@
 builds its handler with and the validator the API checks its `handler_config` with.
 
 Adding a handler type is one more `HandlerType` in `HANDLER_TYPES`. Secrets are write-only:
-`public_view` replaces them with `<name>_set`, and `keep_secrets` keeps them across updates.
+`public_view` replaces them with `<name>_set`, and `updated_secrets` keeps them across updates.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from handlers.configs import validate_database, validate_function, validate_http
 from handlers.database import DatabaseHandler
 from handlers.function import FunctionHandler
 from handlers.http import HttpHandler
+from handlers.signing import HIDDEN, generate_secret, rotated
 from mq.settings import Settings
+from mq.tracing import Tracing
 
 #: Checks a raw `handler_config` and returns the object to store; raises `InvalidFields`.
 ConfigValidator = Callable[[dict[str, Any], Settings], dict[str, Any]]
@@ -32,16 +34,19 @@ class HandlerType:
     which of the config's fields are secrets (stored, never shown)."""
 
     name: str
-    factory: Callable[[Settings], Handler]
+    factory: Callable[[Settings, Tracing], Handler]
     validate_config: ConfigValidator
     write_only: tuple[str, ...] = ()
 
 
 HANDLER_TYPES: dict[str, HandlerType] = {
     handler_type.name: handler_type for handler_type in (
-        HandlerType("http", HttpHandler, validate_http, write_only=("secret",)),
-        HandlerType("function", FunctionHandler, validate_function),
-        HandlerType("database", DatabaseHandler, validate_database),
+        HandlerType("http", lambda settings, tracing: HttpHandler(settings, tracing=tracing),
+                    validate_http, write_only=("secret",)),
+        HandlerType("function", lambda settings, _: FunctionHandler(settings),
+                    validate_function),
+        HandlerType("database", lambda settings, _: DatabaseHandler(settings),
+                    validate_database),
     )
 }
 WRITE_ONLY = tuple(sorted({name for t in HANDLER_TYPES.values() for name in t.write_only}))
@@ -68,24 +73,29 @@ def validate_handler_config(raw: Any, settings: Settings) -> dict[str, Any]:
     return handler_type.validate_config(raw, settings)
 
 
-def keep_secrets(
-    raw: dict[str, Any], new: dict[str, Any], old: dict[str, Any]
-) -> dict[str, Any]:
-    """On update, a config (`raw` as sent, `new` as validated) that does not mention a secret
-    keeps the stored one: responses never show it, so a client that PUTs back what it read
-    must not erase it. `"secret": null` removes it."""
+def updated_secrets(raw: dict[str, Any], new: dict[str, Any], old: dict[str, Any], *,
+                    now: float, overlap_s: int) -> tuple[dict[str, Any], str | None]:
+    """On update, the config to store (`raw` as sent, `new` as validated, `old` as stored)
+    and the secret generated if one was asked for.
+
+    A config that does not mention a secret keeps the stored one: responses never show it,
+    so a client that PUTs back what it read must not erase it; `"secret": null` removes it.
+    A changed secret keeps signing beside the old one for `overlap_s` seconds."""
     if new.get("type") != old.get("type"):
-        return new
+        return generate_secret(new)
     kept = dict(new)
     for name in WRITE_ONLY:
         if name in old and name not in raw:
             kept[name] = old[name]
-    return kept
+    kept, generated = generate_secret(kept)
+    return rotated(kept, old, now, overlap_s), generated
 
 
 def public_view(config: dict[str, Any]) -> dict[str, Any]:
-    """The config as answered: write-only fields replaced by `<name>_set`."""
-    view = {name: value for name, value in config.items() if name not in WRITE_ONLY}
+    """The config as answered: write-only fields replaced by `<name>_set`, rotation state
+    left out."""
+    view = {name: value for name, value in config.items()
+            if name not in WRITE_ONLY and name not in HIDDEN}
     handler_type = HANDLER_TYPES.get(str(config.get("type")))
     for name in handler_type.write_only if handler_type is not None else ():
         view[f"{name}_set"] = bool(config.get(name))
@@ -98,8 +108,9 @@ def public_view(config: dict[str, Any]) -> dict[str, Any]:
 class HandlerRegistry:
     """A worker process's handlers: one instance per handler type, built on first use."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tracing: Tracing | None = None) -> None:
         self.settings = settings
+        self.tracing = tracing or Tracing()
         self._handlers: dict[str, Handler] = {}
         self._lock = threading.Lock()
 
@@ -111,7 +122,9 @@ class HandlerRegistry:
         if registered is None:
             raise PermanentFailure(f"no handler of type '{handler_type}' in this worker")
         with self._lock:
-            return self._handlers.setdefault(handler_type, registered.factory(self.settings))
+            if handler_type not in self._handlers:
+                self._handlers[handler_type] = registered.factory(self.settings, self.tracing)
+            return self._handlers[handler_type]
 
     def close(self) -> None:
         for handler in self._handlers.values():

@@ -83,6 +83,9 @@ class Settings:
     mq_function_modules: tuple[str, ...] = ()
     mq_db_targets: dict[str, str] = field(default_factory=dict)
     mq_webhook_allow_private: bool = False
+    #: After a webhook secret changes, deliveries are signed with the old one too for this
+    #: long (Standard Webhooks `webhook-signature` carries both), so receivers can rotate.
+    mq_webhook_secret_overlap_s: int = 86_400
     #: Signs the dashboard's session cookie; the dashboard is off while it is unset.
     mq_secret_key: str | None = None
     #: Send the dashboard's session cookie over HTTPS only (set it behind TLS).
@@ -107,6 +110,14 @@ class Settings:
     #: Delivery records (consumption records) are kept this long.
     mq_delivery_record_retention_days: int = 7
 
+    #: OpenTelemetry's standard variables: traces are exported when an exporter or an OTLP
+    #: endpoint is set (and the `otel` extra is installed); see `mq.tracing`.
+    otel_traces_exporter: str | None = None
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_service_name: str | None = None
+    otel_sdk_disabled: bool = False
+
     port: int = 3010
     max_request_bytes: int = 6 * MIB
     web_concurrency: int = 2
@@ -126,6 +137,13 @@ class Settings:
             publish_rate=self.quota_publish_rate,
             stored_bytes=self.quota_stored_bytes,
         )
+
+    @property
+    def tracing_enabled(self) -> bool:
+        if self.otel_sdk_disabled or self.otel_traces_exporter == "none":
+            return False
+        return bool(self.otel_traces_exporter or self.otel_exporter_otlp_endpoint
+                    or self.otel_exporter_otlp_traces_endpoint)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -189,4 +207,5 @@ _PARSERS: dict[str, Callable[[str], object]] = {"mq_db_targets": _json_object,
                                                 "mq_delivery_record_retention_days": _days,
                                                 "redis_cluster_shards": _at_least(1),
                                                 "redis_wait_replicas": _at_least(0),
-                                                "redis_wait_timeout_ms": _at_least(1)}
+                                                "redis_wait_timeout_ms": _at_least(1),
+                                                "mq_webhook_secret_overlap_s": _at_least(0)}

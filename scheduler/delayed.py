@@ -42,6 +42,7 @@ from formats.encryption import cached_keyring
 from models import Database, MessageRecord
 from models.base import utcnow
 from mq.settings import Settings
+from mq.tracing import Tracing
 from publishing.group import Publisher
 from scheduler.housekeeping import Housekeeping
 from scheduler.records import due_ms, record_envelope
@@ -216,7 +217,8 @@ class Rebuilder:
 class DelayedJobs:
     """The releaser thread, the rebuild job and the recurring schedules of one scheduler."""
 
-    def __init__(self, settings: Settings, stop: threading.Event) -> None:
+    def __init__(self, settings: Settings, stop: threading.Event,
+                 tracing: Tracing | None = None) -> None:
         self.database = Database(settings.database_url, pool_size=4)
         self.redis = connect(settings, max_connections=4)
         keys = Keys.of(settings)
@@ -232,7 +234,8 @@ class DelayedJobs:
 
         self.recurring = Recurring(self.redis, keys, self.database, publisher(),
                                    keyring=cached_keyring(settings.mq_master_key,
-                                                          settings.mq_old_master_keys))
+                                                          settings.mq_old_master_keys),
+                                   tracing=tracing)
         self.housekeeping = Housekeeping(self.redis, keys, self.database, publisher())
         self._next_rebuild = 0.0
 

@@ -29,6 +29,7 @@ from broker.keys import Keys
 from broker.retries import RetrySet
 from mq.logging import RepeatedFailures
 from mq.settings import Settings
+from mq.tracing import Tracing
 from scheduler.delayed import HOUSEKEEPING_S, REBUILD_RETRY_S, DelayedJobs
 from scheduler.housekeeping import OUTBOX_SWEEP_S
 from scheduler.janitor import reap_consumers
@@ -93,7 +94,8 @@ def run(settings: Settings) -> int:
     every(HEARTBEAT_S, jobs.beat, "heartbeat")
     every(REAP_S, jobs.reap, "reap-consumers")
     GaugeExporter(settings, jobs.redis, jobs.keys).schedule(scheduler)
-    delayed = DelayedJobs(settings, stop)
+    tracing = Tracing.configure(settings, "mq-scheduler")
+    delayed = DelayedJobs(settings, stop, tracing)
     delayed.start()
     every(REBUILD_RETRY_S, delayed.rebuild, "rebuild-delay-set", now=True)
     every(0.2, delayed.fire_schedules, "recurring-schedules")
@@ -105,5 +107,6 @@ def run(settings: Settings) -> int:
     stop.wait()
     scheduler.shutdown(wait=True)
     delayed.close()
+    tracing.shutdown()
     jobs.heartbeat.stop()
     return 0

@@ -19,6 +19,7 @@ skips the rest (coalescing), never a burst.
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,6 +34,7 @@ from models.base import utcnow
 from models.registry import referenced_schema
 from mq.cron import cron_trigger, next_run
 from mq.errors import MQError, ValidationError
+from mq.tracing import TraceContext, Tracing, messaging_attributes, with_trace
 from publishing.group import Publisher
 from publishing.jobs import Job
 from publishing.messages import PublishTarget, key_partition, prepare_message, scheduled
@@ -49,8 +51,9 @@ SCHEDULE_HEADER = "X-MQ-Schedule-Id"
 
 class Recurring:
     def __init__(self, redis: RedisClient, keys: Keys, database: Database, publisher: Publisher,
-                 *, keyring: Keyring | None = None) -> None:
+                 *, keyring: Keyring | None = None, tracing: Tracing | None = None) -> None:
         self.keyring = keyring
+        self.tracing = tracing or Tracing()
         self.redis = redis
         self.keys = keys
         self.database = database
@@ -100,15 +103,26 @@ class Recurring:
             target = PublishTarget.of(topic, topic_codec(topic, referenced_schema(
                 session, topic.tenant_id, topic.schema_subject)))
         message = _message(schedule, run_ms, target.partition_count)
-        try:
-            item = scheduled(prepare_message(target, f"schedule:{schedule.id}", message,
-                                             keyring=self.keyring),
-                             run_at, message.get("ttl_ms"))
-            [answer] = self.publisher.publish_now(Job(target.name, [item]))
-        except MQError as exc:  # e.g. encrypted, but the master key is gone
-            log.warning("schedule run %s skipped: %s", message["message_id"], exc)
-            return 0
-        return 0 if answer.duplicate else 1
+        with self._producer_span(target.name, message) as trace:
+            if trace is not None:
+                message = with_trace(message, trace, replace=True)
+            try:
+                item = scheduled(prepare_message(target, f"schedule:{schedule.id}", message,
+                                                 keyring=self.keyring),
+                                 run_at, message.get("ttl_ms"))
+                [answer] = self.publisher.publish_now(Job(target.name, [item]))
+            except MQError as exc:  # e.g. encrypted, but the master key is gone
+                log.warning("schedule run %s skipped: %s", message["message_id"], exc)
+                return 0
+            return 0 if answer.duplicate else 1
+
+    def _producer_span(self, topic: str, message: dict[str, Any]
+                       ) -> AbstractContextManager[TraceContext | None]:
+        """A run's `send` span, a child of the trace the schedule was created in."""
+        return self.tracing.span(
+            f"send {topic}", "PRODUCER", parent=TraceContext.of_headers(message.get("headers")),
+            attributes=messaging_attributes("send", topic, messaging__operation__name="publish",
+                                            messaging__message__id=message["message_id"]))
 
 
 def _message(schedule: Schedule, run_ms: int, partitions: int) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from handlers import pipeline
 from handlers.base import Delivery, HandlerFailure, PermanentFailure
 from handlers.pipeline import Filtered
 from handlers.registry import HandlerRegistry
+from mq.tracing import TraceContext, Tracing, messaging_attributes
 from workers.payloads import PayloadDecoder
 from workers.records import RecordWriter
 
@@ -71,8 +72,10 @@ class DeliveryMiddleware(Middleware):
     """Gates deliveries on the subscription's current state and records every attempt."""
 
     def __init__(self, broker: RedisStreamsBroker, records: RecordWriter,
-                 handlers: HandlerRegistry, payloads: PayloadDecoder) -> None:
+                 handlers: HandlerRegistry, payloads: PayloadDecoder,
+                 tracing: Tracing | None = None) -> None:
         self.payloads = payloads
+        self.tracing = tracing or Tracing()
         self.broker = broker
         self.records = records
         self.handlers = handlers
@@ -187,6 +190,19 @@ class DeliveryActor:
             payload=payload, published_ms=envelope.published_ms, attempt=attempt,
             key=envelope.key, headers=headers,
             correlation_id=envelope.correlation_id, trace_id=envelope.trace_id)
+        tracing = self.middleware.tracing
+        if not tracing.on:
+            self._attempt(proxy, route, delivery)
+            return
+        with tracing.span(f"process {route.topic_name}", "CONSUMER",
+                          parent=TraceContext.of_headers(headers),
+                          attributes=_span_attributes(route, delivery)):
+            self._attempt(proxy, route, delivery)
+            if proxy.outcome is DeliveryOutcome.FILTERED:
+                tracing.annotate(mq__filtered=True)
+
+    def _attempt(self, proxy: StreamProxy, route: Route, delivery: Delivery) -> None:
+        """Run the subscription's pipeline and handler; the outcome goes on the proxy."""
         started = time.perf_counter()
         try:
             prepared = pipeline.apply(route.handler_config, route.message_filter, delivery)
@@ -196,9 +212,9 @@ class DeliveryActor:
             handler = self.middleware.handlers.get(str(route.handler_config.get("type", "")))
             result = handler.deliver(route.handler_config, prepared)
         except HandlerFailure as failure:
-            self._failed(proxy, route, attempt, started, failure)
+            self._failed(proxy, route, delivery.attempt, started, failure)
         except Exception as exc:  # a handler bug counts as a retryable failure
-            self._failed(proxy, route, attempt, started,
+            self._failed(proxy, route, delivery.attempt, started,
                          HandlerFailure(f"{type(exc).__name__}: {exc}"))
         else:
             proxy.outcome = DeliveryOutcome.DELIVERED
@@ -224,6 +240,15 @@ class DeliveryActor:
             proxy.error_message = "the message expired before it could be delivered"
             raise PermanentDeliveryError(proxy.error_message, "expired")
         proxy.outcome = DeliveryOutcome.EXPIRED
+
+
+def _span_attributes(route: Route, delivery: Delivery) -> dict[str, Any]:
+    return messaging_attributes(
+        "process", route.topic_name, messaging__message__id=delivery.message_id,
+        messaging__destination__partition__id=str(delivery.partition),
+        messaging__destination__subscription__name=route.subscription_id,
+        messaging__consumer__group__name=route.consumer_name,
+        mq__delivery__attempt=delivery.attempt)
 
 
 def _ms_since(started: float) -> int:

@@ -29,6 +29,7 @@ from handlers.registry import HandlerRegistry
 from models import Database
 from mq.logging import RepeatedFailures
 from mq.settings import Settings
+from mq.tracing import Tracing
 from workers.dead_letters import DeadLetterMessages
 from workers.delivery import DeliveryMiddleware, declare_actor
 from workers.metrics import WorkerMetrics
@@ -82,8 +83,9 @@ def run_process(settings: Settings, *, pools: list[str], threads: int) -> int:
     broker = RedisStreamsBroker(settings, registry, routes=routes,
                                 middleware=[m() for m in default_middleware],
                                 max_connections=threads + 6)
-    handlers = HandlerRegistry(settings)
-    delivery = DeliveryMiddleware(broker, records, handlers, payloads)
+    tracing = Tracing.configure(settings, "mq-worker")
+    handlers = HandlerRegistry(settings, tracing)
+    delivery = DeliveryMiddleware(broker, records, handlers, payloads, tracing)
     broker.add_middleware(delivery)
     broker.add_middleware(WorkerMetrics(broker, settings))
     declare_actor(broker, delivery)
@@ -109,6 +111,7 @@ def run_process(settings: Settings, *, pools: list[str], threads: int) -> int:
     worker.stop(timeout=STOP_TIMEOUT_MS)
     records.stop()
     handlers.close()
+    tracing.shutdown()
     heartbeat.stop()
     broker.close()
     database.dispose()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from api.services.registry import validate_payload
 from formats.encryption import Keyring
 from mq import metrics
 from mq.errors import Forbidden, TopicNotActive, ValidationError
+from mq.tracing import TraceContext, messaging_attributes, with_trace
 from publishing.jobs import Job, Published
 from publishing.messages import (
     Prepared,
@@ -88,14 +90,16 @@ def _keyring(here: Scope, topic: PublishTarget) -> Keyring | None:
 
 def publish(here: Scope, topic: PublishTarget, caller: Principal,
             messages: Sequence[dict[str, Any]], *, batch: bool) -> list[Published]:
-    """Publish `messages` to `topic`, in order, all or none."""
+    """Publish `messages` to `topic`, in order, all or none; each carries the request's
+    trace context unless it has its own (`mq.tracing.with_trace`)."""
     check_producer(topic, caller)
-    keys = _keyring(here, topic)
-    items = [_prepare(here, topic, caller, m, i if batch else None, keys)
-             for i, m in enumerate(messages)]
-    if batch:
-        check_batch_size(items)
-    return _write(here, topic, items)
+    with _producer_span(here, topic, len(messages)) as trace:
+        keys = _keyring(here, topic)
+        items = [_prepare(here, topic, caller, with_trace(m, trace), i if batch else None, keys)
+                 for i, m in enumerate(messages)]
+        if batch:
+            check_batch_size(items)
+        return _write(here, topic, items)
 
 
 def publish_at(here: Scope, topic: PublishTarget, caller: Principal, message: dict[str, Any],
@@ -103,9 +107,25 @@ def publish_at(here: Scope, topic: PublishTarget, caller: Principal, message: di
     """Record `message` as scheduled for `deliver_at` and park it in the delay set; the
     scheduler releases it into its stream when it is due."""
     check_producer(topic, caller)
-    item = scheduled(prepare(here, topic, caller, message), deliver_at, message.get("ttl_ms"))
-    [answer] = _write(here, topic, [item])
-    return answer
+    with _producer_span(here, topic, 1) as trace:
+        item = scheduled(prepare(here, topic, caller, with_trace(message, trace)), deliver_at,
+                         message.get("ttl_ms"))
+        [answer] = _write(here, topic, [item])
+        return answer
+
+
+def _producer_span(here: Scope, topic: PublishTarget, count: int
+                   ) -> AbstractContextManager[TraceContext | None]:
+    """The publish's `send` span, a child of the request's trace context; the block gets the
+    context its messages carry (the request's own when tracing is off)."""
+    tracing = here.services.tracing
+    if not tracing.on:
+        return nullcontext(here.trace)
+    attributes = messaging_attributes("send", topic.name, messaging__operation__name="publish",
+                                      messaging__batch__message_count=count if count > 1
+                                      else None)
+    return tracing.span(f"send {topic.name}", "PRODUCER", parent=here.trace,
+                        attributes=attributes)
 
 
 def _write(here: Scope, topic: PublishTarget, items: list[Prepared]) -> list[Published]:

@@ -22,6 +22,7 @@ from models import MessageRecord, Schedule, Topic
 from models.base import utcnow
 from mq.cron import cron_trigger, next_run
 from mq.errors import Conflict, ScheduleNotFound, ValidationError
+from mq.tracing import with_trace
 
 MAX_DELAY = timedelta(days=30)
 #: Message fields of a schedule: everything of the body but the scheduling fields.
@@ -46,7 +47,7 @@ def create_schedule(here: Scope, caller: Principal, body: dict[str, Any]) -> Sch
                               {"cron": ["no future run time"]})
     topic = publish_target(here, caller.tenant_id, body["topic"])
     check_producer(topic, caller)
-    message = {k: v for k, v in body.items() if k not in _NOT_MESSAGE}
+    message = with_trace({k: v for k, v in body.items() if k not in _NOT_MESSAGE}, here.trace)
     prepare(here, topic, caller, message)  # schema, size and partition checks, as at publish
     schedule = Schedule(tenant_id=topic.tenant_id, topic_id=topic.id, name=body.get("name"),
                         cron=" ".join(body["cron"].split()), timezone=timezone,

@@ -10,6 +10,7 @@ on the control stream so that workers apply it without a restart.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,7 +34,8 @@ from broker.control import Op, announce
 from broker.dead_letters import DEAD_LETTER_SUFFIX
 from broker.keys import group_name
 from broker.outcomes import DeliveryOutcome
-from handlers.registry import keep_secrets, public_view
+from handlers.registry import public_view, updated_secrets
+from handlers.signing import generate_secret
 from models import ConsumptionRecord, Subscription, Topic
 from models.base import utcnow
 from models.messages import CLOCK_SKEW
@@ -67,6 +69,7 @@ def create_subscription(here: Scope, caller: Principal, body: dict[str, Any]) ->
     topic = resolve_topic(session, caller, body["topic"])
     check_consumer(topic, caller)
     values = _with_defaults(body, topic)
+    values["handler_config"], generated = generate_secret(values["handler_config"])
     _check_rules(values, topic, caller.tenant_id)
     check_subscription_quota(here, caller.tenant_id)
     subscription = Subscription(tenant_id=caller.tenant_id, topic_id=topic.id, **values)
@@ -88,7 +91,8 @@ def create_subscription(here: Scope, caller: Principal, body: dict[str, Any]) ->
     )
     session.commit()
     _announce(svc, subscription, "upsert")
-    return subscription_view(subscription, label_of(session, subscription, topic))
+    return _answered(subscription_view(subscription, label_of(session, subscription, topic)),
+                     generated)
 
 
 def subscriptions_query(session: Session, caller: Principal,
@@ -132,17 +136,18 @@ def update_subscription(here: Scope, caller: Principal, subscription_id: str,
     _check_immutable(subscription, label, body)
     refuse_kafka(body)
     changes = {k: v for k, v in body.items() if k not in IMMUTABLE}
+    generated = None
     if "handler_config" in changes:
-        changes["handler_config"] = keep_secrets(raw_handler_config or {},
-                                                 changes["handler_config"],
-                                                 subscription.handler_config)
+        changes["handler_config"], generated = updated_secrets(
+            raw_handler_config or {}, changes["handler_config"], subscription.handler_config,
+            now=time.time(), overlap_s=svc.settings.mq_webhook_secret_overlap_s)
     current = {name: getattr(subscription, name) for name in SETTABLE}
     _check_rules({**current, **changes}, topic, caller.tenant_id)
     for name, value in changes.items():
         setattr(subscription, name, value)
     session.commit()
     _announce(svc, subscription, "upsert")
-    return subscription_view(subscription, label)
+    return _answered(subscription_view(subscription, label), generated)
 
 
 def delete_subscription(session: Session, svc: Services, caller: Principal,
@@ -240,6 +245,14 @@ def subscription_view(subscription: Subscription, label: str) -> dict[str, Any]:
     view = {name: getattr(subscription, name) for name in SHOWN}
     view["topic"] = label
     view["handler_config"] = public_view(subscription.handler_config or {})
+    return view
+
+
+def _answered(view: dict[str, Any], generated_secret: str | None) -> dict[str, Any]:
+    """A create's or update's answer: a secret made by `"secret": "generate"` is shown
+    in this answer only."""
+    if generated_secret is not None:
+        view["handler_config"] = {**view["handler_config"], "secret": generated_secret}
     return view
 
 
