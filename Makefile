@@ -32,8 +32,8 @@ $(VENV)/.installed-dev: $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/pip install --quiet -e '.[test]'
+$(VENV)/.installed-test: $(BIN)/python setup.cfg pyproject.toml clients/python/pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test]' -e clients/python
 	touch $@ $(VENV)/.installed-dev
 
 clean:
