@@ -99,7 +99,10 @@ def publish(here: Scope, topic: PublishTarget, caller: Principal,
                  for i, m in enumerate(messages)]
         if batch:
             check_batch_size(items)
-        return _write(here, topic, items)
+        answers = _write(here, topic, items)
+        if trace is not None and here.services.tracing.on and len(answers) == 1:
+            here.services.tracing.annotate(messaging__message__id=answers[0].message_id)
+        return answers
 
 
 def publish_at(here: Scope, topic: PublishTarget, caller: Principal, message: dict[str, Any],

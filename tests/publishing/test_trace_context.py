@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from mq.tracing import TraceContext, with_trace
+from mq.settings import Settings
+from mq.tracing import TraceContext, Tracing, with_trace
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -96,3 +97,19 @@ def test_parsing_follows_w3c() -> None:
     replaced = with_trace(message, TraceContext(PARENT), replace=True)
     assert replaced["headers"] == {"traceparent": PARENT}
     assert message == {"payload": 1, "headers": {"traceparent": OTHER}}  # not changed
+
+
+@pytest.mark.parametrize(("environ", "on"), [
+    ({}, False),
+    ({"OTEL_TRACES_EXPORTER": "console"}, True),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, True),
+    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}, True),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_TRACES_EXPORTER": "none"}, False),
+    ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"}, False),
+])
+def test_tracing_is_on_only_when_the_standard_variables_ask(environ: dict, on: bool) -> None:
+    settings = Settings.from_env(environ)
+    assert settings.tracing_enabled is on
+    tracing = Tracing.configure(settings, "mq-test")
+    assert tracing.on is on
+    tracing.shutdown()
