@@ -164,13 +164,6 @@ class Tracing:
             if value is not None:
                 span.set_attribute(name.replace("__", "."), value)
 
-    @staticmethod
-    def fail(message: str) -> None:
-        """Mark the current span as failed (an outcome that raised nothing)."""
-        from opentelemetry.trace import Status, StatusCode, get_current_span
-
-        get_current_span().set_status(Status(StatusCode.ERROR, message))
-
     def shutdown(self) -> None:
         """Export what is buffered (at process exit)."""
         if self.provider is not None:
