@@ -15,6 +15,7 @@ import redis.exceptions
 import sqlalchemy.exc
 from flask import Flask, Response, g, jsonify
 from flask_smorest import Api
+from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
 
 from mq import errors
@@ -40,8 +41,42 @@ HTTP_MESSAGES = {
     404: "no such resource",
     405: "method not allowed on this resource",
     413: "the request body is larger than the server accepts",
+    414: "the request URL is longer than the server accepts",
     422: "the request is invalid",
+    431: "the request's header fields are larger than the server accepts",
 }
+
+
+class URITooLong(errors.MQError):
+    """A request line over the server's limit (raised by werkzeug, never by the service)."""
+
+    code = "URI_TOO_LONG"
+    status = 414
+
+
+class HeadersTooLarge(errors.MQError):
+    """Request header fields over the server's limit (raised by werkzeug, never by the
+    service)."""
+
+    code = "HEADER_FIELDS_TOO_LARGE"
+    status = 431
+
+
+HTTP_ERRORS.update({414: URITooLong, 431: HeadersTooLarge})
+
+
+class ErrorDetail(Schema):
+    code = fields.String(required=True, metadata={"example": "TOPIC_NOT_FOUND"})
+    message = fields.String(required=True)
+    details = fields.Dict(required=True, metadata={
+        "description": "field -> messages, nested objects as nested dicts"})
+
+
+class ErrorBody(Schema):
+    """The contract's error body; what every error answers (`error_response`)."""
+
+    error = fields.Nested(ErrorDetail, required=True)
+    request_id = fields.String(required=True)
 
 
 def error_response(error: errors.MQError) -> Response:
@@ -78,7 +113,12 @@ def from_http_exception(exc: HTTPException) -> errors.MQError:
 
 
 class MQApi(Api):
-    """flask-smorest's Api with the contract's error body instead of its own."""
+    """flask-smorest's Api with the contract's error body instead of its own, in its answers
+    and in the document. Each operation lists its error statuses (`api.openapi`) rather than
+    a catch-all `default` response."""
+
+    ERROR_SCHEMA = ErrorBody
+    DEFAULT_ERROR_RESPONSE_NAME = None
 
     def handle_http_exception(self, error: HTTPException) -> Response:
         if error.code and error.code >= 500:

@@ -25,6 +25,9 @@ from marshmallow import Schema, ValidationError, fields, missing, validate
 from marshmallow.types import UnknownOption
 from webargs.flaskparser import FlaskParser, abort
 
+from api.openapi import add_error_responses
+from mq.errors import ValidationError as MissingBody
+
 
 class ParsedBodyParser(FlaskParser):
     """webargs' Flask parser, reading the body `check_request_body` parsed already. JSON
@@ -54,7 +57,44 @@ class ParsedBodyParser(FlaskParser):
 
 
 class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest's Blueprint, parsing with `ParsedBodyParser`; its document lists each
+    operation's error responses (`api.openapi`), and a required JSON body must be sent."""
+
     ARGUMENTS_PARSER = ParsedBodyParser()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # After the arguments' callback, before the one that turns responses into the doc.
+        self._prepare_doc_cbks.insert(1, add_error_responses)
+
+    def add_url_rule(self, rule: str, endpoint: str | None = None,
+                     view_func: Callable[..., Any] | None = None,
+                     provide_automatic_options: bool | None = None, **kwargs: Any) -> None:
+        super().add_url_rule(rule, endpoint, view_func, provide_automatic_options, **kwargs)
+        for method, doc in self._docs[self._endpoints[-1]].items():
+            if method != "parameters":  # tells `api.openapi` that a 404 can answer
+                doc["path_arguments"] = "<" in rule
+
+    def arguments(self, schema: Any, *, location: str = "json", required: bool = True,
+                  **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """As flask-smorest's, and a required JSON body that is not sent answers 422. webargs
+        loads `{}` instead: that reports the missing fields of a create, but a partial
+        update (`PUT`) would take it as a no-op, so a missing body that passes is refused."""
+        decorator = super().arguments(schema, location=location, required=required, **kwargs)
+        if location != "json" or not required:
+            return decorator
+
+        def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(view)
+            def with_body(*args: Any, **view_kwargs: Any) -> Any:
+                if "json_body" not in g:
+                    raise MissingBody("the request needs a JSON body",
+                                      {"_schema": ["a JSON body is required"]})
+                return view(*args, **view_kwargs)
+
+            return decorator(with_body)
+
+        return decorate
 
 
 class FastLoad(Schema):

@@ -10,6 +10,7 @@ from marshmallow import Schema, fields, validate
 from api.auth import ROLES, principal, tenant_access
 from api.context import scope, services
 from api.fields import NAME_PATTERN, Timestamp
+from api.openapi import raises
 from api.pagination import PageArgs, page_of, paginate
 from api.parsing import Blueprint
 from api.services.tenants import api_keys_query, create_api_key, revoke_api_key
@@ -44,6 +45,7 @@ ApiKeyPage = page_of(ApiKeyOut)
 class ApiKeys(MethodView):
     @tenant_access("admin")
     @blp.arguments(ApiKeyCreate)
+    @raises(409)
     @blp.response(201, ApiKeyCreated)
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Create a key; the key itself is in this answer only."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from marshmallow import Schema, fields, validate, validates_schema
+from marshmallow import Schema, fields, validate, validates, validates_schema
 from marshmallow import ValidationError as InvalidFields
 
 from api.auth import CONSUMERS, principal, tenant_access
@@ -18,6 +18,7 @@ from api.services.dead_letters import (
     redrive_dead_letters,
 )
 from api.services.lookups import find_subscription
+from broker.streams import parse_entry_id
 
 PREFIX = "/subscriptions"
 blp = Blueprint("dead_letters", __name__, description="Dead letters of a subscription")
@@ -30,6 +31,17 @@ class DeadLetterArgs(PageArgs):
 
     cursor = fields.String(load_default=None, validate=validate.Regexp(
         r"^\d{1,20}-\d{1,20}$", error="not a cursor this API issued"))
+
+    @validates("cursor")
+    def check_cursor(self, value: str | None, **_: Any) -> None:
+        """An id Redis takes as a range's exclusive end: within its range and above 0-0
+        (the first id there is); the pattern alone lets `0-0` and 20 nines through."""
+        try:
+            entry_id = parse_entry_id(value) if value is not None else (1, 0)
+        except ValueError:
+            entry_id = (0, 0)
+        if entry_id <= (0, 0):
+            raise InvalidFields("not a cursor this API issued")
 
 
 class DeadLetterOut(Schema):

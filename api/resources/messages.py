@@ -10,6 +10,7 @@ from marshmallow import Schema, fields
 from api.auth import PRODUCERS, principal, tenant_access
 from api.context import scope, services
 from api.fields import Timestamp
+from api.openapi import raises
 from api.parsing import Blueprint
 from api.services.messages import cancel, find_message, message_view
 
@@ -54,6 +55,7 @@ class MessageById(MethodView):
 
     @tenant_access(*PRODUCERS)
     @blp.response(204)
+    @raises(409)
     def delete(self, message_id: str) -> None:
         """Cancel a scheduled message (`409 CONFLICT` once it was released)."""
         session, svc = scope().session, services()

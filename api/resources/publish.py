@@ -15,6 +15,7 @@ from api.auth import PRODUCERS, principal, tenant_access
 from api.context import scope
 from api.fields import Timestamp, iso
 from api.message_body import BatchOptions, MessageFields
+from api.openapi import raises
 from api.parsing import Blueprint, FastLoad
 from api.responses import json_response
 from api.services.publishing import admit, publish, require_payload
@@ -48,25 +49,36 @@ class TopicPublishBody(MessageFields):
     options = fields.Nested(BatchOptions)
 
 
+# Output fields are `required` for the document only: every answer has them all, and a
+# client (or a schema check) can tell a single message's answer from a batch's by them.
+
+
 class PublishOut(Schema):
-    message_id = fields.String()
-    topic = fields.String()
-    partition = fields.Integer()
-    offset = fields.String(allow_none=True)
-    timestamp = Timestamp()
-    duplicate = fields.Boolean()
+    message_id = fields.String(required=True)
+    topic = fields.String(required=True)
+    partition = fields.Integer(required=True)
+    offset = fields.String(required=True, allow_none=True)
+    timestamp = Timestamp(required=True)
+    duplicate = fields.Boolean(required=True)
 
 
 class PartitionOffset(Schema):
-    partition = fields.Integer()
-    offset = fields.String(allow_none=True)
+    partition = fields.Integer(required=True)
+    offset = fields.String(required=True, allow_none=True)
 
 
 class BatchOut(Schema):
-    message_ids = fields.List(fields.String())
-    partitions = fields.List(fields.Nested(PartitionOffset))
-    timestamp = Timestamp()
-    duplicates = fields.List(fields.Integer())
+    message_ids = fields.List(fields.String(), required=True)
+    partitions = fields.List(fields.Nested(PartitionOffset), required=True)
+    timestamp = Timestamp(required=True)
+    duplicates = fields.List(fields.Integer(), required=True, metadata={
+        "description": "indexes of the messages whose message_id was seen before"})
+
+
+#: `/topics/{name}/publish` answers as `/publish` for one message, as `/publish/batch` for
+#: `messages` (flask-smorest documents one schema per status and media type).
+ONE_OR_BATCH = {"oneOf": [{"$ref": "#/components/schemas/PublishOut"},
+                          {"$ref": "#/components/schemas/BatchOut"}]}
 
 
 # The views answer with ready-made JSON responses (flask-smorest passes a Response through
@@ -123,6 +135,7 @@ class Publish(MethodView):
     @blp.arguments(SINGLE)
     @blp.response(201, PublishOut)
     @blp.alt_response(200, schema=PublishOut, description="duplicate message_id")
+    @raises(404, 409, 429)
     def post(self, body: dict[str, Any]) -> Response:
         """Publish one message."""
         return publish_single(body)
@@ -133,6 +146,9 @@ class PublishBatch(MethodView):
     @tenant_access(*PRODUCERS, publishes=True)
     @blp.arguments(BATCH)
     @blp.response(201, BatchOut)
+    @blp.alt_response(200, schema=BatchOut,
+                      description="every message_id was seen before (see `duplicates`)")
+    @raises(404, 409, 429)
     def post(self, body: dict[str, Any]) -> Response:
         """Publish up to 1,000 messages in order; one invalid message rejects the batch."""
         return publish_batch(body)
@@ -142,10 +158,11 @@ class PublishBatch(MethodView):
 class TopicPublish(MethodView):
     @tenant_access(*PRODUCERS, publishes=True)
     @blp.arguments(TO_TOPIC)
-    @blp.response(201, PublishOut)
-    @blp.alt_response(200, schema=PublishOut, description="duplicate message_id")
-    @blp.alt_response(201, schema=BatchOut, description="batch (`messages` given)",
-                      success=True)
+    @blp.response(201, ONE_OR_BATCH, description="published: one message's answer, or a "
+                  "batch's (`messages` given)")
+    @blp.alt_response(200, schema=ONE_OR_BATCH, description="a duplicate message_id (one "
+                      "message), or every message_id was seen before (a batch)")
+    @raises(409, 429)
     def post(self, body: dict[str, Any], name: str) -> Response:
         """Publish one message, or a batch with `messages`, to the topic in the path."""
         return publish_to_topic(body, name)

@@ -11,6 +11,7 @@ from marshmallow import ValidationError as InvalidFields
 from api.auth import principal, tenant_access
 from api.context import scope, services
 from api.fields import StrictBoolean, Timestamp, name_field, strict_int
+from api.openapi import raises
 from api.pagination import PageArgs, page_of, paginate
 from api.parsing import Blueprint
 from api.services.lookups import find_topic
@@ -42,7 +43,8 @@ class TopicFields(Schema):
     name = name_field(required=True)
     display_name = fields.String(allow_none=True, validate=validate.Length(max=200))
     description = fields.String(validate=validate.Length(max=10_000))
-    topic_type = fields.String(validate=validate.OneOf(TOPIC_TYPES))
+    topic_type = fields.String(validate=validate.OneOf(TOPIC_TYPES), metadata={
+        "description": "`kafka` answers 422 BROKER_NOT_AVAILABLE in this edition"})
     partition_count = strict_int(1, 64)
     replication_factor = strict_int(1, 16)
     retention_ms = strict_int(60_000, 31_536_000_000)
@@ -137,6 +139,7 @@ class PurgeOut(Schema):
 class Queues(MethodView):
     @tenant_access("admin")
     @blp.arguments(TopicFields)
+    @raises(409, 429)
     @blp.response(201, TopicOut)
     def post(self, body: dict[str, Any]) -> Topic:
         """Create a queue."""

@@ -15,6 +15,7 @@ from api.auth import PRODUCERS, principal, tenant_access
 from api.context import scope, services
 from api.fields import Timestamp, iso, strict_int
 from api.message_body import MessageFields
+from api.openapi import raises
 from api.pagination import PageArgs, page_of, paginate
 from api.parsing import Blueprint
 from api.responses import json_response
@@ -98,6 +99,7 @@ def _create_schedule(body: dict[str, Any]) -> Response:
 class PublishDelayed(MethodView):
     @tenant_access(*PRODUCERS, publishes=True)
     @blp.arguments(DelayedBody())
+    @raises(404, 409, 429)
     @blp.response(202, ScheduledOut)
     @blp.alt_response(200, schema=ScheduledOut, description="duplicate message_id")
     def post(self, body: dict[str, Any]) -> Response:
@@ -110,6 +112,7 @@ class PublishDelayed(MethodView):
 class PublishScheduled(MethodView):
     @tenant_access(*PRODUCERS)
     @blp.arguments(ScheduledBody())
+    @raises(404, 409, 429)
     @blp.response(202, ScheduledOut)
     @blp.alt_response(201, schema=ScheduleCreated, description="recurring (`cron` given)",
                       success=True)

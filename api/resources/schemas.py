@@ -11,6 +11,7 @@ from marshmallow import fields, validate
 
 from api.auth import principal, tenant_access
 from api.context import scope, services
+from api.openapi import raises
 from api.pagination import PageArgs, page_of, paginate
 from api.parsing import Blueprint
 from api.services.registry import (
@@ -64,6 +65,7 @@ class VersionsOut(Fields):
 class Schemas(MethodView):
     @tenant_access("admin")
     @blp.arguments(SchemaCreate)
+    @raises(409)
     @blp.response(201, SchemaCreated)
     def post(self, body: dict[str, Any]) -> Schema | tuple[Schema, int]:
         """Register a version of a subject; an unchanged definition answers the latest (200)."""

@@ -13,6 +13,7 @@ from marshmallow import ValidationError as InvalidFields
 from api.auth import CONSUMERS, principal, tenant_access
 from api.context import scope, services
 from api.fields import Timestamp, name_field, strict_int
+from api.openapi import HANDLER_CONFIG_REF, raises
 from api.pagination import PageArgs, page_of, paginate
 from api.parsing import Blueprint
 from api.services import subscriptions as service
@@ -34,7 +35,11 @@ MAX_DELAY_MS = 86_400_000
 
 
 class HandlerConfig(fields.Dict):
-    """`handler_config`, checked by the validator registered for its `type`."""
+    """`handler_config`, checked by the validator registered for its `type`; documented as
+    one variant per handler type (`api.openapi`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(metadata={"allOf": [{"$ref": HANDLER_CONFIG_REF}]}, **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         return validate_handler_config(value, services().settings)
@@ -47,7 +52,8 @@ class SubscriptionFields(Schema):
         TOPIC_REF, error="a topic name, or '<tenant>/<topic>' for another tenant's public topic"))
     consumer_group = name_field(required=True)
     consumer_name = name_field()
-    subscription_type = fields.String(validate=validate.OneOf(TYPES))
+    subscription_type = fields.String(validate=validate.OneOf(TYPES), metadata={
+        "description": "`kafka_consumer` answers 422 BROKER_NOT_AVAILABLE in this edition"})
     offset_reset_policy = fields.String(validate=validate.OneOf(POLICIES))
     max_poll_records = strict_int(1, 10_000)
     session_timeout_ms = strict_int(1_000, 43_200_000)
@@ -169,6 +175,7 @@ DeliveryAttemptPage = page_of(DeliveryAttemptOut)
 class Subscriptions(MethodView):
     @tenant_access(*CONSUMERS)
     @blp.arguments(SubscriptionFields)
+    @raises(404, 409, 429)
     @blp.response(201, SubscriptionOut)
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Subscribe to a topic (creates the consumer group on every partition)."""

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from api.auth import operator_access
 from api.context import scope, services
 from api.fields import TENANT_NAME_PATTERN, Timestamp, strict_int
+from api.openapi import raises
 from api.pagination import PageArgs, page_of, paginate
 from api.parsing import Blueprint
 from api.services.tenants import find_tenant, set_quotas
@@ -58,6 +59,7 @@ TenantPage = page_of(TenantOut)
 class Tenants(MethodView):
     @operator_access
     @blp.arguments(TenantCreate)
+    @raises(409)
     @blp.response(201, TenantCreated)
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Create a tenant and its admin key (shown once)."""

@@ -1,9 +1,13 @@
-"""The OpenAPI document describes every foundation endpoint; Swagger UI is served."""
+"""The OpenAPI document describes every endpoint, and what it says is what the API does;
+Swagger UI is served."""
 
 from __future__ import annotations
 
 import pytest
+from werkzeug.exceptions import RequestHeaderFieldsTooLarge, RequestURITooLarge
 
+from api.errors import error_response, service_error
+from tests.api.conftest import assert_error
 from tests.conftest import API
 
 ENDPOINTS = [
@@ -73,3 +77,111 @@ def test_docs_and_spec_need_no_key(client):
     assert docs.status_code == 200
     assert "swagger" in docs.get_data(as_text=True).lower()
     assert client.get("/openapi.json").json["info"]["title"]
+
+
+# --- the document tells the truth (tests/api/test_schemathesis.py checks the answers) ------
+
+
+def _operations(spec):
+    return [(path, method, operation) for path, operations in spec["paths"].items()
+            for method, operation in operations.items() if isinstance(operation, dict)]
+
+
+def _resolved(spec, response):
+    name = response.get("$ref", "").rpartition("/")[2]
+    return spec["components"]["responses"][name] if name else response
+
+
+def test_every_error_response_is_the_contract_error_body(spec):
+    body = spec["components"]["schemas"]["ErrorBody"]
+    assert set(body["required"]) == {"error", "request_id"}
+    detail = spec["components"]["schemas"]["ErrorDetail"]
+    assert set(detail["required"]) == {"code", "message", "details"}
+    for path, method, operation in _operations(spec):
+        assert "default" not in operation["responses"], (method, path)
+        for status, response in operation["responses"].items():
+            if int(status) >= 400 and (path, status) != (API + "/health", "503"):  # unhealthy
+                content = _resolved(spec, response)["content"]["application/json"]
+                assert content["schema"] == {"$ref": "#/components/schemas/ErrorBody"}, \
+                    (method, path, status)
+
+
+def test_operations_document_the_errors_they_can_answer(spec):
+    for path, method, operation in _operations(spec):
+        statuses = set(operation["responses"])
+        assert {"500", "503"} <= statuses, (method, path)
+        if operation.get("security") != []:
+            assert {"401", "403"} <= statuses, (method, path)
+        if "{" in path:
+            assert "404" in statuses, (method, path)
+        if "requestBody" in operation:
+            assert {"400", "413", "415", "422"} <= statuses, (method, path)
+    publish = spec["paths"][API + "/publish"]["post"]["responses"]
+    assert {"404", "409", "429"} <= set(publish)
+    assert "409" in spec["paths"][API + "/queues"]["post"]["responses"]
+
+
+def test_publishing_to_a_topic_documents_both_answers(spec):
+    responses = spec["paths"][API + "/topics/{name}/publish"]["post"]["responses"]
+    for status in ("200", "201"):
+        schema = responses[status]["content"]["application/json"]["schema"]
+        assert schema == {"oneOf": [{"$ref": "#/components/schemas/PublishOut"},
+                                    {"$ref": "#/components/schemas/BatchOut"}]}
+    assert "200" in spec["paths"][API + "/publish/batch"]["post"]["responses"]
+
+
+def test_handler_config_has_one_variant_per_handler_type(spec):
+    from handlers.registry import HANDLER_TYPES
+
+    variants = spec["components"]["schemas"]["HandlerConfig"]["oneOf"]
+    assert sorted(v["properties"]["type"]["enum"][0] for v in variants) == sorted(HANDLER_TYPES)
+    assert all("type" in v["required"] for v in variants)
+    create = spec["components"]["schemas"]["SubscriptionFields"]["properties"]
+    assert create["handler_config"]["allOf"] == [{"$ref": "#/components/schemas/HandlerConfig"}]
+
+
+def test_objects_are_never_bounded_with_string_keywords(spec):
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("type") == "object":
+                assert not {"minLength", "maxLength"} & set(node), node
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(spec)
+    headers = spec["components"]["schemas"]["MessageFields"]["properties"]["headers"]
+    assert headers["maxProperties"] == 100
+
+
+def test_kafka_values_document_their_refusal(spec):
+    fields = spec["components"]["schemas"]
+    assert "422" in fields["TopicFields"]["properties"]["topic_type"]["description"]
+    assert "422" in fields["SubscriptionFields"]["properties"]["subscription_type"]["description"]
+
+
+# --- answers the document promises -------------------------------------------------------
+
+
+def test_an_update_without_a_body_is_refused(tenant):
+    queue = tenant.create_queue()["name"]
+    subscription = tenant.admin.post("/subscriptions", {
+        "topic": queue, "consumer_group": "g",
+        "handler_config": {"type": "http", "url": "http://127.0.0.1:9/hook"}}).json["id"]
+    for path in (f"/queues/{queue}", f"/subscriptions/{subscription}"):
+        for headers in ({}, {"Content-Type": "application/json"}):
+            response = tenant.admin.request("PUT", path, headers=headers)
+            assert_error(response, 422, "VALIDATION_ERROR")
+        assert tenant.admin.put(path, {}).status_code == 200  # an empty update is one
+
+
+@pytest.mark.parametrize(("error", "status", "code"), [
+    (RequestURITooLarge, 414, "URI_TOO_LONG"),
+    (RequestHeaderFieldsTooLarge, 431, "HEADER_FIELDS_TOO_LARGE"),
+])
+def test_werkzeug_limit_errors_answer_the_error_body(app, error, status, code):
+    with app.test_request_context("/"):
+        app.preprocess_request()  # the request id
+        assert_error(error_response(service_error(error())), status, code)
