@@ -7,9 +7,17 @@ import concurrent.futures
 import json
 import threading
 import time
+import uuid
 
 import pytest
-from mq_client import BatchPublisher, Client, RetryPolicy, TopicNotFound, ValidationError
+from mq_client import (
+    BatchPublisher,
+    Client,
+    PayloadTooLarge,
+    RetryPolicy,
+    TopicNotFound,
+    ValidationError,
+)
 
 from tests.client.conftest import Tenant, stored
 from tests.client.proxy import DROP, Proxy, answer
@@ -144,3 +152,22 @@ def test_the_body_is_the_api_batch(tenant: Tenant, topic: str, via_proxy: Proxy)
     [message] = json.loads(seen.body)["messages"]
     assert set(message) == {"payload", "key", "headers", "correlation_id", "message_id"}
     assert message["payload"] == {"a": "é"}
+
+
+def test_a_message_too_large_for_the_topic_fails_alone(direct: Client, tenant: Tenant,
+                                                       via_proxy: Proxy) -> None:
+    name = f"small-{uuid.uuid4().hex[:8]}"
+    direct.create_topic(name, max_message_bytes=200)
+    with (Client(via_proxy.url, tenant.admin_key) as client,
+          client.batch_publisher(name, linger_ms=10_000) as publisher):
+        futures = [publisher.publish({"n": n}) for n in range(7)]
+        large = publisher.publish("x" * 1000)
+        futures += [publisher.publish({"n": n}) for n in range(7, 10)]
+        publisher.flush()
+    error = large.exception()
+    assert isinstance(error, PayloadTooLarge) and error.status == 413, error
+    assert all(future.result() for future in futures)
+    assert stored(direct, name) == 10
+    refused, accepted = via_proxy.requests("/publish")  # the others went again at once
+    assert (refused.status, accepted.status) == (413, 201)
+    assert len(accepted.json()["messages"]) == 10

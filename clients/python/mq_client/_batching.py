@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mq_client._calls import Request, encode, message, segment
-from mq_client.errors import MQError, PayloadTooLarge, ValidationError
+from mq_client.errors import MQError, PayloadTooLarge
 
 #: The API's largest batch.
 MAX_MESSAGES = 1000
@@ -125,10 +125,11 @@ def settle(batch: list[Pending], answer: Any) -> None:
 
 def after_failure(batch: list[Pending], error: BaseException) -> list[list[Pending]]:
     """Fail the futures of the messages `error` is about; return the parts of `batch` worth
-    sending again. A batch is validated whole, so a `422` naming some messages published
-    nothing: those fail with their own details and the rest go again. A `413` of a batch of
-    several is split in two, so only a message too large for the topic fails."""
-    if isinstance(error, ValidationError) and (bad := _bad_indexes(error, len(batch))):
+    sending again. A batch is checked whole, so a refusal naming some of its messages by index
+    (`422`, `413`, `400`) published nothing: those fail with their own details and the rest go
+    again. A `413` naming none (the request as a whole too large) is split in two."""
+    if isinstance(error, MQError) and error.status in BY_INDEX_STATUSES \
+            and (bad := _bad_indexes(error, len(batch))):
         for index, details in bad.items():
             _fail(batch[index], _for_message(error, details))
         rest = [item for index, item in enumerate(batch) if index not in bad]
@@ -141,8 +142,12 @@ def after_failure(batch: list[Pending], error: BaseException) -> list[list[Pendi
     return []
 
 
-def _bad_indexes(error: ValidationError, count: int) -> dict[int, Any]:
-    """The messages a batch's validation error names, by index ({} if it names none)."""
+#: Refusals of a whole batch for what some of its messages are.
+BY_INDEX_STATUSES = frozenset({400, 413, 422})
+
+
+def _bad_indexes(error: MQError, count: int) -> dict[int, Any]:
+    """The messages a batch's refusal names, by index ({} if it names none)."""
     by_index = error.details.get("messages")
     if not isinstance(by_index, dict):
         return {}
@@ -153,7 +158,7 @@ def _bad_indexes(error: ValidationError, count: int) -> dict[int, Any]:
     return bad if all(0 <= index < count for index in bad) else {}
 
 
-def _for_message(error: ValidationError, details: Any) -> ValidationError:
+def _for_message(error: MQError, details: Any) -> MQError:
     return type(error)(error.message, code=error.code, status=error.status,
                        details=details if isinstance(details, dict) else {"message": details},
                        request_id=error.request_id)

@@ -53,7 +53,7 @@ class RetryPolicy:
     def after_error(self, attempt: int, error: httpx.TransportError, *,
                     idempotent: bool) -> float | None:
         """Seconds to wait before sending again after a network failure, or None to give up."""
-        if attempt >= self.max_attempts:
+        if attempt >= self.max_attempts or isinstance(error, httpx.UnsupportedProtocol):
             return None
         never_sent = isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
         if not (idempotent or never_sent):
