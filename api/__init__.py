@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import sys
 import time
 from collections.abc import Callable
 from functools import cached_property
@@ -22,7 +23,7 @@ from typing import Any
 
 from flask import Flask, Response, g, has_app_context, request
 
-from api import instrumentation, openapi
+from api import gunicorn_errors, instrumentation, openapi
 from api.bodies import check_request_body
 from api.cache import EpochCache
 from api.context import close_request_scope
@@ -71,12 +72,15 @@ def create_app(
 ) -> Flask:
     """Build the API application. Nothing connects until the first request needs it.
     Built from the environment — as gunicorn does with `api:create_app()` — it also sets up
-    the process's logging, as every other entry point does (`mq.logging`)."""
+    the process's logging, as every other entry point does (`mq.logging`), and, under
+    gunicorn, the error body for the requests gunicorn refuses itself (`api.gunicorn_errors`)."""
     if settings is None:
         settings = Settings.from_env()
         configure_logging(settings, "api")
         for handler in logging.getLogger().handlers:
             handler.addFilter(_with_request_id)
+        if "gunicorn" in sys.modules:
+            gunicorn_errors.install()
     app = MQFlask("mq")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_request_bytes,

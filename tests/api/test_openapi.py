@@ -3,12 +3,18 @@ Swagger UI is served."""
 
 from __future__ import annotations
 
+import json
+import signal
+import socket
+import subprocess
+
 import pytest
 from werkzeug.exceptions import RequestHeaderFieldsTooLarge, RequestURITooLarge
 
 from api.errors import error_response, service_error
 from tests.api.conftest import assert_error
 from tests.conftest import API
+from tests.processes import Running, child_env, free_port, wait_until_up
 
 ENDPOINTS = [
     ("post", "/tenants"), ("get", "/tenants"), ("get", "/tenants/{tenant_id}"),
@@ -185,3 +191,47 @@ def test_werkzeug_limit_errors_answer_the_error_body(app, error, status, code):
     with app.test_request_context("/"):
         app.preprocess_request()  # the request id
         assert_error(error_response(service_error(error())), status, code)
+
+
+def _raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `request` as it is; the answer's status, headers and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip()
+               for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def test_requests_gunicorn_refuses_itself_answer_the_error_body(settings, tmp_path):
+    """`mq api` serves through gunicorn, which refuses an over-long request line or header
+    and unparsable requests before the app sees them."""
+    port = free_port()
+    environ = {**settings.as_environ(), "PORT": str(port), "WEB_CONCURRENCY": "1",
+               "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    api = Running("api", env=child_env(**environ))
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}{API}/health")
+        for request, status, code in [
+            (b"GET " + API.encode() + b"/queues?q=" + b"a" * 9000 + b" HTTP/1.1\r\n"
+             b"Host: t\r\n\r\n", 414, "URI_TOO_LONG"),
+            (b"GET " + API.encode() + b"/health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 9000
+             + b"\r\n\r\n", 431, "HEADER_FIELDS_TOO_LARGE"),
+            (b"NOT HTTP\r\n\r\n", 400, "VALIDATION_ERROR"),
+        ]:
+            answer_status, headers, body = _raw_exchange(port, request)
+            assert (answer_status, headers["content-type"]) == (status, "application/json")
+            error = json.loads(body)
+            assert set(error) == {"error", "request_id"}
+            assert set(error["error"]) == {"code", "message", "details"}
+            assert error["error"]["code"] == code
+    finally:
+        api.process.send_signal(signal.SIGTERM)
+        try:
+            api.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            api.kill()

@@ -37,7 +37,7 @@ from tests.conftest import TenantHandle, make_tenant
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, negative_data_rejection]
-EXAMPLES = int(os.environ.get("MQ_SCHEMATHESIS_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("MQ_SCHEMATHESIS_EXAMPLES", "40"))
 #: Keep the tenant's own admin key: a generated `DELETE /api-keys/{key_id}` could revoke it.
 SKIPPED = {("DELETE", "/api/v1/mq/api-keys/{key_id}")}
 
