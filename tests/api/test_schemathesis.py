@@ -117,7 +117,7 @@ def test_the_openapi_document_tells_the_truth(api_schema: Any, existing: dict[st
         runs: list[tuple[GenerationMode, dict[str, str] | None]] = [
             (mode, None) for mode in GenerationMode]
         if known and len(known) == len(names) and operation.method.upper() != "DELETE":
-            runs.append((GenerationMode.POSITIVE, known))
+            runs.extend((mode, known) for mode in GenerationMode)
         for mode, path in runs:
             found = _run(operation, mode, path, statuses)
             if found:
