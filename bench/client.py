@@ -14,12 +14,15 @@ Flask endpoint doing one INSERT and one XADD) under the same command line. Then,
 - batch: each thread calls `publisher.publish()` and keeps at most `--window` of its
   messages unacknowledged (it waits for its oldest future when it has that many); once per
   `--in-flight` value (the publisher's `max_in_flight`: 1 keeps the order of messages, 2 lets
-  both gunicorn workers of the API take a batch at once).
+  both gunicorn workers of the API take a batch at once);
+- bare batches: 2 threads posting batches of 1,000 messages (each with a `message_id`, as the
+  client sends them) with bare httpx — what the service takes in batches without the client.
 
 For each: messages/s, and time to acknowledgement (the `publish()` call until its answer or
 its future resolved) at p50 / p99, with the CPU µs per message of the API (its process
-group) and of this process; at the end the batch/single ratio (goal: at least 20x) and the
-PostgreSQL commits/s of one connection (INSERT + COMMIT). Every message stored is counted
+group) and of this process, and how busy the machine's CPUs were (every process); at the
+end the batch/single ratio (goal: at least 20x) and the PostgreSQL commits/s of one
+connection (INSERT + COMMIT). Every message stored is counted
 back from the topic's stats. The machine runs the service, PostgreSQL, Redis and these
 threads on the same cores: the load average is printed with the figures.
 
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
+import json
 import os
 import signal
 import sys
@@ -51,6 +55,7 @@ from mq_client import BatchPublisher, Client  # noqa: E402
 
 from bench.publish import (  # noqa: E402
     ADMIN_URL,
+    API,
     FLUSH_SECONDS,
     QUIET_LOAD,
     REDIS_URL,
@@ -79,6 +84,7 @@ class Run:
     latencies: list[float] = field(default_factory=list)
     api_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
+    busy: float = 0.0  # share of the machine's CPU time in use (every process, both cores)
     stored: int | None = None
 
     @property
@@ -117,12 +123,22 @@ def in_threads(threads: int, seconds: float, produce: Callable[[float, list[floa
             time.perf_counter() - began)
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far (/proc/stat)."""
+    fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def measured(run: Run, server: Served, threads: int, seconds: float,
              produce: Callable[[float, list[float]], int]) -> Run:
     api_before, client_before = group_cpu_s(server.process.pgid), time.process_time()
+    busy_before, total_before = cpu_ticks()
     run.messages, run.latencies, run.seconds = in_threads(threads, seconds, produce)
     run.api_cpu_s = group_cpu_s(server.process.pgid) - api_before
     run.client_cpu_s = time.process_time() - client_before
+    busy, total = cpu_ticks()
+    run.busy = (busy - busy_before) / max(1, total - total_before)
     return run
 
 
@@ -145,6 +161,25 @@ def bare(http: httpx.Client) -> Callable[[float, list[float]], int]:
             http.post("/publish", json={"payload": PAYLOAD}).raise_for_status()
             latencies.append(time.perf_counter() - began)
             count += 1
+        return count
+
+    return produce
+
+
+def raw_batches(http: httpx.Client, topic: str, size: int
+                ) -> Callable[[float, list[float]], int]:
+    """Batches of `size` messages (each with its own `message_id`, as the client sends them)
+    posted with bare httpx: what the service takes in batches with no client machinery."""
+    def produce(deadline: float, latencies: list[float]) -> int:
+        count = 0
+        while (began := time.perf_counter()) < deadline:
+            messages = [{"payload": PAYLOAD, "message_id": uuid.uuid4().hex}
+                        for _ in range(size)]
+            http.post(f"{API}/topics/{topic}/publish", content=json.dumps(
+                {"messages": messages}), headers={"Content-Type": "application/json"}
+                      ).raise_for_status()
+            latencies.extend([time.perf_counter() - began] * size)
+            count += size
         return count
 
     return produce
@@ -191,7 +226,19 @@ def measure(db_url: str, namespace: str, args: argparse.Namespace) -> list[Run]:
                                  args.seconds, bare(http)))
         for in_flight in args.in_flight:
             runs.append(batch_run(client, service, in_flight, args))
+        runs.append(raw_run(client, service, key, args))
     return runs
+
+
+def raw_run(client: Client, service: Served, key: str, args: argparse.Namespace) -> Run:
+    """2 threads posting batches of 1,000 with bare httpx (the service's batch ceiling)."""
+    client.create_topic("bench-raw")
+    with httpx.Client(base_url=service.base, timeout=60,
+                      headers={"Authorization": f"Bearer {key}"}) as http:
+        run = measured(Run("bare batches of 1,000"), service, 2, args.seconds,
+                       raw_batches(http, "bench-raw", 1000))
+    run.stored = stored(client, "bench-raw")
+    return run
 
 
 def batch_run(client: Client, service: Served, in_flight: int, args: argparse.Namespace
@@ -221,18 +268,19 @@ def report(runs: list[Run], args: argparse.Namespace, load: tuple[float, float, 
         print(f"WARNING: 1-minute load average {load[0]:.2f} > {QUIET_LOAD}: the machine is "
               f"not quiet, figures will be noisy")
     print(f"{'':24}{'messages/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'API µs/msg':>12}"
-          f"{'client µs/msg':>15}   stored/sent")
+          f"{'client µs/msg':>15}{'CPU busy':>10}   stored/sent")
     for run in runs:
         stored = "" if run.stored is None else f"{run.stored}/{run.messages}"
         print(f"{run.label:24}{run.rate:>11.0f}{run.percentile(0.5):>9.2f}"
               f"{run.percentile(0.99):>9.2f}{run.cpu_us(run.api_cpu_s):>12.0f}"
-              f"{run.cpu_us(run.client_cpu_s):>15.0f}   {stored}")
-    one, ceiling = runs[0], runs[1]
-    for batch in runs[2:]:
+              f"{run.cpu_us(run.client_cpu_s):>15.0f}{run.busy:>10.0%}   {stored}")
+    one, ceiling, raw = runs[0], runs[1], runs[-1]
+    for batch in runs[2:-1]:
         ratio = batch.rate / one.rate if one.rate else float("nan")
         verdict = "met" if ratio >= GOAL else "not met"
         print(f"{batch.label}: {ratio:.1f}x single publishes (goal {GOAL:g}x: {verdict}), "
-              f"{batch.rate / ceiling.rate:.1f}x the bare-request ceiling")
+              f"{batch.rate / ceiling.rate:.1f}x the bare-request ceiling, "
+              f"{batch.rate / raw.rate:.2f} of bare batches")
     print(f"single publishes: {one.rate / ceiling.rate:.2f} of the bare-request ceiling")
 
 
