@@ -71,3 +71,11 @@ def _cluster(settings: Settings, common: dict[str, Any],
 def _host_port(node: str) -> tuple[str, int]:
     host, _, port = node.rpartition(":")
     return host or "127.0.0.1", int(port)
+
+
+def close_client(client: RedisClient) -> None:
+    """Close every connection of `client` (`Redis.close` alone leaves a pool it was given
+    open)."""
+    client.close()
+    if isinstance(client, Redis):
+        client.connection_pool.disconnect()

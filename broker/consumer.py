@@ -15,7 +15,9 @@ costs a consumer thread, and one process must serve thousands of subscriptions. 
 - it renews the leases of the entries it holds, reclaims those whose lease ran out or whose
   worker died, and hands unstarted entries back on shutdown (`broker.leases`); an entry
   delivered more than `max_deliveries` times (it kept killing its worker) is dead-lettered
-  as `max_deliveries`.
+  as `max_deliveries`;
+- it releases its pool's due retries and delayed messages (`broker.retries.Releaser`), so a
+  broker used without the service's scheduler still runs them.
 """
 
 from __future__ import annotations
@@ -28,17 +30,19 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
-from dramatiq import Consumer, Message, MessageProxy
+from dramatiq import Consumer, MessageProxy
 from dramatiq.errors import ConnectionClosed
 
+from broker import handback, messages
 from broker.acks import AckBatcher
-from broker.control import announce
-from broker.delivery import Route, delivery_message
+from broker.connection import close_client
+from broker.delivery import Route, delivery_message, is_delivery
 from broker.envelope import FIELD
 from broker.leases import Entry, Leases, Reclaimer, pool_lease_ms
 from broker.outcomes import DeliveryOutcome
 from broker.pools import START, PoolBroker, ensure_pool_group
 from broker.proxy import Handle, StreamProxy
+from broker.retries import Releaser
 from broker.wake import waker_for
 
 log = logging.getLogger(__name__)
@@ -80,6 +84,7 @@ class RedisStreamsConsumer(Consumer):
         self.dirty_set: set[str] = set()
         self.pool_dirty = True
         self.last_wake = 0.0
+        self.releaser = Releaser(broker.retries, pool)
         ensure_pool_group(self.client, self.keys, pool)
         self.last_seen[self.control_key] = broker.control_seen or \
             self._tips([self.control_key])[self.control_key]
@@ -99,7 +104,7 @@ class RedisStreamsConsumer(Consumer):
         try:
             if proxy.outcome is DeliveryOutcome.HANDED_BACK:
                 try:
-                    self._hand_back_one(proxy)
+                    handback.hand_back_paused(self.broker, self.leases, proxy)
                 finally:
                     self.leases.release([proxy.handle])
                 return
@@ -111,9 +116,14 @@ class RedisStreamsConsumer(Consumer):
             raise ConnectionClosed(exc) from None
 
     def nack(self, message: MessageProxy) -> None:
+        """Dead-letter: a subscription's delivery into its dead-letter store and topic (the
+        service's way), any other actor's message into its pool's dead-letter stream."""
         proxy = StreamProxy.of(message)
         try:
             exc = proxy._exception
+            if not proxy.subscription_id:
+                self.broker.dead_letter_direct(proxy, proxy.failure_text())
+                return
             reason = proxy.failure_reason or getattr(exc, "reason", None) or "error"
             error = proxy.error_message or (str(exc) if exc else None)
             proxy.dead_letter = self.broker.dead_letter(
@@ -124,22 +134,23 @@ class RedisStreamsConsumer(Consumer):
             self.leases.release([proxy.handle])
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
-        """Shutdown: hand unstarted messages back at once (see `Leases.hand_back`)."""
-        proxies = [StreamProxy.of(message) for message in messages]
-        self.leases.hand_back([p.handle for p in proxies])
-        self._announce_hand_back(proxies)
+        """Shutdown: give unstarted messages back at once (`broker.handback`)."""
+        try:
+            handback.give_back(self.broker, self.leases,
+                               [StreamProxy.of(message) for message in messages])
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise ConnectionClosed(exc) from None
 
     def close(self) -> None:
         with self.buffer_lock:
             pending = list(self.buffer)
             self.buffer.clear()
         try:
-            self.leases.hand_back([p.handle for p in pending])
-            self._announce_hand_back(pending)
+            handback.give_back(self.broker, self.leases, pending)
         except redis.RedisError:
             log.warning("could not hand back %d buffered entries", len(pending))
         self.waker.close()
-        self.wake.close()
+        close_client(self.wake)
         self.broker.consumer_closed(self)
 
     # -- the loop --------------------------------------------------------------------------------
@@ -152,6 +163,8 @@ class RedisStreamsConsumer(Consumer):
         if now - self.last_wake >= PEEK_S:
             self._wake(block_ms=None)
         self.leases.renew_if_due(now)
+        if self.releaser.release_if_due(now):
+            self.pool_dirty = True
         self.reclaimer.look_for_dead_workers(now)
         budget = self.prefetch - len(self.leases)
         if budget <= 0:
@@ -176,7 +189,7 @@ class RedisStreamsConsumer(Consumer):
         now = time.monotonic()
         limit = self.timeout / 1000
         limit = min(limit, self.leases.renew_interval() - (now - self.leases.last_renew))
-        limit = min(limit, self.reclaimer.next_due() - now)
+        limit = min(limit, self.reclaimer.next_due() - now, self.releaser.at - now)
         return max(1, int(limit * 1000))
 
     def _sync_routes(self) -> None:
@@ -346,14 +359,14 @@ class RedisStreamsConsumer(Consumer):
     def _push_direct(self, key: str, entry_id: str, fields: dict[str, str] | None) -> None:
         handle = Handle(key, self.pool, entry_id, self.broker.instance, True)
         try:
-            message = Message.decode(fields["d"].encode()) if fields else None
+            message = messages.decode(fields["d"]) if fields else None
         except Exception:
             log.exception("undecodable entry %s on %s dropped", entry_id, key)
             message = None
         if message is None:
             self.broker.ack_plain(handle)
             return
-        subscription_id = str(message.args[0]) if message.args else ""
+        subscription_id = str(message.args[0]) if is_delivery(message) else ""
         route = self.broker.routes.get(subscription_id)
         lease_ms = route.session_timeout_ms if route else pool_lease_ms(self.routes.values())
         self.leases.hold(handle, lease_ms)
@@ -384,16 +397,3 @@ class RedisStreamsConsumer(Consumer):
         self.broker.emit_before("nack", proxy)
         self.nack(proxy)
         self.broker.emit_after("nack", proxy)
-
-    def _hand_back_one(self, proxy: StreamProxy) -> None:
-        if proxy.handle.direct:
-            # A parked retry waits in the retry set again rather than circling the pool stream.
-            self.broker.enqueue(proxy.message, delay=1000)
-            self.broker.ack_plain(proxy.handle)
-        else:
-            self.leases.hand_back([proxy.handle])
-
-    def _announce_hand_back(self, proxies: list[StreamProxy]) -> None:
-        """Tell every worker to reclaim these subscriptions now, not at their next pass."""
-        for subscription_id in {p.subscription_id for p in proxies if not p.handle.direct}:
-            announce(self.client, self.keys, "subscription", subscription_id, "upsert")

@@ -115,3 +115,9 @@ def delivery_message(
         message_id=f"{subscription_id}:{partition}:{offset}",
         message_timestamp=entry_ms(offset) if "-" in offset else 0,
     )
+
+
+def is_delivery(message: Message[Any]) -> bool:
+    """Whether `message` delivers a stream entry to a subscription (`delivery_message`), as
+    opposed to a message of any other dramatiq actor on the same broker."""
+    return message.actor_name == ACTOR_NAME and len(message.args) == 4

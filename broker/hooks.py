@@ -27,3 +27,17 @@ class WorkerHooks(Protocol):
     def apply_control_events(self, events: list[dict[str, str]]) -> None:
         """Reload what control events (subscription and topic changes) name."""
         ...
+
+
+class NoHooks:
+    """The hooks of a broker that serves no subscriptions (plain dramatiq actors only)."""
+
+    def dead_letter_topic(self, route: Route) -> str:
+        raise LookupError(f"no dead-letter topic for subscription {route.subscription_id}")
+
+    def dead_letter_message(self, route: Route, envelope: Envelope,
+                            entry: DeadLetterEntry) -> Envelope:
+        raise LookupError(f"no dead-letter topic for subscription {route.subscription_id}")
+
+    def apply_control_events(self, events: list[dict[str, str]]) -> None:
+        """Nothing to reload."""

@@ -19,6 +19,10 @@ slots and masters.
   appended record from one never appended.
 - `{ns}:q:{<pool>}` stream: direct deliveries of a worker pool (released retries, redrives),
   one group named after the pool.
+- `{ns}:q:{<pool>}:x` stream: dead letters of the pool's messages that are no subscription
+  deliveries (other dramatiq actors'), each the stored message (`d`), the error (`e`) and its
+  entry id in the pool stream (`id`); each new one drops those older than 7 days
+  (`QUEUE_DEAD_LETTER_TTL_MS`).
 - `{ns}:due:{<pool>}` sorted set (score = due time in ms) and `{ns}:due:{<pool>}:m` hash
   (id -> encoded message): retries waiting for their backoff (`broker/retries.py`).
 - `{ns}:delay:{<shard>}` sorted set (member = message record id, score = due time in ms) and
@@ -101,6 +105,9 @@ class Keys:
 
     def pool_stream(self, pool: str) -> str:
         return f"{self.ns}:q:{{{pool}}}"
+
+    def queue_dead_letters(self, pool: str) -> str:
+        return f"{self.pool_stream(pool)}:x"
 
     def retry_due(self, pool: str) -> str:
         return f"{self.ns}:due:{{{pool}}}"

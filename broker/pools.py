@@ -17,6 +17,7 @@ from broker.delivery import RouteTable
 from broker.hooks import WorkerHooks
 from broker.keys import Keys
 from broker.proxy import Handle, StreamProxy
+from broker.retries import RetrySet
 from mq.settings import Settings
 
 BUSYGROUP = "BUSYGROUP"
@@ -34,6 +35,7 @@ class PoolBroker(Protocol):
     max_deliveries: int
     routes: RouteTable
     hooks: WorkerHooks
+    retries: RetrySet
     control_seen: str | None
 
     def wake_client(self) -> RedisClient: ...
@@ -44,6 +46,10 @@ class PoolBroker(Protocol):
 
     def dead_letter(self, proxy: StreamProxy, *, reason: str, error_message: str | None,
                     count_failed: bool) -> DeadLetter | None: ...
+
+    def dead_letter_direct(self, proxy: StreamProxy, error: str) -> bool: ...
+
+    def requeue_direct(self, handles: list[Handle]) -> int: ...
 
     def emit_before(self, signal: str, *args: Any, **kwargs: Any) -> None: ...
 

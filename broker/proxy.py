@@ -46,3 +46,13 @@ class StreamProxy(MessageProxy):
     def message(self) -> Message[Any]:
         """The dramatiq message itself (without this delivery's state)."""
         return self._message
+
+    def failure_text(self) -> str:
+        """Why the message failed, for a dead letter of a message that is no subscription
+        delivery."""
+        if self.error_message:
+            return self.error_message
+        exc = self._exception
+        if exc is not None:
+            return f"{type(exc).__name__}: {exc}"
+        return self.failure_reason or "failed"

@@ -7,14 +7,22 @@ routed to the pool. Routes (subscriptions) are given by the worker process throu
 `WorkerHooks` given to the constructor.
 
 Retries never touch the topic stream (that would redeliver to every subscription): `enqueue`
-with a delay parks the message in the pool's retry set (`broker.retries`), the scheduler's
-atomic release moves it into the pool's direct stream, and only this pool's workers read it.
-No `.DQ` queue and no `eta` option ever reach dramatiq's Worker, so delays never live in
-worker memory. `ack` is XACK (plus XDEL on the direct stream); `nack` dead-letters in steps
-that each touch one hash tag and can be repeated: store the dead letter once (a marker per
-delivery, `dead_letter_store.lua`), append it to the dead-letter topic once (the stream's
-append marker), then ack the delivery; a crash between steps leaves the delivery pending, and
-its next failure finishes the job without a second dead letter.
+with a delay parks the message in the pool's retry set (`broker.retries`), an atomic release
+(by the scheduler, and by the pool's consumers, whoever comes first) moves it into the pool's
+direct stream, and only this pool's workers read it. No `.DQ` queue and no `eta` option ever
+reach dramatiq's Worker, so delays never live in worker memory. `ack` is XACK (plus XDEL on
+the direct stream); `nack` of a subscription's delivery dead-letters in steps that each touch
+one hash tag and can be repeated: store the dead letter once (a marker per delivery,
+`dead_letter_store.lua`), append it to the dead-letter topic once (the stream's append
+marker), then ack the delivery; a crash between steps leaves the delivery pending, and its
+next failure finishes the job without a second dead letter.
+
+It is a dramatiq broker for any actor, too (dramatiq's own broker tests run against it:
+tests/vendor/dramatiq): other actors' messages travel through the pool's direct stream, stored
+binary-safe (`broker.messages`, for encoders other than JSON), and a failed one is moved in one
+step to the pool's dead-letter stream (`Keys.queue_dead_letters`). `join` waits until the
+pool's retry set and direct stream are empty: every direct entry is deleted once acked,
+dead-lettered or put back.
 """
 
 from __future__ import annotations
@@ -34,8 +42,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from broker import messages
 from broker.acks import ack_handles
-from broker.connection import RedisClient, connect
+from broker.connection import RedisClient, close_client, connect
 from broker.consumer import RedisStreamsConsumer
 from broker.dead_letters import (
     DEAD_LETTER_CAP,
@@ -45,7 +54,7 @@ from broker.dead_letters import (
 )
 from broker.delivery import POOL_STREAM_CAP, Route, RouteTable
 from broker.envelope import FIELD, Envelope
-from broker.hooks import WorkerHooks
+from broker.hooks import NoHooks, WorkerHooks
 from broker.keys import Keys
 from broker.pools import ensure_pool_group
 from broker.proxy import Handle, StreamProxy
@@ -58,6 +67,8 @@ log = logging.getLogger(__name__)
 
 #: Deliveries of one entry after which it is dead-lettered as `max_deliveries`.
 MAX_DELIVERIES = 5
+#: How long the dead letters of other actors' messages are kept (dramatiq's default).
+QUEUE_DEAD_LETTER_TTL_MS = 7 * 24 * 3_600_000
 
 
 class RedisStreamsBroker(dramatiq.Broker):
@@ -66,7 +77,7 @@ class RedisStreamsBroker(dramatiq.Broker):
     def __init__(
         self,
         settings: Settings,
-        hooks: WorkerHooks,
+        hooks: WorkerHooks | None = None,
         *,
         routes: RouteTable | None = None,
         keys: Keys | None = None,
@@ -76,7 +87,7 @@ class RedisStreamsBroker(dramatiq.Broker):
     ) -> None:
         super().__init__(middleware=middleware)
         self.settings = settings
-        self.hooks = hooks
+        self.hooks = hooks if hooks is not None else NoHooks()
         self.routes = routes if routes is not None else RouteTable()
         self.keys = keys or Keys.of(settings)
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -86,6 +97,8 @@ class RedisStreamsBroker(dramatiq.Broker):
         self.retries = RetrySet(self.client, self.keys)
         self._ack = LuaScript(self.client, "broker", "ack")
         self._dead_letter_store = LuaScript(self.client, "broker", "dead_letter_store")
+        self._queue_dead_letter = LuaScript(self.client, "broker", "queue_dead_letter")
+        self._pool_requeue = LuaScript(self.client, "broker", "pool_requeue")
         self.topic_streams = TopicStreams(self.client, self.keys, max_len=settings.stream_max_len)
         self.queues: set[str] = set()
         self.consumers: list[RedisStreamsConsumer] = []
@@ -136,9 +149,12 @@ class RedisStreamsBroker(dramatiq.Broker):
         message.options.pop("eta", None)
         pool = message.queue_name
         self.emit_before("enqueue", message, delay)
-        data = message.encode().decode()
+        data = messages.encode(message)
         if delay:
             self.retries.park(pool, data, delay)
+            for consumer in list(self.consumers):
+                if consumer.pool == pool:
+                    consumer.releaser.due_in(delay)
         else:
             self.client.xadd(self.keys.pool_stream(pool), {"d": data}, maxlen=POOL_STREAM_CAP,
                              approximate=True)
@@ -146,28 +162,34 @@ class RedisStreamsBroker(dramatiq.Broker):
         return message
 
     def flush(self, queue_name: str) -> None:
+        """Drop the pool's waiting retries and delayed messages and its direct entries
+        (subscriptions' topic streams are the service's data, never flushed here)."""
         self.client.delete(self.keys.retry_due(queue_name), self.keys.retry_payloads(queue_name))
         self.client.xtrim(self.keys.pool_stream(queue_name), maxlen=0, approximate=False)
 
     def flush_all(self) -> None:
-        for queue_name in self.queues:
+        for queue_name in list(self.queues):
             self.flush(queue_name)
 
-    def join(self, queue_name: str, *, timeout: int | None = None) -> None:
-        """Wait until the pool has no waiting retries and no unfinished direct entries."""
+    def join(self, queue_name: str, *, timeout: int | None = None, interval: int = 50) -> None:
+        """Wait until the pool has no waiting retries or delayed messages and no unfinished
+        direct entries (every direct entry is deleted when it is acked, dead-lettered or put
+        back, so the stream's length is what is left to do)."""
         deadline = time.monotonic() + timeout / 1000 if timeout else None
         while True:
-            waiting = self.client.zcard(self.keys.retry_due(queue_name))
-            groups = self.client.xinfo_groups(self.keys.pool_stream(queue_name))
-            busy = sum(int(g.get("pending", 0)) + int(g.get("lag") or 0) for g in groups)
-            if not waiting and not busy:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zcard(self.keys.retry_due(queue_name))
+            pipe.xlen(self.keys.pool_stream(queue_name))
+            if not any(pipe.execute()):
                 return
-            if deadline and time.monotonic() > deadline:
+            if deadline and time.monotonic() >= deadline:
                 raise dramatiq.errors.QueueJoinTimeout(queue_name)
-            time.sleep(0.05)
+            time.sleep(interval / 1000)
 
     def close(self) -> None:
-        self.client.close()
+        for consumer in list(self.consumers):
+            consumer.close()
+        close_client(self.client)
 
     # -- acks and dead letters --------------------------------------------------------------------
     def _pending(self, handle: Handle) -> bool:
@@ -190,6 +212,28 @@ class RedisStreamsBroker(dramatiq.Broker):
     def ack_plain(self, handle: Handle) -> None:
         """Acknowledge an entry without counting an outcome (nothing was delivered)."""
         ack_handles(self.client, self._ack, [handle])
+
+    def dead_letter_direct(self, proxy: StreamProxy, error: str) -> bool:
+        """Dead-letter a message that is no subscription delivery (any other actor's) into its
+        pool's dead-letter stream (`queue_dead_letter.lua`); False when the entry was no
+        longer pending."""
+        handle, pool = proxy.handle, proxy.handle.group
+        return bool(self._queue_dead_letter(
+            keys=[handle.stream, self.keys.queue_dead_letters(pool)],
+            args=[handle.group, handle.entry_id, messages.encode(proxy.message), error,
+                  QUEUE_DEAD_LETTER_TTL_MS, DEAD_LETTER_CAP]))
+
+    def requeue_direct(self, handles: list[Handle]) -> int:
+        """Put unstarted entries of pool streams back for any consumer to read at once
+        (`pool_requeue.lua`); returns how many went back."""
+        by_owner: dict[tuple[str, str, str], list[str]] = {}
+        for handle in handles:
+            by_owner.setdefault((handle.stream, handle.group, handle.consumer), []).append(
+                handle.entry_id)
+        moved = 0
+        for (stream, group, consumer), ids in by_owner.items():
+            moved += int(self._pool_requeue(keys=[stream], args=[group, consumer, *ids]))
+        return moved
 
     def dead_letter(self, proxy: StreamProxy, *, reason: str, error_message: str | None,
                     count_failed: bool) -> DeadLetter | None:

@@ -1,6 +1,6 @@
 -- Release due retries into the pool's direct stream, atomically (two releasers never
 -- double-release). KEYS due set, payload hash, pool stream; ARGV batch size, stream cap.
--- Returns how many moved.
+-- Returns {how many moved, ms until the next waiting retry is due (-1: none waits)}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ids = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[1]))
@@ -12,4 +12,7 @@ for _, id in ipairs(ids) do
   end
   redis.call('ZREM', KEYS[1], id)
 end
-return #ids
+local wait = -1
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if first[2] then wait = math.max(0, tonumber(first[2]) - now) end
+return {#ids, wait}

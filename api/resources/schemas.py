@@ -67,6 +67,8 @@ class Schemas(MethodView):
     @blp.arguments(SchemaCreate)
     @raises(409)
     @blp.response(201, SchemaCreated)
+    @blp.alt_response(200, schema=SchemaCreated,
+                      description="the definition is the subject's latest already")
     def post(self, body: dict[str, Any]) -> Schema | tuple[Schema, int]:
         """Register a version of a subject; an unchanged definition answers the latest (200)."""
         row, created = register_version(scope().session, services().cache,
