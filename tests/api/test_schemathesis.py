@@ -14,6 +14,7 @@ and no example database. `MQ_SCHEMATHESIS_EXAMPLES` raises the count for a longe
 from __future__ import annotations
 
 import os
+import random
 import uuid
 from collections import Counter
 from typing import Any
@@ -92,6 +93,9 @@ def _run(operation: Any, mode: GenerationMode, path: dict[str, str] | None,
     @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     def run(case: Any) -> None:
+        # Hypothesis seeds the global `random` alike for every example; the service draws
+        # its record and request ids from it, which would then repeat across examples.
+        random.seed()
         try:
             statuses[case.call_and_validate(checks=CHECKS).status_code] += 1
         except FailureGroup as failure:
