@@ -85,6 +85,7 @@ class Run:
     api_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
     busy: float = 0.0  # share of the machine's CPU time in use (every process, both cores)
+    requests: int | None = None  # batch requests sent, where counted
     stored: int | None = None
 
     @property
@@ -237,6 +238,7 @@ def raw_run(client: Client, service: Served, key: str, args: argparse.Namespace)
                       headers={"Authorization": f"Bearer {key}"}) as http:
         run = measured(Run("bare batches of 1,000"), service, 2, args.seconds,
                        raw_batches(http, "bench-raw", 1000))
+    run.requests = run.messages // 1000
     run.stored = stored(client, "bench-raw")
     return run
 
@@ -245,11 +247,17 @@ def batch_run(client: Client, service: Served, in_flight: int, args: argparse.Na
               ) -> Run:
     topic = f"bench-batch-{in_flight}"
     client.create_topic(topic)
+    sent: list[httpx.Request] = []
     with client.batch_publisher(topic, max_in_flight=in_flight) as publisher:
         publisher.publish(PAYLOAD).result()
-        run = measured(Run(f"batch, {in_flight} in flight"), service, args.threads,
-                       args.seconds, batched(publisher, args.window))
+        client.http.event_hooks["request"].append(sent.append)
+        try:
+            run = measured(Run(f"batch, {in_flight} in flight"), service, args.threads,
+                           args.seconds, batched(publisher, args.window))
+        finally:
+            client.http.event_hooks["request"].remove(sent.append)
     run.stored = stored(client, topic) - 1
+    run.requests = len(sent)
     return run
 
 
@@ -268,12 +276,13 @@ def report(runs: list[Run], args: argparse.Namespace, load: tuple[float, float, 
         print(f"WARNING: 1-minute load average {load[0]:.2f} > {QUIET_LOAD}: the machine is "
               f"not quiet, figures will be noisy")
     print(f"{'':24}{'messages/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'API µs/msg':>12}"
-          f"{'client µs/msg':>15}{'CPU busy':>10}   stored/sent")
+          f"{'client µs/msg':>15}{'CPU busy':>10}{'msgs/request':>14}   stored/sent")
     for run in runs:
         stored = "" if run.stored is None else f"{run.stored}/{run.messages}"
         print(f"{run.label:24}{run.rate:>11.0f}{run.percentile(0.5):>9.2f}"
               f"{run.percentile(0.99):>9.2f}{run.cpu_us(run.api_cpu_s):>12.0f}"
-              f"{run.cpu_us(run.client_cpu_s):>15.0f}{run.busy:>10.0%}   {stored}")
+              f"{run.cpu_us(run.client_cpu_s):>15.0f}{run.busy:>10.0%}"
+              f"{run.messages / (run.requests or run.messages or 1):>14.0f}   {stored}")
     one, ceiling, raw = runs[0], runs[1], runs[-1]
     for batch in runs[2:-1]:
         ratio = batch.rate / one.rate if one.rate else float("nan")
