@@ -75,6 +75,10 @@ LEFT_OUT: dict[str, str] = {
     "test_stub_broker.py::test_stub_broker_can_be_flushed":
         _STUB_QUEUES + " and its dead-letter lists",
     "test_stub_broker.py::test_stub_broker_respects_prefetch": _STUB_QUEUES,
+    "test_worker.py::test_workers_process_messages_in_order":
+        "asserts that the worker's queue holds all 5 messages about 1 ms after the last send: "
+        "the latency of StubBroker's in-memory queue; over Redis a race (1 run in 17 failed "
+        "here with both cores busy)",
 }
 
 
