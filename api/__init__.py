@@ -123,6 +123,7 @@ def create_app(
     api = MQApi(app, spec_kwargs={"servers": [{"url": "/"}]})
     openapi.document(api)
     register_blueprints(api, BASE)
+    openapi.finish(api)
     register_dashboard(app, settings)
     instrumentation.install(app)
     register_error_handlers(app)

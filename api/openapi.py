@@ -90,6 +90,17 @@ def document(api: Api) -> None:
     api.spec.components.schema("HandlerConfig", handler_config_schema(api))
 
 
+def finish(api: Api) -> None:
+    """Once the blueprints are registered: add each documented schema's `OPENAPI_EXTRA`
+    (JSON Schema keywords a marshmallow schema cannot express, such as which fields go
+    together) to its component."""
+    schemas = api.spec.components.schemas
+    for key, name in api.ma_plugin.converter.refs.items():
+        extra = getattr(key[0], "OPENAPI_EXTRA", None)
+        if extra and name in schemas:
+            schemas[name].update(deepcopy(extra))
+
+
 def object_size(converter: OpenAPIConverter, field: fields.Field, ret: dict[str, Any],
                 **_: Any) -> dict[str, Any]:
     """apispec writes a `Length` validator as `minLength`/`maxLength` on every field that

@@ -51,6 +51,13 @@ class ScheduledBody(MessageFields):
     timezone = fields.String(validate=validate.Length(1, 64))
     name = fields.String(allow_none=True, validate=validate.Length(max=200))
 
+    #: Exactly one of `deliver_at` and `cron`; `timezone` and `name` only with `cron`.
+    OPENAPI_EXTRA = {"oneOf": [
+        {"required": ["deliver_at"], "not": {"anyOf": [
+            {"required": ["cron"]}, {"required": ["timezone"]}, {"required": ["name"]}]}},
+        {"required": ["cron"], "not": {"required": ["deliver_at"]}},
+    ]}
+
 
 class ScheduledOut(Schema):
     message_id = fields.String()

@@ -235,3 +235,8 @@ def test_requests_gunicorn_refuses_itself_answer_the_error_body(settings, tmp_pa
             api.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             api.kill()
+
+
+def test_a_scheduled_publish_documents_deliver_at_or_cron(spec):
+    body = spec["components"]["schemas"]["ScheduledBody"]
+    assert [variant["required"] for variant in body["oneOf"]] == [["deliver_at"], ["cron"]]
