@@ -69,6 +69,9 @@ class DeadLetterRedriveBody(Schema):
     ids = fields.List(fields.String(validate=validate.Length(1, 64)),
                       validate=validate.Length(1, 1000))
 
+    #: Not both (`api.openapi.finish`).
+    OPENAPI_EXTRA = {"not": {"required": ["ids", "max_messages"]}}
+
     @validates_schema
     def one_selector(self, data: dict[str, Any], **_: Any) -> None:
         if "ids" in data and "max_messages" in data:

@@ -130,6 +130,16 @@ class SeekBody(Schema):
     partition = strict_int(0, 63)
     timestamp = Timestamp()
 
+    #: Exactly one target; `partition` only with `offset` (`api.openapi.finish`).
+    OPENAPI_EXTRA = {"oneOf": [
+        {"required": ["to"], "not": {"anyOf": [
+            {"required": ["offset"]}, {"required": ["timestamp"]}, {"required": ["partition"]}]}},
+        {"required": ["offset"], "not": {"anyOf": [
+            {"required": ["to"]}, {"required": ["timestamp"]}]}},
+        {"required": ["timestamp"], "not": {"anyOf": [
+            {"required": ["to"]}, {"required": ["offset"]}, {"required": ["partition"]}]}},
+    ]}
+
     @validates_schema
     def check_target(self, data: dict[str, Any], **_: Any) -> None:
         given = [name for name in ("to", "offset", "timestamp") if name in data]

@@ -240,3 +240,10 @@ def test_requests_gunicorn_refuses_itself_answer_the_error_body(settings, tmp_pa
 def test_a_scheduled_publish_documents_deliver_at_or_cron(spec):
     body = spec["components"]["schemas"]["ScheduledBody"]
     assert [variant["required"] for variant in body["oneOf"]] == [["deliver_at"], ["cron"]]
+
+
+def test_seek_and_redrive_document_their_one_of(spec):
+    schemas = spec["components"]["schemas"]
+    assert [v["required"] for v in schemas["SeekBody"]["oneOf"]] == [
+        ["to"], ["offset"], ["timestamp"]]
+    assert schemas["DeadLetterRedriveBody"]["not"] == {"required": ["ids", "max_messages"]}
