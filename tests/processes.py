@@ -110,7 +110,7 @@ def wait_until_up(url: str, timeout: float = 60) -> httpx.Response:
             last = response.status_code
         except httpx.HTTPError as exc:
             last = exc
-        time.sleep(0.3)
+        time.sleep(0.1)
     raise AssertionError(f"{url} did not answer 200 within {timeout} s (last: {last})")
 
 

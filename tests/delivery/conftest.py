@@ -159,7 +159,10 @@ def webhook_server() -> Iterator[Webhook]:
     # A worker killed mid-request leaves a broken pipe: expected here, not worth a traceback.
     server.handle_error = lambda *_args: None  # type: ignore[method-assign]
     hook.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # Polled often, so that `shutdown()` returns at once rather than after up to half a second
+    # (the default poll interval), at the end of every test that has a webhook.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
     thread.start()
     try:
         yield hook
@@ -284,6 +287,82 @@ def processes(settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
     failed = getattr(request.node, "rep_call", None)
     if failed is not None and failed.failed:
         print(procs.logs())
+
+
+class SharedProcesses(Processes):
+    """The worker and scheduler of a test module whose tests only need them running: a test's
+    first `worker()` (and first `scheduler()`) returns the module's running one when it was
+    started with the same options and environment, so the module pays one start-up and one
+    stop (about 2 s with a scheduler) instead of one per test. Otherwise that one is stopped
+    and a new shared one started; one a test killed or stopped is started again. A second call
+    in one test starts a process of the test's own, stopped after it.
+
+    Only for modules whose tests all start the same kinds of process: a shared one keeps
+    running through a test that did not ask for it."""
+
+    def __init__(self, settings: Settings, tmp: Path) -> None:
+        super().__init__(settings, tmp)
+        self.shared: dict[str, tuple[object, subprocess.Popen[bytes]]] = {}
+        self.used: set[str] = set()
+        self.own: list[subprocess.Popen[bytes]] = []
+
+    def _reuse(self, kind: str, options: object,
+               start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+        if kind in self.used:  # the test's second one of this kind: its own
+            proc = start()
+            self.own.append(proc)
+            return proc
+        self.used.add(kind)
+        key = (options, dict(self.env))
+        current = self.shared.get(kind)
+        if current is not None and current[0] == key and current[1].poll() is None:
+            return current[1]
+        if current is not None:
+            self.stop(current[1])
+        proc = start()
+        self.shared[kind] = (key, proc)
+        return proc
+
+    def worker(self, *, threads: int = 8, wait: bool = True, extra: tuple[str, ...] = (),
+               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        options = (threads, extra, sorted((env or {}).items()))
+        return self._reuse("worker", options, lambda: super(SharedProcesses, self).worker(
+            threads=threads, wait=wait, extra=extra, env=env))
+
+    def scheduler(self) -> subprocess.Popen[bytes]:
+        return self._reuse("scheduler", (), super().scheduler)
+
+    def begin_test(self) -> None:
+        self.used.clear()
+
+    def end_test(self) -> None:
+        """Stop the processes the test started for itself."""
+        for proc in self.own:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.own:
+            self.stop(proc)
+        self.own.clear()
+
+
+@pytest.fixture(scope="module")
+def module_processes(settings: Settings, tmp_path_factory: pytest.TempPathFactory
+                     ) -> Iterator[SharedProcesses]:
+    procs = SharedProcesses(settings, tmp_path_factory.mktemp("processes"))
+    yield procs
+    procs.close()
+
+
+@pytest.fixture
+def shared_processes(module_processes: SharedProcesses, request: pytest.FixtureRequest
+                     ) -> Iterator[SharedProcesses]:
+    """The module's `SharedProcesses`; a module opts in by answering `processes` with it."""
+    module_processes.begin_test()
+    yield module_processes
+    module_processes.end_test()
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        print(module_processes.logs())
 
 
 @dataclass

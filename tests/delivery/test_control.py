@@ -9,6 +9,14 @@ import pytest
 
 from tests.delivery.conftest import publish_many
 
+
+@pytest.fixture
+def processes(shared_processes):
+    """The module's tests share their worker and scheduler (`SharedProcesses`): none kills,
+    stops or reconfigures them."""
+    return shared_processes
+
+
 BOUND_S = 2.0
 
 

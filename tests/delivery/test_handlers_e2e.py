@@ -26,6 +26,13 @@ def settings(settings, target_database_url):
         mq_db_targets={"orders": target_database_url})
 
 
+@pytest.fixture
+def processes(shared_processes):
+    """The module's tests share their worker and scheduler (`SharedProcesses`): none kills,
+    stops or reconfigures them."""
+    return shared_processes
+
+
 @pytest.fixture(autouse=True)
 def importable_tests(processes):
     """Worker processes import the test suite's sample functions from the source tree."""

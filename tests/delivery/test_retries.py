@@ -7,6 +7,13 @@ import pytest
 from tests.processes import wait_until
 
 
+@pytest.fixture
+def processes(shared_processes):
+    """The module's tests share their worker and scheduler (`SharedProcesses`): none kills,
+    stops or reconfigures them."""
+    return shared_processes
+
+
 @pytest.mark.single_redis
 def test_fails_twice_then_succeeds_in_exactly_three_attempts_with_growing_backoff(
         tenant, subscriptions, webhook, processes):

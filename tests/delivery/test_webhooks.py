@@ -5,8 +5,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+import pytest
+
 from tests.delivery.conftest import publish_many
 from tests.processes import wait_until
+
+
+@pytest.fixture
+def processes(shared_processes):
+    """The module's tests share their worker and scheduler (`SharedProcesses`): none kills,
+    stops or reconfigures them."""
+    return shared_processes
 
 
 def test_delivers_each_message_once_with_headers_and_signature(
