@@ -134,14 +134,25 @@ class Steady:
         return self.acknowledged
 
 
-class Fleet:
-    """One test's processes, sink and tenant, driven over HTTP as a user would."""
+@dataclass
+class SharedApi:
+    """An API process (gunicorn) that outlives one test: its processes and its port."""
 
-    def __init__(self, settings: Settings, sink: Webhook, tmp: Path) -> None:
+    processes: Processes
+    port: int
+
+
+class Fleet:
+    """One test's processes, sink and tenant, driven over HTTP as a user would. Its API is
+    its own, or `api`, one that the test must not kill."""
+
+    def __init__(self, settings: Settings, sink: Webhook, tmp: Path,
+                 api: SharedApi | None = None) -> None:
         self.settings = settings
         self.sink = sink
         self.processes = Processes(settings, tmp)
-        self.port = free_port()
+        self.shared_api = api
+        self.port = api.port if api is not None else free_port()
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}{API}", timeout=10)
         #: When each acknowledged publish was answered (epoch seconds).
         self.acknowledged_at: list[float] = []
@@ -151,17 +162,19 @@ class Fleet:
         self.retried: list[tuple[float, list[str]]] = []
         #: Set while a publish request is on its way.
         self.publishing = threading.Event()
-        self.api_process = self.start_api()
+        self.api_process = api.processes.procs[0] if api is not None else self.start_api()
         self.key = self._new_tenant()
 
     # --- processes ----------------------------------------------------------------------
 
     def start_api(self) -> Any:
+        assert self.shared_api is None, "the shared API is not this test's to restart"
         self.api_process = self.processes.api(self.port)
         return self.api_process
 
     def kill_api(self) -> None:
         """SIGKILL the gunicorn master and its workers at once."""
+        assert self.shared_api is None, "the shared API is not this test's to kill"
         pids = [*descendants(self.api_process.pid), self.api_process.pid]
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
@@ -282,6 +295,10 @@ class Fleet:
         self.sink.settle(path, quiet_s=1.0)
         return self.arrivals(path)
 
+    def logs(self) -> str:
+        shared = self.shared_api.processes.logs() if self.shared_api is not None else ""
+        return "\n".join(filter(None, [shared, self.processes.logs()]))
+
     def close(self) -> None:
         self.http.close()
         self.processes.close()
@@ -289,23 +306,48 @@ class Fleet:
 
 @contextlib.contextmanager
 def running_fleet(settings: Settings, tmp: Path, request: pytest.FixtureRequest,
-                  describe: Callable[[], str] = lambda: "") -> Iterator[Fleet]:
-    """A fleet on `settings` for one test; its logs (and `describe()`) printed if it failed."""
+                  describe: Callable[[], str] = lambda: "", api: SharedApi | None = None
+                  ) -> Iterator[Fleet]:
+    """A fleet on `settings` for one test (on `api` if given, else on an API of its own); its
+    logs (and `describe()`) printed if it failed."""
     with webhook_server() as sink:
-        the_fleet = Fleet(settings, sink, tmp)
+        the_fleet = Fleet(settings, sink, tmp, api)
         try:
             yield the_fleet
         finally:
             the_fleet.close()
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
-        print(the_fleet.processes.logs())
+        print(the_fleet.logs())
         print(describe())
 
 
+@pytest.fixture(scope="package")
+def chaos_api(chaos_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[SharedApi]:
+    """One API for the faults that leave it running (it rides out a Redis or PostgreSQL
+    outage as in production), started once rather than once per test (~2 s each)."""
+    processes = Processes(chaos_settings, tmp_path_factory.mktemp("chaos-api"))
+    port = free_port()
+    try:
+        processes.api(port)
+        yield SharedApi(processes, port)
+    finally:
+        processes.close()
+
+
 @pytest.fixture
-def fleet(chaos_settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
-          ) -> Iterator[Fleet]:
+def fleet(chaos_settings: Settings, chaos_api: SharedApi, tmp_path: Path,
+          request: pytest.FixtureRequest) -> Iterator[Fleet]:
+    """A test's fleet on the shared API; a test that kills the API has one of its own
+    (`own_api_fleet`)."""
+    with running_fleet(chaos_settings, tmp_path, request, api=chaos_api) as the_fleet:
+        yield the_fleet
+
+
+@pytest.fixture
+def own_api_fleet(chaos_settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
+                  ) -> Iterator[Fleet]:
     with running_fleet(chaos_settings, tmp_path, request) as the_fleet:
         yield the_fleet
 

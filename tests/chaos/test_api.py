@@ -15,7 +15,8 @@ pytestmark = pytest.mark.e2e
 
 
 def test_an_api_killed_mid_batch_loses_nothing_and_retries_publish_nothing_twice(
-        fleet: Fleet) -> None:
+        own_api_fleet: Fleet) -> None:
+    fleet = own_api_fleet
     topic = fleet.topic(partitions=2)
     fleet.subscribe(topic, "/a")
     fleet.processes.worker(threads=4)
