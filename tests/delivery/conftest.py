@@ -344,6 +344,25 @@ class SharedProcesses(Processes):
             self.stop(proc)
         self.own.clear()
 
+    def stop_shared(self) -> None:
+        """Stop the shared processes, for a test that must be alone with its own; the next
+        test that asks starts them again."""
+        for _, proc in self.shared.values():
+            self.stop(proc)
+        self.shared.clear()
+
+
+@contextlib.contextmanager
+def for_one_test(procs: SharedProcesses, request: pytest.FixtureRequest
+            ) -> Iterator[SharedProcesses]:
+    """`procs` for one test; their logs printed if it failed."""
+    procs.begin_test()
+    yield procs
+    procs.end_test()
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        print(procs.logs())
+
 
 @pytest.fixture(scope="module")
 def module_processes(settings: Settings, tmp_path_factory: pytest.TempPathFactory
@@ -357,12 +376,8 @@ def module_processes(settings: Settings, tmp_path_factory: pytest.TempPathFactor
 def shared_processes(module_processes: SharedProcesses, request: pytest.FixtureRequest
                      ) -> Iterator[SharedProcesses]:
     """The module's `SharedProcesses`; a module opts in by answering `processes` with it."""
-    module_processes.begin_test()
-    yield module_processes
-    module_processes.end_test()
-    failed = getattr(request.node, "rep_call", None)
-    if failed is not None and failed.failed:
-        print(module_processes.logs())
+    with for_one_test(module_processes, request) as procs:
+        yield procs
 
 
 @dataclass

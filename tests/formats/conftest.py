@@ -1,17 +1,24 @@
-"""Fixtures for formats and encryption: the API and worker processes get a master key."""
+"""Fixtures for formats and encryption: the API and worker processes get a master key.
+
+The package's delivery tests share one worker (`SharedProcesses`): none kills, stops or
+reconfigures it; a test that must be alone with its worker asks for `own_processes`."""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from flask import Flask
 
 from mq.settings import Settings
 from tests.delivery.conftest import (  # noqa: F401  (fixtures reused by name)
-    processes,
+    Processes,
+    SharedProcesses,
+    for_one_test,
     subscriptions,
     webhook,
 )
@@ -31,3 +38,31 @@ def app(settings: Settings) -> Flask:
     from api import create_app
 
     return create_app(settings)
+
+
+@pytest.fixture(scope="package")
+def package_processes(settings: Settings, tmp_path_factory: pytest.TempPathFactory
+                      ) -> Iterator[SharedProcesses]:
+    procs = SharedProcesses(settings, tmp_path_factory.mktemp("processes"))
+    yield procs
+    procs.close()
+
+
+@pytest.fixture(name="processes")
+def shared_processes(package_processes: SharedProcesses, request: pytest.FixtureRequest
+                     ) -> Iterator[SharedProcesses]:
+    with for_one_test(package_processes, request) as procs:
+        yield procs
+
+
+@pytest.fixture
+def own_processes(package_processes: SharedProcesses, settings: Settings, tmp_path: Path,
+                  request: pytest.FixtureRequest) -> Iterator[Processes]:
+    """Processes of the test's own, with no shared one running beside them."""
+    package_processes.stop_shared()
+    procs = Processes(settings, tmp_path)
+    yield procs
+    procs.close()
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        print(procs.logs())

@@ -35,7 +35,9 @@ def test_handler_receives_plaintext_of_encrypted_and_compressed_topics(
 
 
 def test_tampered_ciphertext_is_dead_lettered_with_reason_decrypt(
-        tenant, subscriptions, webhook, processes, settings):
+        tenant, subscriptions, webhook, own_processes, settings):
+    """The entry is changed before any worker may read it: no shared worker runs."""
+    processes = own_processes
     topic = tenant.create_queue("vault", encryption="aes-256-gcm")
     tenant.create_queue("vault.deadletter")
     sub = subscriptions.create("vault", "billing", webhook.url("/vault"))
