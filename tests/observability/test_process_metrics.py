@@ -119,9 +119,12 @@ def test_failed_deliveries_log_one_json_line_with_their_context(
     webhook.wait_for("/hook", 2)
 
     def failure_line():
+        """The line of this message's failure: the worker serves every subscription of the
+        run, and one an earlier test left may fail first."""
         log = next(processes.tmp.glob(f"worker-{processes.procs.index(proc)}.log"))
         for line in log.read_text().splitlines():
-            if line.startswith("{") and "will retry" in line:
+            if line.startswith("{") and "will retry" in line \
+                    and json.loads(line).get("message_id") == message_id:
                 return json.loads(line)
         return None
 
