@@ -1,7 +1,7 @@
 """The Python client's publish throughput: 16 producer threads through one `BatchPublisher`
 next to the same 16 threads each calling `Client.publish`, on one running service.
 
-    python bench/client.py [--seconds 10] [--threads 16] [--window 128] [--in-flight 1,2]
+    python bench/client.py [--seconds 10] [--threads 16] [--window 128] [--in-flight 1,2,4]
 
 Starts the API with the Procfile's `web` command (gunicorn) on a fresh PostgreSQL database
 and a private Redis namespace, as `bench/publish.py` does, and `bench/ceiling.py` (a bare
@@ -13,8 +13,9 @@ Flask endpoint doing one INSERT and one XADD) under the same command line. Then,
   machine does for one request per message with no service at all;
 - batch: each thread calls `publisher.publish()` and keeps at most `--window` of its
   messages unacknowledged (it waits for its oldest future when it has that many); once per
-  `--in-flight` value (the publisher's `max_in_flight`: 1 keeps the order of messages, 2 lets
-  both gunicorn workers of the API take a batch at once);
+  `--in-flight` value (the publisher's `max_in_flight`: 1 keeps the order of messages; more
+  keep both gunicorn workers busy, and the API's group writer stores concurrent batches
+  with one commit);
 - bare batches: 2 threads posting batches of 1,000 messages (each with a `message_id`, as the
   client sends them) with bare httpx — what the service takes in batches without the client.
 
@@ -300,7 +301,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=128,
                         help="batch: unacknowledged messages per thread")
     parser.add_argument("--in-flight", type=lambda text: [int(n) for n in text.split(",")],
-                        default=[1, 2], help="batch runs: batch requests in flight (1,2)")
+                        default=[1, 2, 4], help="batch runs: batch requests in flight (1,2,4)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     load = os.getloadavg()
