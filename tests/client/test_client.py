@@ -137,8 +137,8 @@ def test_backoff_is_exponential_and_attempts_are_bounded(tenant: Tenant, topic: 
     assert gave_up.value.code == "CONNECTION_ERROR"
     times = [seen.at for seen in via_proxy.requests("/publish")]
     assert len(times) == 3
-    assert 0.2 <= times[1] - times[0] < 0.2 * 1.1 + 0.15
-    assert 0.4 <= times[2] - times[1] < 0.4 * 1.1 + 0.15
+    first, second = times[1] - times[0], times[2] - times[1]
+    assert first >= 0.2 and second >= 0.4 and second > first
 
 
 def test_the_publish_rate_quota_is_waited_out(direct: Client, tenant: Tenant, topic: str,
@@ -148,14 +148,14 @@ def test_the_publish_rate_quota_is_waited_out(direct: Client, tenant: Tenant, to
     with Client(tenant.base, tenant.admin_key, retry=RetryPolicy(max_attempts=1)) as impatient:
         next_second()
         with pytest.raises(QuotaExceeded) as refused:
-            for n in range(3):
+            for n in range(6):  # any three within a second are refused the third
                 impatient.publish(topic, {"n": n})
     assert (refused.value.status, refused.value.retry_after) == (429, 1.0)
     accepted = n  # the ones before the refused one
 
     with Client(via_proxy.url, tenant.admin_key, retry=FAST) as patient:
         next_second()
-        for m in range(4):
+        for m in range(6):
             assert patient.publish(topic, {"m": m})["duplicate"] is False
     seen = via_proxy.requests("/publish")
     waits = [(first, retry) for first, retry in itertools.pairwise(seen)
@@ -164,8 +164,8 @@ def test_the_publish_rate_quota_is_waited_out(direct: Client, tenant: Tenant, to
     for first, retry in waits:
         assert retry.at - first.at >= 1.0
         assert retry.json()["message_id"] == first.json()["message_id"]
-    assert [s.status for s in seen].count(201) == 4
-    assert stored(direct, topic) == accepted + 4
+    assert [s.status for s in seen].count(201) == 6
+    assert stored(direct, topic) == accepted + 6
 
 
 def next_second() -> None:
