@@ -75,6 +75,9 @@ class Scope:
         #: A publish: its look-ups trust the epoch this process read last, and the group
         #: writer checks that epoch for it.
         self.epoch_checked_later = False
+        #: The request's messages were counted against the tenant's publish rate (a publish
+        #: run again under a newer epoch must not count them twice).
+        self.publish_rate_taken = False
         self._session: Session | None = None
         self._epoch: str | None = None
         self._epoch_read = False

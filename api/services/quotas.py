@@ -67,9 +67,10 @@ def check_subscription_quota(here: Scope, tenant_id: str) -> None:
 
 
 def take_publish_rate(here: Scope, tenant_id: str, messages: int) -> None:
-    """Count `messages` against the tenant's publish rate of the current second, or refuse."""
+    """Count `messages` against the tenant's publish rate of the current second, or refuse;
+    once per request."""
     limit = tenant_quotas(here, tenant_id).publish_rate
-    if not limit:
+    if not limit or here.publish_rate_taken:
         return
     svc = here.services
     key = svc.keys.publish_rate(tenant_id, int(time.time()))
@@ -82,6 +83,7 @@ def take_publish_rate(here: Scope, tenant_id: str, messages: int) -> None:
         raise QuotaExceeded(f"the tenant's publish rate quota ({limit} messages/s) is reached",
                             {"publish_rate": [f"at most {limit} messages per second"]},
                             headers={"Retry-After": "1"})
+    here.publish_rate_taken = True
 
 
 def check_stored_bytes(here: Scope, tenant_id: str) -> None:

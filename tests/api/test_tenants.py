@@ -254,3 +254,17 @@ def test_stored_bytes_quota_refuses_publishing_until_space_is_freed(operator, te
     tenant.admin.post("/queues/a/purge")
     tenant.admin.post("/queues/b/purge")
     assert tenant.admin.post("/publish", {"topic": "a", **body}).status_code == 201
+
+
+def test_a_publish_run_again_under_a_newer_epoch_counts_once(operator, tenant, app):
+    """A publish whose look-ups trusted an old cache epoch is run again (`api.cache`); its
+    messages were already counted against the publish rate and must not be counted twice."""
+    tenant.create_queue("rerun")
+    operator.put(f"/tenants/{tenant.id}", {"quotas": {"publish_rate": 50}})
+    services = app.extensions["mq"]
+    for _ in range(2):  # the first also loads the quota (under the stale epoch: none yet)
+        services.redis.incr(services.cache.epoch_key)  # changed elsewhere: this one is stale
+        batch = tenant.admin.post("/publish/batch", {"topic": "rerun", "messages": [
+            {"payload": n} for n in range(30)]})
+        assert batch.status_code == 201, batch.json
+        time.sleep(1.0 - time.time() % 1.0)  # each batch in a second of its own
