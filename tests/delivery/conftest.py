@@ -354,7 +354,7 @@ class SharedProcesses(Processes):
 
 @contextlib.contextmanager
 def for_one_test(procs: SharedProcesses, request: pytest.FixtureRequest
-            ) -> Iterator[SharedProcesses]:
+                 ) -> Iterator[SharedProcesses]:
     """`procs` for one test; their logs printed if it failed."""
     procs.begin_test()
     yield procs
