@@ -38,15 +38,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from api import create_app  # noqa: E402
-from models import Database, upgrade  # noqa: E402
-from models.database import temporary_database  # noqa: E402
+from bench.inprocess import OPERATOR, fresh_settings  # noqa: E402
+from models import Database  # noqa: E402
 from mq.settings import Settings  # noqa: E402
 
-ADMIN_URL = os.environ.get("BENCH_DATABASE_URL",
-                           "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 API = "/api/v1/mq"
-OPERATOR = "bench-operator-token"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -58,19 +54,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=50)
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start")
-    namespace = f"mqbench{uuid.uuid4().hex[:8]}"
-    with temporary_database(ADMIN_URL, "mqbench") as db_url:
-        upgrade(db_url)
-        settings = Settings(database_url=db_url, redis_url=REDIS_URL, redis_namespace=namespace,
-                            mq_operator_token=OPERATOR, mq_secret_key=uuid.uuid4().hex,
-                            log_format="text", log_level="WARNING")
-        try:
-            run(settings, args)
-        finally:
-            redis = Redis.from_url(REDIS_URL)
-            for key in redis.scan_iter(f"{namespace}:*", count=1000):
-                redis.delete(key)
-
+    with fresh_settings(mq_secret_key=uuid.uuid4().hex) as settings:
+        run(settings, args)
 
 def run(settings: Settings, args: argparse.Namespace) -> None:
     app = create_app(settings)
