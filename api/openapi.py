@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 
 from apispec.ext.marshmallow import OpenAPIConverter
 from flask_smorest import Api
-from marshmallow import Schema, fields
+from marshmallow import fields
 
-from handlers.configs import DatabaseConfig, FunctionConfig, HttpConfig
+from handlers.registry import HANDLER_TYPES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,12 +32,6 @@ AUTHENTICATED = (401, 403)
 #: fields invalid (422).
 JSON_BODY = (400, 413, 415, 422)
 
-#: The marshmallow schema of each handler type's `handler_config` (`handlers.registry`).
-HANDLER_CONFIGS: dict[str, type[Schema]] = {
-    "http": HttpConfig,
-    "function": FunctionConfig,
-    "database": DatabaseConfig,
-}
 HANDLER_CONFIG_REF = "#/components/schemas/HandlerConfig"
 
 
@@ -119,8 +113,8 @@ def handler_config_schema(api: Api) -> dict[str, Any]:
     """`handler_config`: one of the handler types' configs, chosen by `type`."""
     converter = api.ma_plugin.converter
     variants = {}
-    for name, schema in HANDLER_CONFIGS.items():
-        variant = converter.schema2jsonschema(schema)
+    for name, handler_type in HANDLER_TYPES.items():
+        variant = converter.schema2jsonschema(handler_type.config_schema)
         variant["properties"]["type"] = {"type": "string", "enum": [name]}
         variants[name] = variant
     variants["http"]["properties"]["url"].update(

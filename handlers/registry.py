@@ -16,7 +16,14 @@ from marshmallow import EXCLUDE, Schema, fields, validate
 from marshmallow import ValidationError as InvalidFields
 
 from handlers.base import Handler, PermanentFailure
-from handlers.configs import validate_database, validate_function, validate_http
+from handlers.configs import (
+    DatabaseConfig,
+    FunctionConfig,
+    HttpConfig,
+    validate_database,
+    validate_function,
+    validate_http,
+)
 from handlers.database import DatabaseHandler
 from handlers.function import FunctionHandler
 from handlers.http import HttpHandler
@@ -30,23 +37,25 @@ ConfigValidator = Callable[[dict[str, Any], Settings], dict[str, Any]]
 
 @dataclass(frozen=True)
 class HandlerType:
-    """One kind of delivery handler: how a worker builds it, how its config is checked, and
-    which of the config's fields are secrets (stored, never shown)."""
+    """One kind of delivery handler: how a worker builds it, how its config is checked (the
+    validator, after the config's shape: `config_schema`, which the API's document shows),
+    and which of the config's fields are secrets (stored, never shown)."""
 
     name: str
     factory: Callable[[Settings, Tracing], Handler]
     validate_config: ConfigValidator
+    config_schema: type[Schema]
     write_only: tuple[str, ...] = ()
 
 
 HANDLER_TYPES: dict[str, HandlerType] = {
     handler_type.name: handler_type for handler_type in (
         HandlerType("http", lambda settings, tracing: HttpHandler(settings, tracing=tracing),
-                    validate_http, write_only=("secret",)),
+                    validate_http, HttpConfig, write_only=("secret",)),
         HandlerType("function", lambda settings, _: FunctionHandler(settings),
-                    validate_function),
+                    validate_function, FunctionConfig),
         HandlerType("database", lambda settings, _: DatabaseHandler(settings),
-                    validate_database),
+                    validate_database, DatabaseConfig),
     )
 }
 WRITE_ONLY = tuple(sorted({name for t in HANDLER_TYPES.values() for name in t.write_only}))

@@ -34,7 +34,7 @@ def new_secret() -> str:
 
 def secret_problem(secret: str) -> str | None:
     """Why a `whsec_` secret cannot key signatures (None: it can)."""
-    if not secret.startswith(SECRET_PREFIX) or secret == GENERATE:
+    if not secret.startswith(SECRET_PREFIX):
         return None
     try:
         key = _decoded(secret)

@@ -154,15 +154,21 @@ class Tracing:
                                                attributes=dict(attributes or {})):
             yield current_context()
 
+    def producer(self, topic: str, parent: TraceContext | None,
+                 **attributes: Any) -> contextlib.AbstractContextManager[TraceContext | None]:
+        """A publish's `send <topic>` span (`attributes` as `messaging_attributes`' more)."""
+        if self.tracer is None:
+            return _NO_SPAN
+        return self._span(f"send {topic}", "PRODUCER", parent, messaging_attributes(
+            "send", topic, messaging__operation__name="publish", **attributes))
+
     @staticmethod
     def annotate(**attributes: Any) -> None:
-        """Set attributes on the current span (does nothing without one)."""
+        """Set attributes on the current span (does nothing without one; `a__b` names
+        `a.b`)."""
         from opentelemetry import trace
 
-        span = trace.get_current_span()
-        for name, value in attributes.items():
-            if value is not None:
-                span.set_attribute(name.replace("__", "."), value)
+        trace.get_current_span().set_attributes(_dotted(attributes))
 
     def shutdown(self) -> None:
         """Export what is buffered (at process exit)."""
@@ -184,11 +190,14 @@ def current_context() -> TraceContext | None:
 
 def messaging_attributes(operation: str, topic: str, **more: Any) -> dict[str, Any]:
     """The messaging conventions' attributes of a span (`more`: `a__b` names `a.b`)."""
-    attributes = {"messaging.system": MESSAGING_SYSTEM, "messaging.operation.type": operation,
-                  "messaging.destination.name": topic}
-    attributes.update({name.replace("__", "."): value for name, value in more.items()
-                       if value is not None})
-    return attributes
+    return {"messaging.system": MESSAGING_SYSTEM, "messaging.operation.type": operation,
+            "messaging.destination.name": topic, **_dotted(more)}
+
+
+def _dotted(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """Attributes given as keywords, named with dots (`a__b` is `a.b`), None left out."""
+    return {name.replace("__", "."): value for name, value in attributes.items()
+            if value is not None}
 
 
 def _extracted(parent: TraceContext) -> Any:

@@ -19,7 +19,6 @@ skips the rest (coalescing), never a burst.
 from __future__ import annotations
 
 import logging
-from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,7 +33,7 @@ from models.base import utcnow
 from models.registry import referenced_schema
 from mq.cron import cron_trigger, next_run
 from mq.errors import MQError, ValidationError
-from mq.tracing import TraceContext, Tracing, messaging_attributes, with_trace
+from mq.tracing import TraceContext, Tracing, with_trace
 from publishing.group import Publisher
 from publishing.jobs import Job
 from publishing.messages import PublishTarget, key_partition, prepare_message, scheduled
@@ -103,7 +102,9 @@ class Recurring:
             target = PublishTarget.of(topic, topic_codec(topic, referenced_schema(
                 session, topic.tenant_id, topic.schema_subject)))
         message = _message(schedule, run_ms, target.partition_count)
-        with self._producer_span(target.name, message) as trace:
+        parent = TraceContext.of_headers(message.get("headers"))
+        with self.tracing.producer(target.name, parent,
+                                   messaging__message__id=message["message_id"]) as trace:
             if trace is not None:
                 message = with_trace(message, trace, replace=True)
             try:
@@ -115,14 +116,6 @@ class Recurring:
                 log.warning("schedule run %s skipped: %s", message["message_id"], exc)
                 return 0
             return 0 if answer.duplicate else 1
-
-    def _producer_span(self, topic: str, message: dict[str, Any]
-                       ) -> AbstractContextManager[TraceContext | None]:
-        """A run's `send` span, a child of the trace the schedule was created in."""
-        return self.tracing.span(
-            f"send {topic}", "PRODUCER", parent=TraceContext.of_headers(message.get("headers")),
-            attributes=messaging_attributes("send", topic, messaging__operation__name="publish",
-                                            messaging__message__id=message["message_id"]))
 
 
 def _message(schedule: Schedule, run_ms: int, partitions: int) -> dict[str, Any]:

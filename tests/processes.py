@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,23 @@ def wait_until_up(url: str, timeout: float = 60) -> httpx.Response:
             last = exc
         time.sleep(0.1)
     raise AssertionError(f"{url} did not answer 200 within {timeout} s (last: {last})")
+
+
+@contextlib.contextmanager
+def running_api(environ: Mapping[str, str]) -> Iterator[str]:
+    """`mq api` (gunicorn) with `environ` on a free port, once it answers: yields its root
+    URL, and stops it after (SIGTERM, then SIGKILL if it lingers)."""
+    port = free_port()
+    api = Running("api", env=child_env(**{**environ, "PORT": str(port)}))
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/api/v1/mq/health")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        api.process.send_signal(signal.SIGTERM)
+        try:
+            api.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            api.kill()
 
 
 def descendants(pid: int) -> dict[int, str]:

@@ -23,7 +23,7 @@ from api.services.registry import validate_payload
 from formats.encryption import Keyring
 from mq import metrics
 from mq.errors import Forbidden, TopicNotActive, ValidationError
-from mq.tracing import TraceContext, messaging_attributes, with_trace
+from mq.tracing import TraceContext, with_trace
 from publishing.jobs import Job, Published
 from publishing.messages import (
     Prepared,
@@ -100,7 +100,7 @@ def publish(here: Scope, topic: PublishTarget, caller: Principal,
         if batch:
             check_batch_size(items)
         answers = _write(here, topic, items)
-        if trace is not None and here.services.tracing.on and len(answers) == 1:
+        if here.services.tracing.on and len(answers) == 1:
             here.services.tracing.annotate(messaging__message__id=answers[0].message_id)
         return answers
 
@@ -124,11 +124,8 @@ def _producer_span(here: Scope, topic: PublishTarget, count: int
     tracing = here.services.tracing
     if not tracing.on:
         return nullcontext(here.trace)
-    attributes = messaging_attributes("send", topic.name, messaging__operation__name="publish",
-                                      messaging__batch__message_count=count if count > 1
-                                      else None)
-    return tracing.span(f"send {topic.name}", "PRODUCER", parent=here.trace,
-                        attributes=attributes)
+    return tracing.producer(topic.name, here.trace,
+                            messaging__batch__message_count=count if count > 1 else None)
 
 
 def _write(here: Scope, topic: PublishTarget, items: list[Prepared]) -> list[Published]:

@@ -4,9 +4,7 @@ Swagger UI is served."""
 from __future__ import annotations
 
 import json
-import signal
 import socket
-import subprocess
 
 import pytest
 from werkzeug.exceptions import RequestHeaderFieldsTooLarge, RequestURITooLarge
@@ -14,7 +12,7 @@ from werkzeug.exceptions import RequestHeaderFieldsTooLarge, RequestURITooLarge
 from api.errors import error_response, service_error
 from tests.api.conftest import assert_error
 from tests.conftest import API
-from tests.processes import Running, child_env, free_port, wait_until_up
+from tests.processes import running_api
 
 ENDPOINTS = [
     ("post", "/tenants"), ("get", "/tenants"), ("get", "/tenants/{tenant_id}"),
@@ -210,12 +208,10 @@ def _raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes
 def test_requests_gunicorn_refuses_itself_answer_the_error_body(settings, tmp_path):
     """`mq api` serves through gunicorn, which refuses an over-long request line or header
     and unparsable requests before the app sees them."""
-    port = free_port()
-    environ = {**settings.as_environ(), "PORT": str(port), "WEB_CONCURRENCY": "1",
+    environ = {**settings.as_environ(), "WEB_CONCURRENCY": "1",
                "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
-    api = Running("api", env=child_env(**environ))
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}{API}/health")
+    with running_api(environ) as url:
+        port = int(url.rpartition(":")[2])
         for request, status, code in [
             (b"GET " + API.encode() + b"/queues?q=" + b"a" * 9000 + b" HTTP/1.1\r\n"
              b"Host: t\r\n\r\n", 414, "URI_TOO_LONG"),
@@ -229,12 +225,6 @@ def test_requests_gunicorn_refuses_itself_answer_the_error_body(settings, tmp_pa
             assert set(error) == {"error", "request_id"}
             assert set(error["error"]) == {"code", "message", "details"}
             assert error["error"]["code"] == code
-    finally:
-        api.process.send_signal(signal.SIGTERM)
-        try:
-            api.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            api.kill()
 
 
 def test_a_scheduled_publish_documents_deliver_at_or_cron(spec):

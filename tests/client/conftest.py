@@ -5,7 +5,6 @@ answer 429/503."""
 
 from __future__ import annotations
 
-import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from mq_client import Client
 from mq.settings import Settings
 from tests.client.proxy import Proxy
 from tests.conftest import OPERATOR_TOKEN
-from tests.processes import Running, child_env, free_port, wait_until_up
+from tests.processes import running_api
 
 API = "/api/v1/mq"
 
@@ -46,19 +45,9 @@ class Tenant:
 @pytest.fixture(scope="package")
 def service(settings: Settings) -> Iterator[str]:
     """The root URL of the real API process."""
-    port = free_port()
-    environ = {**settings.as_environ(), "PORT": str(port), "WEB_CONCURRENCY": "2",
-               "LOG_FORMAT": "text", "LOG_LEVEL": "WARNING"}
-    api = Running("api", env=child_env(**environ))
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}{API}/health")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        api.process.send_signal(signal.SIGTERM)
-        try:
-            api.process.wait(timeout=30)
-        finally:
-            api.kill()
+    with running_api({**settings.as_environ(), "WEB_CONCURRENCY": "2",
+                      "LOG_FORMAT": "text", "LOG_LEVEL": "WARNING"}) as url:
+        yield url
 
 
 @pytest.fixture

@@ -278,15 +278,27 @@ class Processes:
         self.redis.close()
 
 
-@pytest.fixture
-def processes(settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
-              ) -> Iterator[Processes]:
+@contextlib.contextmanager
+def own_processes_of(settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
+                     ) -> Iterator[Processes]:
+    """Processes of one test, stopped after it; their logs printed if it failed."""
     procs = Processes(settings, tmp_path)
     yield procs
     procs.close()
+    print_logs_if_failed(procs, request)
+
+
+def print_logs_if_failed(procs: Processes, request: pytest.FixtureRequest) -> None:
     failed = getattr(request.node, "rep_call", None)
     if failed is not None and failed.failed:
         print(procs.logs())
+
+
+@pytest.fixture
+def processes(settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
+              ) -> Iterator[Processes]:
+    with own_processes_of(settings, tmp_path, request) as procs:
+        yield procs
 
 
 class SharedProcesses(Processes):
@@ -359,9 +371,7 @@ def for_one_test(procs: SharedProcesses, request: pytest.FixtureRequest
     procs.begin_test()
     yield procs
     procs.end_test()
-    failed = getattr(request.node, "rep_call", None)
-    if failed is not None and failed.failed:
-        print(procs.logs())
+    print_logs_if_failed(procs, request)
 
 
 @pytest.fixture(scope="module")

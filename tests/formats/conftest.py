@@ -19,6 +19,7 @@ from tests.delivery.conftest import (  # noqa: F401  (fixtures reused by name)
     Processes,
     SharedProcesses,
     for_one_test,
+    own_processes_of,
     subscriptions,
     webhook,
 )
@@ -60,9 +61,5 @@ def own_processes(package_processes: SharedProcesses, settings: Settings, tmp_pa
                   request: pytest.FixtureRequest) -> Iterator[Processes]:
     """Processes of the test's own, with no shared one running beside them."""
     package_processes.stop_shared()
-    procs = Processes(settings, tmp_path)
-    yield procs
-    procs.close()
-    failed = getattr(request.node, "rep_call", None)
-    if failed is not None and failed.failed:
-        print(procs.logs())
+    with own_processes_of(settings, tmp_path, request) as procs:
+        yield procs
