@@ -103,7 +103,9 @@ def test_messages_of_a_binary_encoder_go_through_the_stream_and_the_retry_set(
     broker.join(queue, timeout=10_000)
     worker.join()
 
-    assert sorted(map(repr, seen)) == sorted(map(repr, values))
+    # By equality, not repr: an unpickled set may iterate in another order.
+    assert len(seen) == len(values)
+    assert all(value in seen for value in values)
 
 
 def test_stored_text_keeps_any_bytes() -> None:
