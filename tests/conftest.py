@@ -60,6 +60,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = kept
 
 
+#: The `user_properties` name of a chaos fault's figures (`tests.chaos.conftest.figure`).
+FIGURE = "chaos figure"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The chaos faults' figures, from the reports of whichever test processes ran them."""
+    lines = [value for reports in terminalreporter.stats.values() for report in reports
+             if getattr(report, "when", None) == "call"
+             for name, value in getattr(report, "user_properties", ()) if name == FIGURE]
+    if lines:
+        terminalreporter.section("chaos: recovery figures")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
     """Each phase's report on the item (`item.rep_call`…), for fixtures that print logs

@@ -34,7 +34,7 @@ from cli.embedded import admin_url, sigint_blocked
 from models import upgrade
 from models.database import temporary_database
 from mq.settings import Settings
-from tests.conftest import OPERATOR_TOKEN, RedisServer
+from tests.conftest import FIGURE, OPERATOR_TOKEN, RedisServer
 from tests.delivery.conftest import Processes, Webhook, webhook_server
 from tests.processes import descendants, free_port, wait_until
 from tests.servers import _postgres_answers
@@ -359,19 +359,21 @@ def seconds_until(check: Callable[[], Any], timeout: float) -> float:
     return time.monotonic() - started
 
 
-#: Every fault's figures, printed at the end of the run.
-FIGURES: list[str] = []
+#: The chaos test running now, whose report carries its figures (`figure`).
+_RUNNING: list[pytest.Item] = []
+
+
+@pytest.fixture(autouse=True)
+def _figures_go_with_the_report(request: pytest.FixtureRequest) -> Iterator[None]:
+    _RUNNING.append(request.node)
+    yield
+    _RUNNING.remove(request.node)
 
 
 def figure(name: str, **values: Any) -> None:
-    """Record one fault's figures (recovery times, duplicates) for the run's summary."""
+    """Record one fault's figures (recovery times, duplicates) for the run's summary: they
+    travel with the test's report (`user_properties`), from whichever test process ran it,
+    and `tests.conftest` prints them at the end of the run."""
     shown = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                       for k, v in values.items())
-    FIGURES.append(f"{name}: {shown}")
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if FIGURES:
-        terminalreporter.section("chaos: recovery figures")
-        for line in FIGURES:
-            terminalreporter.write_line(line)
+    _RUNNING[-1].user_properties.append((FIGURE, f"{name}: {shown}"))

@@ -63,9 +63,12 @@ class Collector:
                         _attributes(span.attributes), span.status.code == 2)
                         for span in scope.spans]
 
-    def named(self, name: str) -> list[ExportedSpan]:
+    def named(self, name: str, trace_id: str) -> list[ExportedSpan]:
+        """The spans called `name` in one trace (the worker also delivers other tests'
+        leftover messages of the shared database, in traces of their own)."""
         with self.lock:
-            return [span for span in self.spans if span.name == name]
+            return [span for span in self.spans
+                    if span.name == name and span.trace_id == trace_id]
 
 
 def _attributes(pairs: Any) -> dict[str, Any]:
@@ -142,9 +145,10 @@ def test_a_publish_and_its_deliveries_form_one_trace(
     # Two attempts (503, then 200): each a consumer span, a child of the publish's span,
     # with the webhook's client span under it; the webhook sees the client span as parent.
     requests = webhook.wait_for("/traced", 2)
-    process = wait_until(lambda: len(found.named("process traced")) >= 2
-                         and len(found.named("POST")) >= 2 and found.named("process traced"))
-    posts = found.named("POST")
+    process = wait_until(lambda: len(found.named("process traced", TRACE_ID)) >= 2
+                         and len(found.named("POST", TRACE_ID)) >= 2
+                         and found.named("process traced", TRACE_ID))
+    posts = found.named("POST", TRACE_ID)
     assert {(s.trace_id, s.parent_id, s.kind, s.service) for s in process} \
         == {(TRACE_ID, send_id, "CONSUMER", "mq-worker")}
     assert sorted(s.attributes["mq.delivery.attempt"] for s in process) == [1, 2]
