@@ -115,9 +115,10 @@ def wait_until_up(url: str, timeout: float = 60) -> httpx.Response:
 
 
 @contextlib.contextmanager
-def running_api(environ: Mapping[str, str]) -> Iterator[str]:
+def running_api(environ: Mapping[str, str], *, exits_cleanly: bool = False) -> Iterator[str]:
     """`mq api` (gunicorn) with `environ` on a free port, once it answers: yields its root
-    URL, and stops it after (SIGTERM, then SIGKILL if it lingers)."""
+    URL, and stops it after (SIGTERM, then SIGKILL if it lingers). `exits_cleanly` asserts
+    that SIGTERM ended it with status 0."""
     port = free_port()
     api = Running("api", env=child_env(**{**environ, "PORT": str(port)}))
     try:
@@ -126,9 +127,12 @@ def running_api(environ: Mapping[str, str]) -> Iterator[str]:
     finally:
         api.process.send_signal(signal.SIGTERM)
         try:
-            api.process.wait(timeout=30)
+            status: int | None = api.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            api.kill()
+            status = None
+        api.kill()
+        if exits_cleanly:
+            assert status == 0, api.output[-3000:]
 
 
 def descendants(pid: int) -> dict[int, str]:

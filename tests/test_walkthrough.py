@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import pytest
 
 from cli.dev import KEY_FILE, STATE_DIR
 from mq.settings import Settings
-from tests.processes import ROOT, Running, child_env, free_port, mq, wait_until_up
+from tests.processes import ROOT, child_env, mq, running_api
 
 #: Fields whose README values are examples of a generated value, not a promise.
 GENERATED = {"id", "offset", "timestamp", "created_at", "updated_at", "published_at"}
@@ -116,21 +115,11 @@ def find_field(body: Any, name: str) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def api(settings: Settings) -> Iterator[str]:
     """The real API process (`mq api`: gunicorn) on the test database and Redis namespace."""
-    port = free_port()
-    process = Running("api", env=child_env(
-        DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url,
-        REDIS_NAMESPACE=settings.redis_namespace,
-        MQ_OPERATOR_TOKEN=settings.mq_operator_token or "", PORT=str(port),
-        WEB_CONCURRENCY="1", LOG_FORMAT="text"))
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/api/v1/mq/health")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.process.send_signal(signal.SIGTERM)
-        try:
-            assert process.process.wait(timeout=30) == 0, process.output[-3000:]
-        finally:
-            process.kill()
+    with running_api({"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
+                      "REDIS_NAMESPACE": settings.redis_namespace,
+                      "MQ_OPERATOR_TOKEN": settings.mq_operator_token or "",
+                      "WEB_CONCURRENCY": "1", "LOG_FORMAT": "text"}, exits_cleanly=True) as root:
+        yield root
 
 
 def run_steps(steps: list[Step], key: str, base: str, api: str) -> list[Any]:

@@ -162,9 +162,12 @@ class Calls(Generic[Obj, Nothing]):
                                   idempotent=True))
 
 
-def http_options(base_url: str, api_key: str, timeout: float) -> dict[str, Any]:
+def http_options(base_url: str, api_key: str, timeout: float,
+                 max_connections: int) -> dict[str, Any]:
     """What both clients give their httpx client (`base_url` is the server's root; one that
     already ends with the API's path is taken as it is)."""
     root = base_url.rstrip("/").removesuffix(API_PATH)
     return {"base_url": root + API_PATH, "timeout": timeout,
-            "headers": {"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT}}
+            "headers": {"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT},
+            "limits": httpx.Limits(max_connections=max_connections,
+                                   max_keepalive_connections=max_connections)}

@@ -41,10 +41,8 @@ class AsyncClient(Calls[Coroutine[Any, Any, dict[str, Any]], Coroutine[Any, Any,
 
     def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0,
                  retry: RetryPolicy | None = None, max_connections: int = 100) -> None:
-        limits = httpx.Limits(max_connections=max_connections,
-                              max_keepalive_connections=max_connections)
         self.retry = retry or RetryPolicy()
-        self.http = httpx.AsyncClient(**http_options(base_url, api_key, timeout), limits=limits)
+        self.http = httpx.AsyncClient(**http_options(base_url, api_key, timeout, max_connections))
 
     async def _call(self, request: Request) -> Any:
         sent = request.build(self.http)

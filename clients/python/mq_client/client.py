@@ -22,10 +22,8 @@ class Client(Calls[dict[str, Any], None]):
 
     def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0,
                  retry: RetryPolicy | None = None, max_connections: int = 100) -> None:
-        limits = httpx.Limits(max_connections=max_connections,
-                              max_keepalive_connections=max_connections)
         self.retry = retry or RetryPolicy()
-        self.http = httpx.Client(**http_options(base_url, api_key, timeout), limits=limits)
+        self.http = httpx.Client(**http_options(base_url, api_key, timeout, max_connections))
 
     def _call(self, request: Request) -> Any:
         sent = request.build(self.http)
